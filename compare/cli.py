@@ -1,0 +1,162 @@
+"""The `compare` command line. Heavy libraries are imported inside commands, not here."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from compare.errors import UsageError
+
+DEFAULT_RESULTS = Path("results")
+
+
+def _progress(total: int):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="step", unit_scale=True, dynamic_ncols=True, mininterval=1.0,
+                file=sys.stderr)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli():
+    """Compare direct-trained, converted and hybrid spiking RL agents on one harness."""
+
+
+@cli.command()
+@click.option("--method", default="dqn", show_default=True, help="Method to train (`compare methods`).")
+@click.option("--game", default="CartPole-v1", show_default=True,
+              help="Atari game (Pong, ALE/Pong-v5), classic control (CartPole-v1) or MinAtar/<Game>.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
+@click.option("--steps", type=click.IntRange(min=1),
+              help="Agent steps to train [default: the environment's budget; Atari: the protocol's].")
+@click.option("--protocol", "protocol_name", default="nature", show_default=True,
+              help="Evaluation protocol preset: nature, machado, atari100k.")
+@click.option("--preset", help="Hyperparameter preset: nature, chen2022, liu2022, cleanrl, minatar, "
+              "cartpole [default: chosen by method and environment].")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override one hyperparameter, protocol field or method option (repeatable).")
+@click.option("--eval-episodes", type=click.IntRange(min=1), help="Shorthand for --set eval_episodes=N.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_RESULTS,
+              show_default=True, help="Results root; the run directory is created under OUT/runs/.")
+@click.option("--resume", "resume_dir", type=click.Path(path_type=Path),
+              help="Continue a killed run from its last checkpoint (other options are ignored).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def run(method, game, seed, steps, protocol_name, preset, overrides, eval_episodes, device, out,
+        resume_dir, quiet):
+    """Train one agent and evaluate it under the protocol; prints the final score."""
+    from compare.experiment import parse_overrides, resolve_settings, resume_run, start_run
+
+    progress = None if quiet else _progress
+    if resume_dir is not None:
+        run_ = resume_run(resume_dir, progress_factory=progress)
+    else:
+        pairs = parse_overrides(overrides)
+        if eval_episodes is not None:
+            pairs["eval_episodes"] = str(eval_episodes)
+        settings = resolve_settings(method, game, seed, steps, protocol_name, preset, pairs, device)
+        if not quiet:
+            click.echo(f"run: {settings.method} on {settings.game}, seed {settings.seed}, "
+                       f"{settings.total_steps} steps, preset {settings.preset}, protocol "
+                       f"{settings.protocol.name}, device {settings.device}", err=True)
+        run_ = start_run(settings, out, progress_factory=progress)
+    _print_result(run_.path, run_.read_eval())
+
+
+def _print_result(path: Path, result: dict) -> None:
+    hns = f", HNS {result['hns']:.3f}" if result.get("hns") is not None else ""
+    click.echo(f"{result['method']} {result['game']} seed {result['seed']}: mean return "
+               f"{result['mean_return']:.2f} +- {result['std_return']:.2f} over "
+               f"{result['episodes']} episodes{hns}")
+    click.echo(f"run directory: {path}")
+
+
+@cli.command("eval")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--episodes", type=click.IntRange(min=1), help="[default: the run's protocol]")
+@click.option("--seed", type=int, default=None, help="Evaluation seed [default: the run's seed].")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+def eval_(run_dir, episodes, seed, device):
+    """Evaluate a finished run's trained network again under its protocol (does not modify it)."""
+    from compare.experiment import evaluate_saved_run
+
+    result = evaluate_saved_run(run_dir, episodes, seed, device)
+    click.echo(f"{result['method']} {result['game']}: mean return {result['mean_return']:.2f} +- "
+               f"{result['std_return']:.2f} over {result['episodes']} episodes")
+
+
+@cli.command("list")
+@click.option("--results", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_RESULTS,
+              show_default=True)
+def list_(results):
+    """List the runs found under RESULTS/runs, one line each."""
+    from compare.runstore import list_runs, read_jsonl
+
+    runs = list_runs(results)
+    if not runs:
+        click.echo(f"no runs under {results}/runs")
+        return
+    for r in runs:
+        try:
+            cfg = r.config
+        except Exception:
+            click.echo(f"{r.path.name}  unreadable config.json")
+            continue
+        if r.finished:
+            res = r.read_eval()
+            status = f"finished  mean_return {res['mean_return']:.2f} ({res['episodes']} ep)"
+        else:
+            last = read_jsonl(r.path / "metrics.jsonl")
+            status = f"unfinished at step {last[-1]['step'] if last else 0}/{cfg['total_steps']}"
+        click.echo(f"{r.path.name}  {cfg['method']:<8} {cfg['game']:<16} seed {cfg['seed']:<3} "
+                   f"{cfg['protocol']['name']:<9} {status}")
+
+
+@cli.command()
+def games():
+    """List every environment name `--game` accepts."""
+    from compare.envs import all_env_names
+
+    for name in all_env_names():
+        click.echo(name)
+
+
+@cli.command()
+def methods():
+    """List the registered methods."""
+    from compare.methods import REGISTRY, get_method
+
+    for name in REGISTRY:
+        click.echo(f"{name:<8} {get_method(name).description}")
+
+
+@cli.command()
+@click.option("--game", default="Breakout", show_default=True)
+@click.option("--env-steps", default=4000, show_default=True, type=click.IntRange(min=100),
+              help="Agent steps per environment measurement.")
+@click.option("--train-steps", default=2000, show_default=True, type=click.IntRange(min=100),
+              help="Agent steps of DQN training to time (after a 1000-step warm-up).")
+def bench(game, env_steps, train_steps):
+    """Measure harness and learner speed against baselines run in this same process."""
+    from compare.bench import run_benchmarks
+
+    run_benchmarks(game, env_steps, train_steps, echo=click.echo)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: bad input becomes one line on stderr and exit code 2, never a traceback."""
+    try:
+        cli.main(args=argv, prog_name="compare", standalone_mode=False)
+    except UsageError as e:
+        click.echo(f"compare: error: {e}", err=True)
+        sys.exit(2)
+    except click.ClickException as e:  # usage errors, bad option values, unreadable paths
+        click.echo(f"compare: error: {e.format_message()}", err=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        click.echo("compare: aborted", err=True)
+        sys.exit(130)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)

@@ -1,0 +1,62 @@
+"""Scoring a policy under a protocol: a separate env, unclipped full-game score, eps_eval."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from compare.envs import EnvSpec, VecEnv
+from compare.protocols import Protocol
+
+Policy = Callable[[np.ndarray], np.ndarray]  # observation batch -> greedy actions
+
+
+@dataclass
+class EvalResult:
+    episode_returns: list[float]
+    episode_lengths: list[int]
+
+    def summary(self) -> dict:
+        returns = np.asarray(self.episode_returns, dtype=np.float64)
+        return {"episodes": len(returns), "mean_return": float(returns.mean()),
+                "std_return": float(returns.std()), "episode_returns": self.episode_returns,
+                "episode_lengths": self.episode_lengths}
+
+
+def greedy_q_policy(q_network: torch.nn.Module, device: torch.device) -> Policy:
+    def act(obs: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return q_network(torch.as_tensor(obs, device=device)).argmax(dim=1).cpu().numpy()
+    return act
+
+
+def evaluate_policy(policy: Policy, spec: EnvSpec, protocol: Protocol, episodes: int, seed: int,
+                    max_envs: int = 8, epsilon: float | None = None) -> EvalResult:
+    """Play `episodes` full episodes; each env plays a fixed share, so short episodes are not
+    over-represented. Actions are random with probability `epsilon` (the protocol's eps_eval)."""
+    epsilon = protocol.eval_epsilon if epsilon is None else epsilon
+    num_envs = min(episodes, max_envs)
+    quota = np.full(num_envs, episodes // num_envs) + (np.arange(num_envs) < episodes % num_envs)
+    env = VecEnv(spec, protocol, num_envs)
+    rng = np.random.default_rng(seed)
+    returns: list[list[float]] = [[] for _ in range(num_envs)]
+    lengths: list[list[int]] = [[] for _ in range(num_envs)]
+    try:
+        obs = env.reset(seed=seed)
+        while any(len(r) < q for r, q in zip(returns, quota)):
+            actions = policy(obs)
+            explore = rng.random(num_envs) < epsilon
+            actions = np.where(explore, rng.integers(env.n_actions, size=num_envs), actions)
+            out = env.step(actions)
+            for i, score, length in out.finished:
+                if len(returns[i]) < quota[i]:
+                    returns[i].append(score)
+                    lengths[i].append(length)
+            obs = out.obs
+    finally:
+        env.close()
+    return EvalResult([r for per_env in returns for r in per_env],
+                      [n for per_env in lengths for n in per_env])

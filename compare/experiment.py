@@ -1,0 +1,205 @@
+"""From a command line to a finished run: resolve settings, train, evaluate, record."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import platform
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from compare import config as cfgmod
+from compare.dqn import DQNConfig, DQNLearner, get_dqn_preset
+from compare.envs import EnvSpec, VecEnv, resolve_env
+from compare.errors import UsageError
+from compare.methods import QMethod, get_method
+from compare.protocols import Protocol, get_protocol
+from compare.runstore import Run, ensure_writable_dir
+from compare.scores import human_normalized_score
+
+
+@dataclass
+class Settings:
+    """Everything that defines a run; `config.json` is its JSON form plus provenance."""
+
+    method: str
+    game: str
+    seed: int
+    total_steps: int
+    device: str
+    preset: str
+    protocol: Protocol
+    dqn: DQNConfig
+    options: object  # the method's options dataclass
+
+    def to_dict(self) -> dict:
+        return {"method": self.method, "game": self.game, "seed": self.seed,
+                "total_steps": self.total_steps, "device": self.device, "preset": self.preset,
+                "protocol": dataclasses.asdict(self.protocol), "dqn": dataclasses.asdict(self.dqn),
+                "method_options": dataclasses.asdict(self.options)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Settings":
+        method = get_method(data["method"])
+        return cls(method=data["method"], game=data["game"], seed=data["seed"],
+                   total_steps=data["total_steps"], device=data["device"], preset=data["preset"],
+                   protocol=cfgmod.from_dict(Protocol, data["protocol"]),
+                   dqn=cfgmod.from_dict(DQNConfig, data["dqn"]),
+                   options=cfgmod.from_dict(method.options_type, data["method_options"]))
+
+
+def parse_overrides(pairs: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--set expects KEY=VALUE, got {pair!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def resolve_settings(method_name: str, game: str, seed: int, steps: int | None, protocol_name: str,
+                     preset: str | None, overrides: dict[str, str], device: str) -> Settings:
+    method = get_method(method_name)
+    spec = resolve_env(game)
+    protocol = get_protocol(protocol_name)
+    preset = preset or method.preset_for(spec.family)
+    dqn = get_dqn_preset(preset)
+    options = method.options_type()
+    # Each override goes to the one config object that has a field of that name.
+    targets = {"protocol": (protocol, set(cfgmod.field_names(Protocol)) - {"name"}),
+               "dqn": (dqn, set(cfgmod.field_names(DQNConfig))),
+               "options": (options, set(cfgmod.field_names(method.options_type)))}
+    per_target: dict[str, dict[str, str]] = {name: {} for name in targets}
+    for key, value in overrides.items():
+        owner = next((name for name, (_, keys) in targets.items() if key in keys), None)
+        if owner is None:
+            allowed = sorted(set().union(*(keys for _, keys in targets.values())))
+            raise UsageError(cfgmod.unknown_name_message(f"setting for {method_name}", key, allowed))
+        per_target[owner][key] = value
+    protocol = cfgmod.apply_overrides(protocol, per_target["protocol"])
+    dqn = cfgmod.apply_overrides(dqn, per_target["dqn"])
+    options = cfgmod.apply_overrides(options, per_target["options"])
+    total = steps if steps is not None else spec.budget(protocol)
+    return Settings(method=method_name, game=spec.name, seed=seed, total_steps=total,
+                    device=resolve_device(device), preset=preset, protocol=protocol, dqn=dqn,
+                    options=options)
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda was asked for but no CUDA device is available; use auto or cpu")
+    return device
+
+
+def provenance() -> dict:
+    from compare.runstore import git_commit, package_versions
+
+    return {"versions": package_versions(), "python": platform.python_version(),
+            "git_commit": git_commit(), "created": _dt.datetime.now().isoformat(timespec="seconds"),
+            "command": " ".join(["compare", *sys.argv[1:]])}
+
+
+def _seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+
+
+def start_run(settings: Settings, results_root: Path, progress_factory=None) -> Run:
+    ensure_writable_dir(results_root)
+    spec = resolve_env(settings.game)
+    run = Run.create(results_root, spec.slug, settings.method, settings.seed,
+                     {**settings.to_dict(), **provenance()})
+    _train(run, settings, checkpoint=None, progress_factory=progress_factory)
+    return run
+
+
+def resume_run(path: Path, progress_factory=None) -> Run:
+    run = Run.open(path)
+    if run.finished:
+        raise UsageError(f"run {path} has already finished (eval.json exists); nothing to resume")
+    try:
+        settings = Settings.from_dict(run.config)
+    except (KeyError, TypeError) as e:
+        raise UsageError(f"{path}/config.json is not a compare run config ({e})") from None
+    checkpoint = run.load_checkpoint()
+    run.truncate_logs(checkpoint["train_state"]["step"] if checkpoint else 0)
+    _train(run, settings, checkpoint=checkpoint, progress_factory=progress_factory)
+    return run
+
+
+def build_q_network(method: QMethod, settings: Settings, spec: EnvSpec, env: VecEnv) -> torch.nn.Module:
+    return method.build_q_network(settings.options, spec.family, env.obs_shape, env.n_actions)
+
+
+def _train(run: Run, settings: Settings, checkpoint: dict | None, progress_factory) -> None:
+    method = get_method(settings.method)
+    spec = resolve_env(settings.game)
+    _seed_everything(settings.seed)
+    device = torch.device(settings.device)
+    env = VecEnv(spec, settings.protocol, settings.dqn.num_envs)
+    env.reset(seed=settings.seed)  # learns obs shape and action count; train() resets again
+    q_network = build_q_network(method, settings, spec, env)
+    progress = progress_factory(settings.total_steps) if progress_factory else None
+    learner = DQNLearner(q_network, env, settings.dqn, settings.protocol, settings.total_steps,
+                         settings.seed, device, run, progress)
+    if checkpoint is not None:
+        learner.load_checkpoint(checkpoint)
+        if progress is not None:
+            progress.update(learner.state.step)
+    try:
+        learner.train()
+        result = learner.evaluate(settings.protocol.eval_episodes, seed_offset=settings.total_steps)
+    finally:
+        env.close()
+        if progress is not None:
+            progress.close()
+    run.write_eval(final_eval_record(settings, spec, result.summary()))
+
+
+def final_eval_record(settings: Settings, spec: EnvSpec, summary: dict) -> dict:
+    return {"game": settings.game, "method": settings.method, "seed": settings.seed,
+            "step": settings.total_steps, **summary,
+            "hns": human_normalized_score(spec.ale_id, summary["mean_return"]),
+            "protocol": dataclasses.asdict(settings.protocol)}
+
+
+def load_trained_q_network(run: Run, device: str = "cpu") -> tuple[Settings, EnvSpec, torch.nn.Module]:
+    """Rebuild a finished Q-method run's network with its trained weights."""
+    from compare.runstore import WEIGHTS
+
+    settings = Settings.from_dict(run.config)
+    spec = resolve_env(settings.game)
+    weights = run.path / WEIGHTS
+    if not weights.is_file():
+        raise UsageError(f"{run.path} has no trained weights ({WEIGHTS}); has the run finished?")
+    try:
+        state = torch.load(weights, map_location=device, weights_only=True)
+    except Exception as e:
+        raise UsageError(f"{weights} is truncated or corrupt ({type(e).__name__})") from None
+    env = VecEnv(spec, settings.protocol, 1)
+    try:
+        env.reset(seed=settings.seed)
+        net = build_q_network(get_method(settings.method), settings, spec, env)
+    finally:
+        env.close()
+    net.load_state_dict(state)
+    return settings, spec, net.to(device).eval()
+
+
+def evaluate_saved_run(path: Path, episodes: int | None, seed: int | None, device: str) -> dict:
+    from compare.evaluation import evaluate_policy, greedy_q_policy
+
+    run = Run.open(path)
+    dev = torch.device(resolve_device(device))
+    settings, spec, net = load_trained_q_network(run, str(dev))
+    episodes = episodes or settings.protocol.eval_episodes
+    result = evaluate_policy(greedy_q_policy(net, dev), spec, settings.protocol, episodes,
+                             seed=(settings.seed if seed is None else seed) + 20_000)
+    return final_eval_record(settings, spec, result.summary())

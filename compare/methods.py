@@ -1,0 +1,54 @@
+"""Method registry. A method is a plug-in: one module and one line in `REGISTRY`.
+
+Q-value methods (`QMethod`) only build a network; the shared DQN learner, evaluation protocol
+and run store do the rest.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+
+from compare.config import unknown_name_message
+from compare.dqn import default_dqn_preset
+from compare.errors import UsageError
+from compare.networks import build_ann_q_network
+
+# name -> "module:attribute"; imported only when the method is used, so that the CLI never
+# loads a library (sinabs, norse) that the command at hand does not need.
+REGISTRY: dict[str, str] = {
+    "dqn": "compare.methods:DQN",
+}
+
+
+@dataclass(frozen=True)
+class QMethod:
+    name: str
+    description: str
+    options_type: type          # dataclass of the method's own settings (`--set` keys)
+    build_q_network: Callable[..., nn.Module]  # (options, family, obs_shape, n_actions) -> module
+    preset_for: Callable[[str], str] = default_dqn_preset  # env family -> DQN preset name
+
+
+@dataclass(frozen=True)
+class AnnOptions:
+    mlp_hidden: tuple[int, ...] = (256, 256)  # hidden widths for vector observations
+
+
+DQN = QMethod(
+    name="dqn",
+    description="ANN DQN (Nature CNN / MinAtar CNN / MLP)",
+    options_type=AnnOptions,
+    build_q_network=lambda opts, family, obs_shape, n_actions: build_ann_q_network(
+        family, obs_shape, n_actions, opts.mlp_hidden),
+)
+
+
+def get_method(name: str) -> QMethod:
+    if name not in REGISTRY:
+        raise UsageError(unknown_name_message("method", name, list(REGISTRY)))
+    module, attr = REGISTRY[name].split(":")
+    return getattr(importlib.import_module(module), attr)

@@ -1,0 +1,1 @@
+"""ANN -> SNN conversion pipeline (Sinabs)."""

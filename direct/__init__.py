@@ -1,0 +1,1 @@
+"""Spiking networks trained end to end with surrogate gradients (Norse)."""
