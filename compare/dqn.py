@@ -20,9 +20,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from compare.config import unknown_name_message
-from compare.envs import VecEnv
+from compare.envs import Step, VecEnv
 from compare.errors import UsageError
 from compare.evaluation import evaluate_policy, greedy_q_policy
+from compare.protocols import Protocol
 from compare.replay import ReplayBuffer
 
 
@@ -125,6 +126,13 @@ def newest_frame(obs: np.ndarray, frame_stack: int) -> np.ndarray:
     return obs[:, -1] if frame_stack > 1 else obs
 
 
+def training_signal(step: Step, protocol: Protocol) -> tuple[np.ndarray, np.ndarray]:
+    """The reward and no-bootstrap flag the learner trains on; scores stay unclipped."""
+    reward = np.sign(step.reward) if protocol.clip_rewards else step.reward
+    terminal = step.terminated | (step.life_lost & protocol.life_loss_terminal)
+    return reward.astype(np.float32), terminal
+
+
 @dataclass
 class TrainState:
     """Everything a checkpoint restores, besides the networks and the optimizer."""
@@ -140,7 +148,7 @@ class TrainState:
 class DQNLearner:
     """Trains `q_network` in `env`; `run` (a `compare.runstore.Run`) records everything."""
 
-    def __init__(self, q_network: nn.Module, env: VecEnv, config: DQNConfig, protocol,
+    def __init__(self, q_network: nn.Module, env: VecEnv, config: DQNConfig, protocol: Protocol,
                  total_steps: int, seed: int, device: torch.device, run, progress=None):
         self.cfg = config
         self.protocol = protocol
@@ -254,8 +262,7 @@ class DQNLearner:
             eps = cfg.epsilon(st.step, self.total_steps)
             actions = self._act(obs, eps)
             out = env.step(actions)
-            reward = np.sign(out.reward) if self.protocol.clip_rewards else out.reward
-            terminal = out.terminated | (out.life_lost & self.protocol.life_loss_terminal)
+            reward, terminal = training_signal(out, self.protocol)
             self.replay.add(newest_frame(obs, k), actions, reward, terminal, out.done, out.final_frame)
             obs = out.obs
             st.step += env.num_envs

@@ -127,11 +127,24 @@ class ReplayBuffer:
             envs[todo[ok]] = e[ok]
             idx[todo[ok]] = j[ok]
             todo = todo[~ok]
+        return self.transitions(envs, idx)
+
+    def transitions(self, envs: np.ndarray, idx: np.ndarray) -> Batch:
+        """The transitions starting at entries `idx` of rings `envs` (which must be valid)."""
         nxt = (idx + 1) % self.slots
         return Batch(obs=self._stack(envs, idx), actions=self.actions[envs, idx].astype(np.int64),
                      rewards=self.rewards[envs, idx],
                      next_obs=self._stack(envs, nxt),
                      terminals=((self.flags[envs, idx] & TERMINAL) != 0).astype(np.float32))
+
+    def valid_entries(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every (env, entry) pair that starts a complete transition."""
+        envs, idx = np.meshgrid(np.arange(self.num_envs), np.arange(self.slots), indexing="ij")
+        envs, idx = envs.ravel(), idx.ravel()
+        filled = idx < np.minimum(self.written, self.slots)[envs]
+        envs, idx = envs[filled], idx[filled]
+        ok = self._valid(envs, idx)
+        return envs[ok], idx[ok]
 
     def sampleable(self) -> int:
         """An upper bound on complete transitions held (zero means nothing to sample)."""

@@ -1,0 +1,28 @@
+# `make demo` and `make test` each install everything into .venv first (Python 3.11+).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: install demo test bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "compare needs Python >= 3.11"'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+# The main job on its defaults: train an ANN DQN on CartPole-v1 and evaluate it (~2 min on 2 CPU cores).
+demo: install
+	$(BIN)/compare run
+
+test: install
+	$(BIN)/python -m pytest -q
+
+bench: install
+	$(BIN)/compare bench
+
+clean:
+	rm -rf $(VENV) results/runs

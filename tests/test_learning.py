@@ -1,0 +1,41 @@
+"""Real training runs, as a user starts them. Slow (minutes), and part of CI."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.learning
+
+
+def compare_run(tmp_path, *args):
+    out = tmp_path / "results"
+    proc = subprocess.run([sys.executable, "-m", "compare", "run", "--quiet", "--out", str(out), *args],
+                          capture_output=True, text=True, timeout=1500)
+    assert proc.returncode == 0, proc.stderr
+    (run_dir,) = out.glob("runs/*")
+    return run_dir
+
+
+def test_dqn_learns_cartpole_within_50k_steps(tmp_path):
+    run_dir = compare_run(tmp_path, "--method", "dqn", "--game", "CartPole-v1", "--steps", "50000",
+                          "--seed", "0")
+    result = json.loads((run_dir / "eval.json").read_text())
+    assert result["episodes"] == 30
+    assert result["mean_return"] >= 150, result["mean_return"]
+
+
+def test_dqn_on_pong_records_full_game_scores_and_a_training_curve(tmp_path):
+    run_dir = compare_run(tmp_path, "--method", "dqn", "--game", "Pong", "--steps", "5000",
+                          "--eval-episodes", "4")
+    result = json.loads((run_dir / "eval.json").read_text())
+    assert len(result["episode_returns"]) == 4
+    assert all(-21 <= r <= 21 for r in result["episode_returns"])
+    # A full game ends when one side reaches 21: never at a life loss or a frame budget this short.
+    assert all(abs(r) >= 1 for r in result["episode_returns"])
+    assert all(n > 500 for n in result["episode_lengths"])
+    assert result["hns"] is not None and result["protocol"]["name"] == "nature"
+    curve = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert curve and all(-21 <= r["episode_return"] <= 21 for r in curve)
+    assert curve[-1]["step"] <= 5000 and curve[-1]["frames"] == 4 * curve[-1]["step"]
