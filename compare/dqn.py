@@ -242,12 +242,20 @@ class DQNLearner:
 
     # -- the loop ---------------------------------------------------------------------------
     def train(self) -> None:
+        """The whole run: start (or continue) the episodes, train to the budget, save."""
+        self.begin()
+        self.train_until(self.total_steps)
+        self.run.save_weights(self.q.state_dict())
+        self.save_checkpoint()
+
+    def begin(self) -> None:
+        """Reset the envs and build the replay (restoring it from the checkpoint if saved)."""
         cfg, st, env = self.cfg, self.state, self.env
         k = env.spec.frame_stack
         # Seeds differ per resume point so a resumed run does not replay the same episodes.
-        obs = env.reset(seed=self.seed + st.step)
+        self._obs = env.reset(seed=self.seed + st.step)
         self.replay = ReplayBuffer(cfg.buffer_size, cfg.num_envs, env.frame_shape,
-                                   newest_frame(obs, k).dtype, k, seed=self.seed)
+                                   newest_frame(self._obs, k).dtype, k, seed=self.seed)
         restored = getattr(self, "_restored_replay", None)
         if restored is not None:
             self.replay.load_state_dict(restored)
@@ -255,10 +263,16 @@ class DQNLearner:
         elif st.step > 0:
             # The replay was not checkpointed: refill it before updating again.
             self._resume_warmup_until = st.step + min(cfg.learning_starts, self.total_steps - st.step)
+
+    def train_until(self, limit: int) -> None:
+        """Act, store and learn until `limit` agent steps (in whole vector steps)."""
+        cfg, st, env = self.cfg, self.state, self.env
+        k = env.spec.frame_stack
+        obs = self._obs
         losses: list[float] = []
         window = time.perf_counter(), st.step
         steps_per_s = 0.0
-        while st.step < self.total_steps:
+        while st.step < limit:
             eps = cfg.epsilon(st.step, self.total_steps)
             actions = self._act(obs, eps)
             out = env.step(actions)
@@ -302,8 +316,7 @@ class DQNLearner:
             if st.step >= st.next_checkpoint and st.step < self.total_steps:
                 st.next_checkpoint += self.checkpoint_interval
                 self.save_checkpoint()
-        self.run.save_weights(self.q.state_dict())
-        self.save_checkpoint()
+        self._obs = obs
 
     def evaluate(self, episodes: int, seed_offset: int = 0):
         """Score the current network under the protocol (separate env, unclipped score)."""

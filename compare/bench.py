@@ -1,0 +1,176 @@
+"""`compare bench`: speed of the harness and the learner, as ratios to baselines run here.
+
+(a) environment steps/s: `VecEnv` (ale-py's C++ vector env) against gymnasium's single-env
+    AtariPreprocessing + FrameStackObservation stack;
+(b) DQN training steps/s on an Atari game: our learner (vector env, frame-once replay) against a
+    CleanRL-style loop (one gymnasium env, replay of stacked observations) doing the very same
+    updates with the same network;
+(c) replay bytes per transition, ours against a stacked-observation replay.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from compare.dqn import DQNLearner, get_dqn_preset
+from compare.envs import VecEnv, resolve_env
+from compare.networks import NatureCNN
+from compare.protocols import get_protocol
+from compare.replay import FINAL, Batch
+from compare.runstore import Run
+
+WARMUP = 1000  # agent steps before updates start, in both training measurements
+
+
+def _gym_atari_env(spec, protocol):
+    import ale_py
+    import gymnasium as gym
+
+    gym.register_envs(ale_py)
+    env = gym.make(f"ALE/{spec.name}-v5", frameskip=1,
+                   repeat_action_probability=protocol.sticky_action_prob)
+    env = gym.wrappers.AtariPreprocessing(env, frame_skip=4, noop_max=protocol.noop_max)
+    return gym.wrappers.FrameStackObservation(env, 4)
+
+
+def gym_env_steps_per_s(spec, protocol, steps: int) -> float:
+    env = _gym_atari_env(spec, protocol)
+    env.reset(seed=0)
+    start = time.perf_counter()
+    for _ in range(steps):
+        _, _, terminated, truncated, _ = env.step(env.action_space.sample())
+        if terminated or truncated:
+            env.reset()
+    rate = steps / (time.perf_counter() - start)
+    env.close()
+    return rate
+
+
+def harness_env_steps_per_s(spec, protocol, steps: int, num_envs: int) -> float:
+    env = VecEnv(spec, protocol, num_envs)
+    env.reset(seed=0)
+    rng = np.random.default_rng(0)
+    start = time.perf_counter()
+    for _ in range(steps // num_envs):
+        env.step(rng.integers(env.n_actions, size=num_envs))
+    rate = (steps // num_envs) * num_envs / (time.perf_counter() - start)
+    env.close()
+    return rate
+
+
+class StackedReplay:
+    """The CleanRL/SB3 layout: every transition keeps its own 4-frame obs and next obs."""
+
+    def __init__(self, capacity: int, obs_shape, seed: int):
+        self.obs = np.zeros((capacity, *obs_shape), dtype=np.uint8)
+        self.next_obs = np.zeros_like(self.obs)
+        self.actions = np.zeros(capacity, dtype=np.int64)
+        self.rewards = np.zeros(capacity, dtype=np.float32)
+        self.terminals = np.zeros(capacity, dtype=np.float32)
+        self.size = self.pos = 0
+        self.rng = np.random.default_rng(seed)
+
+    @property
+    def bytes_per_transition(self) -> int:
+        arrays = (self.obs, self.next_obs, self.actions, self.rewards, self.terminals)
+        return sum(a[0].nbytes for a in arrays)
+
+    def add(self, obs, next_obs, action, reward, terminal):
+        i = self.pos
+        self.obs[i], self.next_obs[i], self.actions[i] = obs, next_obs, action
+        self.rewards[i], self.terminals[i] = reward, terminal
+        self.pos = (i + 1) % len(self.obs)
+        self.size = min(self.size + 1, len(self.obs))
+
+    def sampleable(self) -> int:
+        return self.size
+
+    def sample(self, batch_size: int) -> Batch:
+        idx = self.rng.integers(self.size, size=batch_size)
+        return Batch(self.obs[idx], self.actions[idx], self.rewards[idx], self.next_obs[idx],
+                     self.terminals[idx])
+
+
+def _bench_learner(spec, protocol, steps: int, num_envs: int, run: Run) -> DQNLearner:
+    config = get_dqn_preset("cleanrl")
+    config = type(config)(**{**config.__dict__, "num_envs": num_envs, "learning_starts": WARMUP,
+                             "buffer_size": 50_000, "checkpoint_interval": 10**9, "save_replay": "never"})
+    env = VecEnv(spec, protocol, num_envs)
+    env.reset(seed=0)
+    torch.manual_seed(0)
+    return DQNLearner(NatureCNN(env.n_actions), env, config, protocol, WARMUP + steps, seed=0,
+                      device=torch.device("cpu"), run=run)
+
+
+def ours_train_steps_per_s(spec, protocol, steps: int, num_envs: int, run: Run) -> tuple[float, float]:
+    """Learner steps/s once updates run, and measured replay bytes per stored transition."""
+    learner = _bench_learner(spec, protocol, steps, num_envs, run)
+    learner.begin()
+    learner.train_until(WARMUP)
+    start, first = time.perf_counter(), learner.state.step
+    learner.train_until(WARMUP + steps)
+    rate = (learner.state.step - first) / (time.perf_counter() - start)
+    learner.env.close()
+    replay = learner.replay
+    entries = int(np.minimum(replay.written, replay.slots).sum())
+    transitions = entries - int(((replay.flags & FINAL) != 0).sum())
+    return rate, replay.bytes_per_entry * entries / max(1, transitions)
+
+
+def cleanrl_style_train_steps_per_s(spec, protocol, steps: int, run: Run) -> tuple[float, int]:
+    """One gymnasium env, stacked replay, same learner update; steps/s after the warm-up."""
+    learner = _bench_learner(spec, protocol, steps, 1, run)
+    learner.env.close()
+    env = _gym_atari_env(spec, protocol)
+    replay = StackedReplay(50_000, (4, 84, 84), seed=0)
+    learner.replay = replay
+    obs, _ = env.reset(seed=0)
+    cfg, start = learner.cfg, None
+    for step in range(WARMUP + steps):
+        if step == WARMUP:
+            start = time.perf_counter()
+        action = learner._act(np.asarray(obs)[None], cfg.epsilon(step, WARMUP + steps))[0]
+        next_obs, reward, terminated, truncated, _ = env.step(action)
+        replay.add(obs, next_obs, action, np.sign(reward), terminated)
+        obs = env.reset()[0] if (terminated or truncated) else next_obs
+        if step >= WARMUP and step % cfg.train_freq == 0:
+            learner._update()
+        if step % cfg.target_update_period == 0:
+            learner.target.load_state_dict(learner.q.state_dict())
+    env.close()
+    return steps / (time.perf_counter() - start), replay.bytes_per_transition
+
+
+def run_benchmarks(game: str, env_steps: int, train_steps: int, echo=print, num_envs: int = 16) -> dict:
+    spec = resolve_env(game)
+    if spec.family != "atari":
+        from compare.errors import UsageError
+
+        raise UsageError(f"the benchmark measures Atari games; {spec.name} is {spec.family}")
+    protocol = get_protocol("nature")
+    echo(f"compare bench: {spec.name}, torch threads {torch.get_num_threads()}")
+    # Alternate the two, three rounds, and keep each one's median: a shared 2-core machine
+    # drifts by tens of percent between seconds.
+    gym_rates, our_rates = [], []
+    for _ in range(3):
+        gym_rates.append(gym_env_steps_per_s(spec, protocol, env_steps))
+        our_rates.append(harness_env_steps_per_s(spec, protocol, env_steps, num_envs))
+    gym_rate, ours_rate = float(np.median(gym_rates)), float(np.median(our_rates))
+    echo(f"(a) env steps/s: harness VecEnv x{num_envs} {ours_rate:,.0f} | gymnasium "
+         f"AtariPreprocessing+FrameStack single env {gym_rate:,.0f} | ratio {ours_rate / gym_rate:.2f}x")
+    with tempfile.TemporaryDirectory() as tmp:
+        run = Run(Path(tmp))
+        base_rate, stacked_bytes = cleanrl_style_train_steps_per_s(spec, protocol, train_steps, run)
+        train_rate, frame_bytes = ours_train_steps_per_s(spec, protocol, train_steps, 4, run)
+    echo(f"(b) DQN training steps/s (Nature CNN, batch 32, update every 4 steps, CPU): ours "
+         f"(4 envs) {train_rate:,.1f} | CleanRL-style loop {base_rate:,.1f} | ratio "
+         f"{train_rate / base_rate:.2f}x")
+    echo(f"(c) replay bytes per transition: ours {frame_bytes:,.0f} | stacked obs + next obs "
+         f"{stacked_bytes:,} | ratio {stacked_bytes / frame_bytes:.1f}x smaller")
+    return {"env_ratio": ours_rate / gym_rate, "train_ratio": train_rate / base_rate,
+            "bytes_per_transition": frame_bytes}
