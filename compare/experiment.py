@@ -69,7 +69,7 @@ def resolve_settings(method_name: str, game: str, seed: int, steps: int | None, 
     protocol = get_protocol(protocol_name)
     preset = preset or method.preset_for(spec.family)
     dqn = get_dqn_preset(preset)
-    options = method.options_type()
+    options = method.option_presets.get(preset, method.options_type())
     # Each override goes to the one config object that has a field of that name.
     targets = {"protocol": (protocol, set(cfgmod.field_names(Protocol)) - {"name"}),
                "dqn": (dqn, set(cfgmod.field_names(DQNConfig))),
@@ -155,19 +155,27 @@ def _train(run: Run, settings: Settings, checkpoint: dict | None, progress_facto
             progress.update(learner.state.step)
     try:
         learner.train()
-        result = learner.evaluate(settings.protocol.eval_episodes, seed_offset=settings.total_steps)
     finally:
         env.close()
         if progress is not None:
             progress.close()
-    run.write_eval(final_eval_record(settings, spec, result.summary()))
+    record = evaluate_q_network(learner.q.eval(), settings, spec, settings.protocol.eval_episodes,
+                                seed=settings.seed + 10_000 + settings.total_steps, device=device)
+    run.write_eval(record)
 
 
-def final_eval_record(settings: Settings, spec: EnvSpec, summary: dict) -> dict:
+def evaluate_q_network(net: torch.nn.Module, settings: Settings, spec: EnvSpec, episodes: int,
+                       seed: int, device: torch.device) -> dict:
+    """Final-evaluation record: scores under the protocol and the cost of each decision."""
+    from compare.accounting import CostMeter
+    from compare.evaluation import evaluate_policy, greedy_q_policy
+
+    with CostMeter(net, timesteps=getattr(settings.options, "timesteps", 1)) as meter:
+        result = evaluate_policy(greedy_q_policy(net, device), spec, settings.protocol, episodes, seed)
     return {"game": settings.game, "method": settings.method, "seed": settings.seed,
-            "step": settings.total_steps, **summary,
-            "hns": human_normalized_score(spec.ale_id, summary["mean_return"]),
-            "protocol": dataclasses.asdict(settings.protocol)}
+            "step": settings.total_steps, **result.summary(),
+            "hns": human_normalized_score(spec.ale_id, result.summary()["mean_return"]),
+            "protocol": dataclasses.asdict(settings.protocol), "neuro": meter.summary()}
 
 
 def load_trained_q_network(run: Run, device: str = "cpu") -> tuple[Settings, EnvSpec, torch.nn.Module]:
@@ -194,12 +202,8 @@ def load_trained_q_network(run: Run, device: str = "cpu") -> tuple[Settings, Env
 
 
 def evaluate_saved_run(path: Path, episodes: int | None, seed: int | None, device: str) -> dict:
-    from compare.evaluation import evaluate_policy, greedy_q_policy
-
     run = Run.open(path)
     dev = torch.device(resolve_device(device))
     settings, spec, net = load_trained_q_network(run, str(dev))
-    episodes = episodes or settings.protocol.eval_episodes
-    result = evaluate_policy(greedy_q_policy(net, dev), spec, settings.protocol, episodes,
-                             seed=(settings.seed if seed is None else seed) + 20_000)
-    return final_eval_record(settings, spec, result.summary())
+    return evaluate_q_network(net, settings, spec, episodes or settings.protocol.eval_episodes,
+                              seed=(settings.seed if seed is None else seed) + 20_000, device=dev)

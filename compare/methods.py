@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from torch import nn
 
@@ -21,6 +21,7 @@ from compare.networks import build_ann_q_network
 # loads a library (sinabs, norse) that the command at hand does not need.
 REGISTRY: dict[str, str] = {
     "dqn": "compare.methods:DQN",
+    "dsqn": "direct.dsqn:DSQN",
 }
 
 
@@ -31,6 +32,8 @@ class QMethod:
     options_type: type          # dataclass of the method's own settings (`--set` keys)
     build_q_network: Callable[..., nn.Module]  # (options, family, obs_shape, n_actions) -> module
     preset_for: Callable[[str], str] = default_dqn_preset  # env family -> DQN preset name
+    # Method options that a preset of the same name brings along (e.g. dsqn's `liu2022`).
+    option_presets: dict[str, object] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,158 @@
+"""DSQN: deep spiking Q-network trained end to end (Chen, Peng, Huang, Tian 2022).
+
+Synaptic layers (the Nature CNN for Atari, the MinAtar CNN, or an MLP) each feed a layer of LIF
+neurons, except the last, which feeds non-spiking leaky integrators whose membrane voltage,
+decoded over the T steps (`max` by default, as in the paper), is the Q-value. The observation
+is presented at every step ("direct" encoding); since it is static, the first synaptic layer
+runs once. The rest runs layer by layer: each synaptic layer processes all T x B inputs in one
+call, and only the neurons' elementwise dynamics loop over T.
+
+The `liu2022` preset follows Liu et al. 2022 (IEEE TCYB): T = 64 and Q = Linear(mean spike
+rate of the last hidden layer) instead of a membrane readout.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from compare.errors import UsageError
+from compare.methods import QMethod
+from direct.neurons import SURROGATES, LeakyIntegratorLayer, LIFLayer, LIFParameters, Surrogate
+
+Decoder = Literal["max", "mean", "last", "max-abs"]
+
+
+@dataclass(frozen=True)
+class DSQNOptions:
+    timesteps: int = 8                 # T (the paper's training script; its model default is 5)
+    decoder: Decoder = "max"           # Q from the output membrane over T
+    readout: Literal["membrane", "rate"] = "membrane"  # rate: Linear on mean spike rate (Liu 2022)
+    tau_mem: float = 2.0               # LIF: v <- v + (x - v) / tau_mem
+    v_th: float = 1.0
+    v_reset: float = 0.0
+    reset: Literal["hard", "soft"] = "hard"
+    detach_reset: bool = True
+    surrogate: Surrogate = "atan"
+    surrogate_alpha: float = 2.0
+    out_tau_mem: float = 2.0           # output leaky integrator
+    bias: bool = False                 # the paper omits biases
+    mlp_hidden: tuple[int, ...] = (256, 256)  # hidden widths for vector observations
+    input_divisor: float = 256.0       # Atari pixels enter as frame / input_divisor
+
+    def __post_init__(self):
+        if self.timesteps <= 0:
+            raise UsageError(f"timesteps={self.timesteps} must be a positive integer")
+        if self.surrogate not in SURROGATES:
+            raise UsageError(f"surrogate={self.surrogate!r} is not allowed; choose one of: {', '.join(SURROGATES)}")
+        for name in ("tau_mem", "out_tau_mem", "input_divisor"):
+            if getattr(self, name) <= 0:
+                raise UsageError(f"{name}={getattr(self, name)} must be positive")
+
+    @property
+    def lif(self) -> LIFParameters:
+        return LIFParameters(tau_mem=self.tau_mem, v_th=self.v_th, v_reset=self.v_reset,
+                             reset=self.reset, detach_reset=self.detach_reset,
+                             surrogate=self.surrogate, alpha=self.surrogate_alpha)
+
+
+def decode(v: torch.Tensor, decoder: str) -> torch.Tensor:
+    """(T, B, A) output membrane -> (B, A) Q-values."""
+    if decoder == "max":
+        return v.max(dim=0).values
+    if decoder == "mean":
+        return v.mean(dim=0)
+    if decoder == "last":
+        return v[-1]
+    # max-abs: the value (with its sign) that is largest in magnitude over T
+    idx = v.abs().argmax(dim=0, keepdim=True)
+    return v.gather(0, idx).squeeze(0)
+
+
+class SpikingQNetwork(nn.Module):
+    def __init__(self, synapses: list[nn.Module], options: DSQNOptions, pixel_input: bool):
+        super().__init__()
+        self.opts = options
+        self.pixel_input = pixel_input
+        self.synapses = nn.ModuleList(synapses)
+        self.lifs = nn.ModuleList(LIFLayer(options.lif) for _ in synapses[:-1])
+        membrane = options.readout == "membrane"
+        for i, layer in enumerate(self.synapses):
+            # What compare.accounting counts as accumulates: layers driven by spikes.
+            layer.spike_input = 0 < i < len(synapses) - 1 or (i > 0 and membrane)
+        self.output = LeakyIntegratorLayer(options.out_tau_mem) if membrane else None
+
+    def _input(self, obs: torch.Tensor) -> torch.Tensor:
+        x = obs.float()
+        return x / self.opts.input_divisor if self.pixel_input else x
+
+    @staticmethod
+    def _all_steps(layer: nn.Module, s: torch.Tensor) -> torch.Tensor:
+        """Apply a synaptic layer to (T, B, ...) spikes as one (T*B, ...) batch."""
+        T, B = s.shape[:2]
+        flat = s.reshape(T * B, -1) if isinstance(layer, nn.Linear) else s.reshape(T * B, *s.shape[2:])
+        y = layer(flat)
+        return y.reshape(T, B, *y.shape[1:])
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        # The input is static: its synaptic current is computed once and held for T steps.
+        spikes = self.lifs[0](self.synapses[0](self._input(obs)), timesteps=self.opts.timesteps)
+        for layer, lif in zip(self.synapses[1:-1], self.lifs[1:]):
+            spikes = lif(self._all_steps(layer, spikes))
+        if self.output is None:
+            return self.synapses[-1](spikes.mean(dim=0).flatten(1))
+        return decode(self.output(self._all_steps(self.synapses[-1], spikes)), self.opts.decoder)
+
+    def forward_stepwise(self, obs: torch.Tensor) -> torch.Tensor:
+        """The same network simulated one time step at a time through every layer, as a
+        neuromorphic chip runs it; agrees exactly with `forward`."""
+        first = self.synapses[0](self._input(obs))
+        v_lif = [None] * len(self.lifs)
+        v_out = None
+        outputs, rates = [], 0.0
+        for _ in range(self.opts.timesteps):
+            z, v_lif[0] = self.lifs[0].step(first, v_lif[0])
+            for i in range(1, len(self.lifs)):
+                current = self.synapses[i](z.flatten(1) if isinstance(self.synapses[i], nn.Linear) else z)
+                z, v_lif[i] = self.lifs[i].step(current, v_lif[i])
+            if self.output is None:
+                rates = rates + z.flatten(1)
+            else:
+                v_out = self.output.step(self.synapses[-1](z.flatten(1)), v_out)
+                outputs.append(v_out)
+        if self.output is None:
+            return self.synapses[-1](rates / self.opts.timesteps)
+        return decode(torch.stack(outputs), self.opts.decoder)
+
+
+def build_dsqn(options: DSQNOptions, family: str, obs_shape: tuple[int, ...], n_actions: int) -> SpikingQNetwork:
+    bias = options.bias
+    if family == "atari":
+        synapses = [nn.Conv2d(obs_shape[0], 32, 8, stride=4, bias=bias),
+                    nn.Conv2d(32, 64, 4, stride=2, bias=bias),
+                    nn.Conv2d(64, 64, 3, stride=1, bias=bias),
+                    nn.Linear(3136, 512, bias=bias),
+                    nn.Linear(512, n_actions, bias=bias)]
+    elif family == "minatar":
+        size = obs_shape[-1]
+        synapses = [nn.Conv2d(obs_shape[0], 16, 3, stride=1, bias=bias),
+                    nn.Linear(16 * (size - 2) ** 2, 128, bias=bias),
+                    nn.Linear(128, n_actions, bias=bias)]
+    else:
+        widths = [math.prod(obs_shape), *options.mlp_hidden, n_actions]
+        synapses = [nn.Linear(a, b, bias=bias) for a, b in zip(widths[:-1], widths[1:])]
+    return SpikingQNetwork(synapses, options, pixel_input=family == "atari")
+
+
+DSQN = QMethod(
+    name="dsqn",
+    description="deep spiking Q-network, surrogate gradients in Norse (Chen et al. 2022)",
+    options_type=DSQNOptions,
+    build_q_network=build_dsqn,
+    preset_for=lambda family: {"atari": "chen2022", "minatar": "minatar", "classic": "cartpole"}[family],
+    option_presets={"liu2022": DSQNOptions(timesteps=64, readout="rate", input_divisor=255.0)},
+)

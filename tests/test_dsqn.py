@@ -1,0 +1,149 @@
+import pytest
+import torch
+from norse.torch.functional.lif_box import (LIFBoxFeedForwardState, LIFBoxParameters,
+                                            lif_box_feed_forward_step)
+from torch import nn
+
+from compare.accounting import JOULES_PER_AC, JOULES_PER_MAC, CostMeter, synaptic_ops
+from compare.errors import UsageError
+from direct.dsqn import DSQNOptions, SpikingQNetwork, build_dsqn, decode
+from direct.neurons import LeakyIntegratorLayer, LIFLayer, LIFParameters, lif_step
+
+
+def trace(x):
+    return torch.tensor(x, dtype=torch.float32)[:, None]  # (T, 1 neuron)
+
+
+def test_lif_hard_reset_matches_hand_computed_trace():
+    # v <- v + (x - v)/2: 0.75, 1.125 -> spike, reset to 0; 0.25; 1.625 -> spike, reset to 0
+    spikes = LIFLayer(LIFParameters())(trace([1.5, 1.5, 0.5, 3.0]))
+    assert spikes[:, 0].tolist() == [0, 1, 0, 1]
+    v = torch.zeros(1)
+    membranes = []
+    for x in [1.5, 1.5, 0.5, 3.0]:
+        _, v = lif_step(torch.tensor([x]), v, LIFParameters())
+        membranes.append(v.item())
+    assert membranes == pytest.approx([0.75, 0.0, 0.25, 0.0])
+
+
+def test_lif_soft_reset_subtracts_the_threshold():
+    p = LIFParameters(reset="soft")
+    v, membranes, spikes = torch.zeros(1), [], []
+    for x in [1.5, 1.5, 0.5, 3.0]:
+        z, v = lif_step(torch.tensor([x]), v, p)
+        spikes.append(z.item())
+        membranes.append(v.item())
+    assert spikes == [0, 1, 0, 1]
+    assert membranes == pytest.approx([0.75, 0.125, 0.3125, 0.65625])
+
+
+def test_lif_step_is_norses_lif_box_step():
+    torch.manual_seed(0)
+    x = torch.randn(20, 50) * 2
+    ours = LIFParameters(surrogate="super", alpha=100.0, detach_reset=False)
+    norse_p = LIFBoxParameters(tau_mem_inv=torch.tensor(0.5), v_leak=torch.tensor(0.0),
+                               v_th=torch.tensor(1.0), v_reset=torch.tensor(0.0), method="super",
+                               alpha=torch.tensor(100.0))
+    v_ours = torch.zeros(50)
+    state = LIFBoxFeedForwardState(v=torch.zeros(50))
+    for t in range(20):
+        z_ours, v_ours = lif_step(x[t], v_ours, ours)
+        z_norse, state = lif_box_feed_forward_step(x[t], state, norse_p, dt=1.0)
+        assert torch.equal(z_ours, z_norse)
+        torch.testing.assert_close(v_ours, state.v)
+
+
+def test_output_integrator_and_decoders_on_a_hand_computed_trace():
+    # v <- v + (x - v)/2 over x = -4, 0, 2, 0: -2, -1, 0.5, 0.25
+    v = LeakyIntegratorLayer(2.0)(trace([-4.0, 0.0, 2.0, 0.0]))
+    assert v[:, 0].tolist() == pytest.approx([-2.0, -1.0, 0.5, 0.25])
+    assert decode(v, "max").item() == pytest.approx(0.5)
+    assert decode(v, "mean").item() == pytest.approx(-0.5625)
+    assert decode(v, "last").item() == pytest.approx(0.25)
+    assert decode(v, "max-abs").item() == pytest.approx(-2.0)
+
+
+@pytest.mark.parametrize("family, shape", [("atari", (4, 84, 84)), ("minatar", (4, 10, 10)),
+                                           ("classic", (4,))])
+@pytest.mark.parametrize("options", [DSQNOptions(), DSQNOptions(readout="rate", timesteps=5, bias=True),
+                                     DSQNOptions(reset="soft", decoder="max-abs", timesteps=3)])
+def test_layer_by_layer_equals_step_by_step(family, shape, options):
+    torch.manual_seed(1)
+    net = build_dsqn(options, family, shape, n_actions=5)
+    obs = (torch.rand(6, *shape) * 255).to(torch.uint8) if family == "atari" else torch.randn(6, *shape) * 3
+    with torch.no_grad():
+        assert torch.equal(net(obs), net.forward_stepwise(obs))
+
+
+@pytest.mark.parametrize("family, shape", [("atari", (4, 84, 84)), ("classic", (4,))])
+def test_gradient_reaches_the_first_layer(family, shape):
+    torch.manual_seed(0)
+    net = build_dsqn(DSQNOptions(), family, shape, n_actions=4)
+    obs = (torch.rand(8, *shape) * 255).to(torch.uint8) if family == "atari" else torch.randn(8, *shape) * 3
+    net(obs).sum().backward()
+    assert net.synapses[0].weight.grad.abs().sum() > 0
+
+
+def test_synaptic_operations_count_each_spikes_fan_out():
+    conv = nn.Conv2d(1, 2, kernel_size=2, stride=1, bias=False)
+    corner = torch.zeros(1, 1, 3, 3)
+    corner[0, 0, 0, 0] = 1
+    centre = torch.zeros(1, 1, 3, 3)
+    centre[0, 0, 1, 1] = 1
+    assert synaptic_ops(conv, corner) == 2       # one output position x 2 channels
+    assert synaptic_ops(conv, centre) == 8       # four positions x 2 channels
+    assert synaptic_ops(nn.Linear(3, 7), torch.tensor([[1.0, 0.0, 1.0]])) == 14
+
+
+def test_cost_of_a_tiny_spiking_network_matches_hand_count():
+    """Input 2.0 -> Linear(1->2) weights (4, 0) -> LIF -> Linear(2->3) -> integrator, T=3.
+    Neuron 0 receives 8: v = 4 each step, spikes every step; neuron 1 never spikes."""
+    options = DSQNOptions(timesteps=3, mlp_hidden=(2,))
+    net = build_dsqn(options, "classic", (1,), n_actions=3)
+    assert isinstance(net, SpikingQNetwork)
+    with torch.no_grad():
+        net.synapses[0].weight.copy_(torch.tensor([[4.0], [0.0]]))
+    with CostMeter(net, timesteps=3) as meter:
+        net(torch.full((2, 1), 2.0))             # two decisions
+    stats = meter.summary()
+    assert stats["timesteps"] == 3 and meter.decisions == 2
+    assert stats["macs_per_decision"] == 2        # the analog input layer, computed once
+    assert stats["synops_per_decision"] == 9      # 3 spikes x fan-out 3
+    assert stats["firing_rate"] == {"lifs.0": pytest.approx(0.5)}
+    assert stats["energy_per_decision_j"] == pytest.approx(2 * JOULES_PER_MAC + 9 * JOULES_PER_AC)
+
+
+def test_ann_cost_is_its_macs():
+    from compare.networks import NatureCNN
+
+    net = NatureCNN(6)
+    with CostMeter(net) as meter:
+        net(torch.zeros(3, 4, 84, 84, dtype=torch.uint8))
+    stats = meter.summary()
+    nature_macs = (32 * 20 * 20 * 4 * 64 + 64 * 9 * 9 * 32 * 16 + 64 * 7 * 7 * 64 * 9 + 3136 * 512 + 512 * 6)
+    assert stats["macs_per_decision"] == nature_macs
+    assert stats["synops_per_decision"] == 0 and "firing_rate" not in stats and stats["timesteps"] == 1
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"timesteps": "0"}, "timesteps=0 must be a positive integer"),
+    ({"decoder": "median"}, "choose one of: max, mean, last, max-abs"),
+    ({"surrogate": "sigmoid"}, "choose one of: atan, super"),
+    ({"reset": "zero"}, "choose one of: hard, soft"),
+])
+def test_bad_dsqn_options_are_refused(overrides, message):
+    from compare.experiment import resolve_settings
+
+    with pytest.raises(UsageError, match=message):
+        resolve_settings("dsqn", "CartPole-v1", 0, 100, "nature", None, overrides, "cpu")
+
+
+def test_liu2022_preset_brings_its_network_and_its_hyperparameters():
+    from compare.experiment import resolve_settings
+
+    s = resolve_settings("dsqn", "Breakout", 0, 100, "nature", "liu2022", {}, "cpu")
+    assert (s.options.timesteps, s.options.readout) == (64, "rate")
+    assert (s.dqn.lr, s.dqn.loss) == (1e-4, "huber")
+    default = resolve_settings("dsqn", "Breakout", 0, 100, "nature", None, {}, "cpu")
+    assert default.preset == "chen2022" and default.options.timesteps == 8
+    assert default.options.decoder == "max" and default.options.bias is False
