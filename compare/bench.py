@@ -5,7 +5,9 @@
 (b) DQN training steps/s on an Atari game: our learner (vector env, frame-once replay) against a
     CleanRL-style loop (one gymnasium env, replay of stacked observations) doing the very same
     updates with the same network;
-(c) replay bytes per transition, ours against a stacked-observation replay.
+(c) replay bytes per transition, ours against a stacked-observation replay;
+(d) DSQN (T=8) training-step time over the ANN DQN's, both through the same learner update on
+    the Nature CNN (batch 32), next to the dense MAC ratio of the two networks.
 """
 
 from __future__ import annotations
@@ -96,14 +98,15 @@ class StackedReplay:
                      self.terminals[idx])
 
 
-def _bench_learner(spec, protocol, steps: int, num_envs: int, run: Run) -> DQNLearner:
+def _bench_learner(spec, protocol, steps: int, num_envs: int, run: Run,
+                   network: torch.nn.Module | None = None) -> DQNLearner:
     config = get_dqn_preset("cleanrl")
     config = type(config)(**{**config.__dict__, "num_envs": num_envs, "learning_starts": WARMUP,
                              "buffer_size": 50_000, "checkpoint_interval": 10**9, "save_replay": "never"})
     env = VecEnv(spec, protocol, num_envs)
     env.reset(seed=0)
     torch.manual_seed(0)
-    return DQNLearner(NatureCNN(env.n_actions), env, config, protocol, WARMUP + steps, seed=0,
+    return DQNLearner(network or NatureCNN(env.n_actions), env, config, protocol, WARMUP + steps, seed=0,
                       device=torch.device("cpu"), run=run)
 
 
@@ -146,6 +149,45 @@ def cleanrl_style_train_steps_per_s(spec, protocol, steps: int, run: Run) -> tup
     return steps / (time.perf_counter() - start), replay.bytes_per_transition
 
 
+def update_time_ratio(spec, protocol, timesteps: int, run: Run, rounds: int = 5) -> tuple[float, float, float]:
+    """Median seconds per learner update for DSQN and DQN (alternated), and their ratio."""
+    from direct.dsqn import DSQNOptions, build_dsqn
+
+    dqn = _bench_learner(spec, protocol, 0, 1, run)
+    dqn.begin()
+    dqn.train_until(WARMUP)  # fills the replay; no update happens before WARMUP
+    dsqn_net = build_dsqn(DSQNOptions(timesteps=timesteps), "atari", (4, 84, 84), dqn.env.n_actions)
+    learners = {"dqn": dqn, "dsqn": _bench_learner(spec, protocol, 0, 1, run, dsqn_net)}
+    for lrn in learners.values():
+        lrn.env.close()
+        lrn.replay = dqn.replay
+    times = {name: [] for name in learners}
+    for _ in range(rounds):
+        for name, lrn in learners.items():
+            lrn._update()  # warm
+            start = time.perf_counter()
+            for _ in range(3):
+                lrn._update()
+            times[name].append((time.perf_counter() - start) / 3)
+    dqn, dsqn = float(np.median(times["dqn"])), float(np.median(times["dsqn"]))
+    return dsqn, dqn, dsqn / dqn
+
+
+def dense_mac_ratio(n_actions: int, timesteps: int) -> float:
+    """DSQN MACs if every synaptic operation were dense (the first layer once, the others T
+    times) over the ANN's MACs."""
+    from compare.accounting import dense_macs
+
+    net = NatureCNN(n_actions)
+    macs: list[int] = []
+    hooks = [m.register_forward_hook(lambda m, i, o: macs.append(dense_macs(m, i[0], o)))
+             for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    net(torch.zeros(1, 4, 84, 84, dtype=torch.uint8))
+    for hook in hooks:
+        hook.remove()
+    return (macs[0] + timesteps * sum(macs[1:])) / sum(macs)
+
+
 def run_benchmarks(game: str, env_steps: int, train_steps: int, echo=print, num_envs: int = 16) -> dict:
     spec = resolve_env(game)
     if spec.family != "atari":
@@ -170,7 +212,11 @@ def run_benchmarks(game: str, env_steps: int, train_steps: int, echo=print, num_
     echo(f"(b) DQN training steps/s (Nature CNN, batch 32, update every 4 steps, CPU): ours "
          f"(4 envs) {train_rate:,.1f} | CleanRL-style loop {base_rate:,.1f} | ratio "
          f"{train_rate / base_rate:.2f}x")
+        dsqn_s, dqn_s, ratio = update_time_ratio(spec, protocol, timesteps=8, run=run)
     echo(f"(c) replay bytes per transition: ours {frame_bytes:,.0f} | stacked obs + next obs "
          f"{stacked_bytes:,} | ratio {stacked_bytes / frame_bytes:.1f}x smaller")
+    mac_ratio = dense_mac_ratio(4, 8)
+    echo(f"(d) training step, Nature CNN, batch 32: DSQN T=8 {dsqn_s * 1e3:.0f} ms | DQN "
+         f"{dqn_s * 1e3:.0f} ms | ratio {ratio:.2f}x (dense MAC ratio {mac_ratio:.2f}x)")
     return {"env_ratio": ours_rate / gym_rate, "train_ratio": train_rate / base_rate,
-            "bytes_per_transition": frame_bytes}
+            "bytes_per_transition": frame_bytes, "dsqn_update_ratio": ratio, "mac_ratio": mac_ratio}

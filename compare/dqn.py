@@ -175,7 +175,7 @@ class DQNLearner:
     # -- acting -----------------------------------------------------------------------------
     def _act(self, obs: np.ndarray, epsilon: float) -> np.ndarray:
         n = len(obs)
-        with torch.no_grad():
+        with torch.inference_mode():
             q = self.q(torch.as_tensor(obs, device=self.device))
         greedy = q.argmax(dim=1).cpu().numpy()
         explore = self.rng.random(n) < epsilon

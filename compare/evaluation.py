@@ -28,7 +28,7 @@ class EvalResult:
 
 def greedy_q_policy(q_network: torch.nn.Module, device: torch.device) -> Policy:
     def act(obs: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
+        with torch.inference_mode():
             return q_network(torch.as_tensor(obs, device=device)).argmax(dim=1).cpu().numpy()
     return act
 

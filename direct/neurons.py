@@ -5,9 +5,13 @@ The LIF neuron is Norse's current-free ("box") LIF, `norse.torch.functional.lif_
 With dt = 1, tau_mem_inv = 1/tau and v_leak = 0 this is the DSQN paper's v <- v + (x - v)/tau.
 Two things Norse's step does not offer, and the DSQN paper uses, are added here: the ATan
 surrogate gradient and a reset whose spike is detached from the graph. The other surrogates
-are Norse's own (`norse.torch.functional.threshold`), and the output layer is Norse's
-current-free leaky integrator (`li_box_feed_forward_step`). `tests/test_dsqn.py` checks this
-step against Norse's on the same input.
+are Norse's own (`norse.torch.functional.threshold`). The output neurons are Norse's
+current-free leaky integrator (`li_box_feed_forward_step`), v <- v + (x - v)/tau.
+`tests/test_dsqn.py` checks both steps against Norse's on the same input.
+
+Layers run a whole sequence of T steps as one autograd node (`LIFSequence`, `LISequence`):
+the same arithmetic as the single steps, with backpropagation through time written out, which
+on a CPU takes most of the per-op overhead out of a spiking network's update.
 """
 
 from __future__ import annotations
@@ -17,8 +21,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-from norse.torch.functional.leaky_integrator_box import (
-    LIBoxParameters, LIBoxState, li_box_feed_forward_step)
+from norse.torch.functional.heaviside import heaviside
 from norse.torch.functional.threshold import threshold as norse_threshold
 from torch import nn
 
@@ -33,13 +36,16 @@ class ATanSpike(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, alpha: float) -> torch.Tensor:
         ctx.save_for_backward(x)
         ctx.alpha = alpha
-        return (x >= 0).to(x.dtype)
+        return heaviside(x)
 
     @staticmethod
     def backward(ctx, grad_output):
         (x,) = ctx.saved_tensors
-        alpha = ctx.alpha
-        return grad_output * (alpha / 2) / (1 + (math.pi / 2 * alpha * x) ** 2), None
+        return grad_output * atan_derivative(x, ctx.alpha), None
+
+
+def atan_derivative(x: torch.Tensor, alpha: float) -> torch.Tensor:
+    return torch.reciprocal(torch.square(x * (math.pi / 2 * alpha)).add_(1)).mul_(alpha / 2)
 
 
 def spike(x: torch.Tensor, surrogate: str, alpha: float) -> torch.Tensor:
@@ -62,21 +68,103 @@ class LIFParameters:
 
 def lif_step(x: torch.Tensor, v: torch.Tensor, p: LIFParameters) -> tuple[torch.Tensor, torch.Tensor]:
     """One step of the current-free LIF neuron: returns (spikes, new membrane)."""
-    v = v + (x - v) / p.tau_mem
+    v = torch.lerp(v, x, 1.0 / p.tau_mem)  # v + (x - v) / tau_mem
     z = spike(v - p.v_th, p.surrogate, p.alpha)
     zr = z.detach() if p.detach_reset else z
     if p.reset == "hard":
-        v = v * (1 - zr) + zr * p.v_reset
-    else:
-        v = v - zr * p.v_th
-    return z, v
+        return z, v * (1 - zr) + zr * p.v_reset
+    return z, v - zr * p.v_th
+
+
+def surrogate_derivative(x: torch.Tensor, surrogate: str, alpha: float) -> torch.Tensor:
+    """d spike / d x of the chosen surrogate, elementwise, from the surrogate's own backward."""
+    if surrogate == "atan":
+        return atan_derivative(x, alpha)
+    with torch.enable_grad():
+        x = x.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(spike(x, surrogate, alpha).sum(), x)
+    return grad
+
+
+class LIFSequence(torch.autograd.Function):
+    """LIF neurons over T steps as one autograd node.
+
+    Forward computes exactly `lif_step`'s values without building a graph; backward is the
+    same backpropagation through time written out. Autograd then tracks one node per layer
+    instead of ~10 small ops per layer and step, which is most of a small network's update
+    time on a CPU. `tests/test_dsqn.py` checks both directions against `lif_step`.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, p: LIFParameters) -> torch.Tensor:
+        k = 1.0 / p.tau_mem
+        membranes = torch.empty_like(x)   # after integration, before reset
+        fired = torch.empty(x.shape, dtype=torch.bool, device=x.device)
+        v = torch.zeros_like(x[0])
+        for t in range(x.shape[0]):
+            torch.lerp(v, x[t], k, out=membranes[t])
+            torch.gt(membranes[t], p.v_th, out=fired[t])
+            if p.reset == "hard":  # equals v * (1 - z) + z * v_reset for z in {0, 1}
+                v = membranes[t].masked_fill(fired[t], p.v_reset)
+            else:
+                v = membranes[t] - fired[t] * p.v_th
+        spikes = fired.to(x.dtype)
+        ctx.save_for_backward(membranes, spikes)
+        ctx.p = p
+        return spikes
+
+    @staticmethod
+    def backward(ctx, grad_spikes: torch.Tensor):
+        membranes, spikes = ctx.saved_tensors
+        p = ctx.p
+        k = 1.0 / p.tau_mem
+        slope = surrogate_derivative(membranes - p.v_th, p.surrogate, p.alpha)
+        # The reset u = reset(v, z): du/dv, and du/dz when the reset's spike carries gradient.
+        du_dv = (1 - spikes) if p.reset == "hard" else None
+        if not p.detach_reset:
+            du_dz = (p.v_reset - membranes) if p.reset == "hard" else torch.full_like(spikes, -p.v_th)
+            # dL/dv_t = slope_t (dL/dz_t + du_dz_t g_t) + du_dv_t g_t, g_t = dL/du_t
+            du_dv = (du_dv if du_dv is not None else 1) + du_dz * slope
+        grad_v = torch.empty_like(grad_spikes)
+        grad_direct = grad_spikes * slope
+        grad_u = None  # dL/d(membrane after reset at t), which flows back from step t + 1
+        for t in range(grad_spikes.shape[0] - 1, -1, -1):
+            if grad_u is None:
+                grad_v[t] = grad_direct[t]
+            elif du_dv is None:
+                torch.add(grad_direct[t], grad_u, out=grad_v[t])
+            else:
+                torch.addcmul(grad_direct[t], grad_u, du_dv[t], out=grad_v[t])
+            grad_u = grad_v[t] * (1 - k)
+        return grad_v.mul_(k), None
 
 
 def li_step(x: torch.Tensor, v: torch.Tensor, tau_mem: float) -> torch.Tensor:
-    """One step of Norse's current-free leaky integrator: v <- v + (x - v) / tau_mem."""
-    v_new, _ = li_box_feed_forward_step(x, LIBoxState(v), LIBoxParameters(
-        tau_mem_inv=torch.as_tensor(1.0 / tau_mem), v_leak=torch.as_tensor(0.0)), dt=1.0)
-    return v_new
+    """One step of the current-free leaky integrator: v <- v + (x - v) / tau_mem (Norse's
+    `li_box_feed_forward_step` with dt = 1 and v_leak = 0)."""
+    return torch.lerp(v, x, 1.0 / tau_mem)
+
+
+class LISequence(torch.autograd.Function):
+    """Leaky integrators over T steps as one autograd node (values exactly `li_step`'s)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, tau_mem: float) -> torch.Tensor:
+        out = torch.empty_like(x)
+        v = torch.zeros_like(x[0])
+        for t in range(x.shape[0]):
+            v = torch.lerp(v, x[t], 1.0 / tau_mem, out=out[t])
+        ctx.tau_mem = tau_mem
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        k = 1.0 / ctx.tau_mem
+        grad_v = torch.empty_like(grad_out)  # dL/dv_t, through v_t's own output and v_(t+1)
+        grad_v[-1] = grad_out[-1]
+        for t in range(grad_out.shape[0] - 2, -1, -1):
+            torch.add(grad_out[t], grad_v[t + 1], alpha=1 - k, out=grad_v[t])
+        return grad_v.mul_(k), None
 
 
 class LIFLayer(nn.Module):
@@ -93,14 +181,9 @@ class LIFLayer(nn.Module):
         self.p = p
 
     def forward(self, x: torch.Tensor, timesteps: int | None = None) -> torch.Tensor:
-        static = timesteps is not None
-        steps = timesteps if static else x.shape[0]
-        v = torch.zeros_like(x if static else x[0])
-        out = []
-        for t in range(steps):
-            z, v = lif_step(x if static else x[t], v, self.p)
-            out.append(z)
-        return torch.stack(out)
+        if timesteps is not None:
+            x = x.expand(timesteps, *x.shape)  # a view: the static current is not copied
+        return LIFSequence.apply(x, self.p)
 
     def step(self, x: torch.Tensor, v: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """One time step for step-by-step simulation; `v` None starts from rest."""
@@ -115,12 +198,7 @@ class LeakyIntegratorLayer(nn.Module):
         self.tau_mem = tau_mem
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        v = torch.zeros_like(x[0])
-        out = []
-        for t in range(x.shape[0]):
-            v = li_step(x[t], v, self.tau_mem)
-            out.append(v)
-        return torch.stack(out)
+        return LISequence.apply(x, self.tau_mem)
 
     def step(self, x: torch.Tensor, v: torch.Tensor | None) -> torch.Tensor:
         return li_step(x, torch.zeros_like(x) if v is None else v, self.tau_mem)

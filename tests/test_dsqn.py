@@ -7,7 +7,7 @@ from torch import nn
 from compare.accounting import JOULES_PER_AC, JOULES_PER_MAC, CostMeter, synaptic_ops
 from compare.errors import UsageError
 from direct.dsqn import DSQNOptions, SpikingQNetwork, build_dsqn, decode
-from direct.neurons import LeakyIntegratorLayer, LIFLayer, LIFParameters, lif_step
+from direct.neurons import LeakyIntegratorLayer, LIFLayer, LIFParameters, li_step, lif_step
 
 
 def trace(x):
@@ -51,6 +51,37 @@ def test_lif_step_is_norses_lif_box_step():
         z_norse, state = lif_box_feed_forward_step(x[t], state, norse_p, dt=1.0)
         assert torch.equal(z_ours, z_norse)
         torch.testing.assert_close(v_ours, state.v)
+
+
+def test_li_step_is_norses_li_box_step():
+    from norse.torch.functional.leaky_integrator_box import (LIBoxParameters, LIBoxState,
+                                                             li_box_feed_forward_step)
+
+    torch.manual_seed(0)
+    x = torch.randn(10, 7)
+    p = LIBoxParameters(tau_mem_inv=torch.tensor(0.5), v_leak=torch.tensor(0.0))
+    ours, state = torch.zeros(7), LIBoxState(torch.zeros(7))
+    for t in range(10):
+        ours = li_step(x[t], ours, 2.0)
+        _, state = li_box_feed_forward_step(x[t], state, p, dt=1.0)
+        torch.testing.assert_close(ours, state.v)
+
+
+def test_fused_integrator_equals_autograd_through_li_step():
+    torch.manual_seed(0)
+    x = torch.randn(6, 4, 3, requires_grad=True)
+    weights = torch.randn(6, 4, 3)
+    fused = LeakyIntegratorLayer(3.0)(x)
+    (fused * weights).sum().backward()
+    fused_grad, x.grad = x.grad.clone(), None
+    v, reference = torch.zeros(4, 3), []
+    for t in range(6):
+        v = li_step(x[t], v, 3.0)
+        reference.append(v)
+    reference = torch.stack(reference)
+    (reference * weights).sum().backward()
+    assert torch.equal(fused, reference)
+    torch.testing.assert_close(fused_grad, x.grad)
 
 
 def test_output_integrator_and_decoders_on_a_hand_computed_trace():
@@ -147,3 +178,41 @@ def test_liu2022_preset_brings_its_network_and_its_hyperparameters():
     default = resolve_settings("dsqn", "Breakout", 0, 100, "nature", None, {}, "cpu")
     assert default.preset == "chen2022" and default.options.timesteps == 8
     assert default.options.decoder == "max" and default.options.bias is False
+
+
+@pytest.mark.parametrize("p", [
+    LIFParameters(),
+    LIFParameters(reset="soft"),
+    LIFParameters(detach_reset=False),
+    LIFParameters(reset="soft", detach_reset=False, surrogate="super", alpha=10.0),
+    LIFParameters(tau_mem=3.0, v_th=0.5, v_reset=-0.2, surrogate="triangle", alpha=0.7),
+])
+def test_fused_lif_sequence_equals_autograd_through_lif_step(p):
+    torch.manual_seed(0)
+    x = (torch.randn(6, 3, 5) * 2).requires_grad_(True)
+    weights = torch.randn(6, 3, 5)
+    fused = LIFLayer(p)(x)
+    (fused * weights).sum().backward()
+    fused_grad, x.grad = x.grad.clone(), None
+    v, reference = torch.zeros(3, 5), []
+    for t in range(6):
+        z, v = lif_step(x[t], v, p)
+        reference.append(z)
+    reference = torch.stack(reference)
+    (reference * weights).sum().backward()
+    assert torch.equal(fused, reference)
+    assert fused.sum() > 0 and (fused == 0).any()
+    torch.testing.assert_close(fused_grad, x.grad)
+
+
+def test_static_input_gradient_sums_over_time():
+    torch.manual_seed(0)
+    x = (torch.randn(3, 5) * 2).requires_grad_(True)
+    LIFLayer(LIFParameters())(x, timesteps=4).sum().backward()
+    fused_grad, x.grad = x.grad.clone(), None
+    v, total = torch.zeros(3, 5), 0
+    for _ in range(4):
+        z, v = lif_step(x, v, LIFParameters())
+        total = total + z.sum()
+    total.backward()
+    torch.testing.assert_close(fused_grad, x.grad)
