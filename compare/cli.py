@@ -38,14 +38,16 @@ def cli():
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override one hyperparameter, protocol field or method option (repeatable).")
 @click.option("--eval-episodes", type=click.IntRange(min=1), help="Shorthand for --set eval_episodes=N.")
+@click.option("--timesteps", type=click.IntRange(min=1),
+              help="Simulation time steps T of a spiking method (shorthand for --set timesteps=T).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_RESULTS,
               show_default=True, help="Results root; the run directory is created under OUT/runs/.")
 @click.option("--resume", "resume_dir", type=click.Path(path_type=Path),
               help="Continue a killed run from its last checkpoint (other options are ignored).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def run(method, game, seed, steps, protocol_name, preset, overrides, eval_episodes, device, out,
-        resume_dir, quiet):
+def run(method, game, seed, steps, protocol_name, preset, overrides, eval_episodes, timesteps,
+        device, out, resume_dir, quiet):
     """Train one agent and evaluate it under the protocol; prints the final score."""
     from compare.experiment import parse_overrides, resolve_settings, resume_run, start_run
 
@@ -54,8 +56,9 @@ def run(method, game, seed, steps, protocol_name, preset, overrides, eval_episod
         run_ = resume_run(resume_dir, progress_factory=progress)
     else:
         pairs = parse_overrides(overrides)
-        if eval_episodes is not None:
-            pairs["eval_episodes"] = str(eval_episodes)
+        for key, value in (("eval_episodes", eval_episodes), ("timesteps", timesteps)):
+            if value is not None:
+                pairs[key] = str(value)
         settings = resolve_settings(method, game, seed, steps, protocol_name, preset, pairs, device)
         if not quiet:
             click.echo(f"run: {settings.method} on {settings.game}, seed {settings.seed}, "

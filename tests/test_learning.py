@@ -39,3 +39,28 @@ def test_dqn_on_pong_records_full_game_scores_and_a_training_curve(tmp_path):
     curve = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert curve and all(-21 <= r["episode_return"] <= 21 for r in curve)
     assert curve[-1]["step"] <= 5000 and curve[-1]["frames"] == 4 * curve[-1]["step"]
+
+
+def test_dsqn_learns_cartpole_on_its_default_budget(tmp_path):
+    run_dir = compare_run(tmp_path, "--method", "dsqn", "--game", "CartPole-v1")
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["total_steps"] == 50_000 and config["method_options"]["timesteps"] == 8
+    result = json.loads((run_dir / "eval.json").read_text())
+    assert result["mean_return"] >= 150, result["mean_return"]
+    neuro = result["neuro"]
+    assert neuro["timesteps"] == 8 and set(neuro["firing_rate"]) == {"lifs.0", "lifs.1"}
+
+
+def test_dsqn_on_breakout_records_scores_and_the_cost_of_each_decision(tmp_path):
+    run_dir = compare_run(tmp_path, "--method", "dsqn", "--game", "Breakout", "--steps", "3000",
+                          "--eval-episodes", "3")
+    result = json.loads((run_dir / "eval.json").read_text())
+    assert len(result["episode_returns"]) == 3 and all(r >= 0 for r in result["episode_returns"])
+    neuro = result["neuro"]
+    assert set(neuro["firing_rate"]) == {"lifs.0", "lifs.1", "lifs.2", "lifs.3"}
+    assert all(0 <= rate <= 1 for rate in neuro["firing_rate"].values())
+    # conv1 runs once per decision on the analog frame: 32*20*20 outputs x 4*8*8 inputs
+    assert neuro["macs_per_decision"] == 32 * 20 * 20 * 256
+    assert neuro["synops_per_decision"] > 0
+    assert neuro["energy_per_decision_j"] == pytest.approx(
+        neuro["macs_per_decision"] * 4.6e-12 + neuro["synops_per_decision"] * 0.9e-12)
