@@ -38,8 +38,13 @@ def cli():
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override one hyperparameter, protocol field or method option (repeatable).")
 @click.option("--eval-episodes", type=click.IntRange(min=1), help="Shorthand for --set eval_episodes=N.")
-@click.option("--timesteps", type=click.IntRange(min=1),
-              help="Simulation time steps T of a spiking method (shorthand for --set timesteps=T).")
+@click.option("--timesteps", metavar="T[,T...]",
+              help="Simulation time steps of a spiking method (dsqn: one T; convert: a list to sweep).")
+@click.option("--source", type=click.Path(path_type=Path),
+              help="convert: the finished dqn run to convert (it is only read).")
+@click.option("--percentile", help="convert: normalization percentile in (0, 100] [default: 99.9].")
+@click.option("--readout", help="convert: membrane, rate or robust [default: membrane].")
+@click.option("--calibration-frames", help="convert: observations for normalization [default: 15000].")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_RESULTS,
               show_default=True, help="Results root; the run directory is created under OUT/runs/.")
@@ -47,18 +52,36 @@ def cli():
               help="Continue a killed run from its last checkpoint (other options are ignored).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def run(method, game, seed, steps, protocol_name, preset, overrides, eval_episodes, timesteps,
-        device, out, resume_dir, quiet):
-    """Train one agent and evaluate it under the protocol; prints the final score."""
+        source, percentile, readout, calibration_frames, device, out, resume_dir, quiet):
+    """Train one agent (or convert one, `--method convert`) and evaluate it under the protocol;
+    prints the final score."""
     from compare.experiment import parse_overrides, resolve_settings, resume_run, start_run
+    from compare.methods import DerivedMethod, get_method
 
     progress = None if quiet else _progress
-    if resume_dir is not None:
+    pairs = parse_overrides(overrides)
+    for key, value in (("eval_episodes", eval_episodes), ("timesteps", timesteps),
+                       ("percentile", percentile), ("readout", readout),
+                       ("calibration_frames", calibration_frames)):
+        if value is not None:
+            pairs[key] = str(value)
+    method_ = get_method(method) if resume_dir is None else None
+    if isinstance(method_, DerivedMethod):
+        from compare.config import apply_overrides, field_names, unknown_name_message
+        from compare.protocols import protocol_fields
+
+        if source is None:
+            raise UsageError(f"--method {method} needs --source RUN_DIR (a finished dqn run)")
+        own = set(field_names(method_.options_type))
+        for key in pairs:
+            if key not in own and key not in protocol_fields():
+                raise UsageError(unknown_name_message(f"setting for {method}", key,
+                                                      sorted(own | set(protocol_fields()))))
+        options = apply_overrides(method_.options_type(), {k: v for k, v in pairs.items() if k in own})
+        run_ = method_.run(source, options, out, {k: v for k, v in pairs.items() if k not in own})
+    elif resume_dir is not None:
         run_ = resume_run(resume_dir, progress_factory=progress)
     else:
-        pairs = parse_overrides(overrides)
-        for key, value in (("eval_episodes", eval_episodes), ("timesteps", timesteps)):
-            if value is not None:
-                pairs[key] = str(value)
         settings = resolve_settings(method, game, seed, steps, protocol_name, preset, pairs, device)
         if not quiet:
             click.echo(f"run: {settings.method} on {settings.game}, seed {settings.seed}, "
@@ -69,6 +92,11 @@ def run(method, game, seed, steps, protocol_name, preset, overrides, eval_episod
 
 
 def _print_result(path: Path, result: dict) -> None:
+    for entry in result.get("sweep", []):
+        click.echo(f"  T={entry['timesteps']:<5} mean return {entry['mean_return']:.2f}  conformance "
+                   f"{entry['conformance']:.3f}  mean |Q error| {entry['mean_abs_q_error']:.3f}")
+    if "best_timesteps" in result:
+        click.echo(f"best T={result['best_timesteps']} (source ANN: {result['ann_mean_return']:.2f})")
     hns = f", HNS {result['hns']:.3f}" if result.get("hns") is not None else ""
     click.echo(f"{result['method']} {result['game']} seed {result['seed']}: mean return "
                f"{result['mean_return']:.2f} +- {result['std_return']:.2f} over "

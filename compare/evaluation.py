@@ -36,7 +36,9 @@ def greedy_q_policy(q_network: torch.nn.Module, device: torch.device) -> Policy:
 def evaluate_policy(policy: Policy, spec: EnvSpec, protocol: Protocol, episodes: int, seed: int,
                     max_envs: int = 8, epsilon: float | None = None) -> EvalResult:
     """Play `episodes` full episodes; each env plays a fixed share, so short episodes are not
-    over-represented. Actions are random with probability `epsilon` (the protocol's eps_eval)."""
+    over-represented. Actions are random with probability `epsilon` (the protocol's eps_eval).
+    Every observation batch the policy acts on goes through `policy`, so a policy that records
+    what it sees (calibration, conformance) sees every visited state."""
     epsilon = protocol.eval_epsilon if epsilon is None else epsilon
     num_envs = min(episodes, max_envs)
     quota = np.full(num_envs, episodes // num_envs) + (np.arange(num_envs) < episodes % num_envs)

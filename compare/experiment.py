@@ -182,6 +182,8 @@ def load_trained_q_network(run: Run, device: str = "cpu") -> tuple[Settings, Env
     """Rebuild a finished Q-method run's network with its trained weights."""
     from compare.runstore import WEIGHTS
 
+    if not isinstance(get_method(run.config.get("method", "?")), QMethod):
+        raise UsageError(f"{run.path} is a {run.config['method']!r} run; this needs a dqn or dsqn run")
     settings = Settings.from_dict(run.config)
     spec = resolve_env(settings.game)
     weights = run.path / WEIGHTS

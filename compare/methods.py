@@ -22,6 +22,7 @@ from compare.networks import build_ann_q_network
 REGISTRY: dict[str, str] = {
     "dqn": "compare.methods:DQN",
     "dsqn": "direct.dsqn:DSQN",
+    "convert": "converters.convert:CONVERT",
 }
 
 
@@ -34,6 +35,16 @@ class QMethod:
     preset_for: Callable[[str], str] = default_dqn_preset  # env family -> DQN preset name
     # Method options that a preset of the same name brings along (e.g. dsqn's `liu2022`).
     option_presets: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DerivedMethod:
+    """A method that builds a new run from a finished one (`--source RUN_DIR`)."""
+
+    name: str
+    description: str
+    options_type: type
+    run: Callable  # (source run dir, options, results root, protocol overrides) -> Run
 
 
 @dataclass(frozen=True)
@@ -50,7 +61,7 @@ DQN = QMethod(
 )
 
 
-def get_method(name: str) -> QMethod:
+def get_method(name: str) -> QMethod | DerivedMethod:
     if name not in REGISTRY:
         raise UsageError(unknown_name_message("method", name, list(REGISTRY)))
     module, attr = REGISTRY[name].split(":")

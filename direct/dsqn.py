@@ -154,5 +154,10 @@ DSQN = QMethod(
     options_type=DSQNOptions,
     build_q_network=build_dsqn,
     preset_for=lambda family: {"atari": "chen2022", "minatar": "minatar", "classic": "cartpole"}[family],
-    option_presets={"liu2022": DSQNOptions(timesteps=64, readout="rate", input_divisor=255.0)},
+    option_presets={
+        "liu2022": DSQNOptions(timesteps=64, readout="rate", input_divisor=255.0),
+        # Vector-observation tasks: with the Atari defaults (ATan alpha 2, no biases) CartPole
+        # learned on some seeds only; biases and Norse's SuperSpike (alpha 100) learn it.
+        "cartpole": DSQNOptions(bias=True, surrogate="super", surrogate_alpha=100.0),
+    },
 )

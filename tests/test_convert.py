@@ -1,0 +1,134 @@
+import hashlib
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from converters.convert import ConvertedSNN, ConvertOptions, layer_scales, normalize_ann
+
+
+def small_ann(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(4, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 3))
+
+
+def hidden_activations(ann, x):
+    """Outputs of every ReLU, in order."""
+    acts = []
+    with torch.no_grad():
+        for layer in ann:
+            x = layer(x)
+            if isinstance(layer, nn.ReLU):
+                acts.append(x)
+    return acts
+
+
+@pytest.mark.parametrize("percentile", [99.0, 99.9])
+def test_normalized_layers_have_their_percentile_at_one(percentile):
+    ann, x = small_ann(), torch.randn(5000, 4) * 2
+    normalized = normalize_ann(ann, layer_scales(ann, x, percentile), keep_output_scale=True)
+    for act in hidden_activations(normalized, x):
+        positive = act[act > 0].numpy()
+        assert np.percentile(positive, percentile) == pytest.approx(1.0, abs=0.02)
+    # The membrane readout keeps the ANN's function: same Q-values.
+    with torch.no_grad():
+        torch.testing.assert_close(normalized(x), ann(x), rtol=1e-4, atol=1e-4)
+
+
+def test_max_norm_keeps_every_calibration_activation_at_most_one():
+    ann, x = small_ann(1), torch.randn(5000, 4) * 2
+    normalized = normalize_ann(ann, layer_scales(ann, x, 100.0), keep_output_scale=True)
+    for act in hidden_activations(normalized, x):
+        assert act.max() <= 1.0 + 1e-5
+        assert act.max() >= 1.0 - 1e-5
+
+
+def test_snn_output_approaches_the_ann_as_t_grows():
+    ann, x = small_ann(2), torch.randn(3000, 4) * 2
+    normalized = normalize_ann(ann, layer_scales(ann, x, 99.9), keep_output_scale=True)
+    probe = x[:200]
+    with torch.no_grad():
+        q_ann = ann(probe)
+        errors = [(ConvertedSNN(normalized, ConvertOptions(), t, None, 1.0)(probe) - q_ann).abs().mean().item()
+                  for t in (8, 32, 128, 512)]
+    assert errors == sorted(errors, reverse=True)
+    assert errors[-1] < errors[0] / 8
+
+
+def compare_cli(*args):
+    return subprocess.run([sys.executable, "-m", "compare", *map(str, args)], capture_output=True,
+                          text=True, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def cartpole_dqn(tmp_path_factory):
+    out = tmp_path_factory.mktemp("dqn")
+    proc = compare_cli("run", "--method", "dqn", "--game", "CartPole-v1", "--steps", "3000", "--quiet",
+                       "--out", out, "--set", "eval_episodes=2", "--set", "mlp_hidden=32,32",
+                       "--set", "learning_starts=500")
+    assert proc.returncode == 0, proc.stderr
+    return next(out.glob("runs/*"))
+
+
+def digest(directory):
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(directory.iterdir())}
+
+
+def test_conversion_is_a_run_of_its_own_and_leaves_the_source_alone(cartpole_dqn, tmp_path):
+    before = digest(cartpole_dqn)
+    proc = compare_cli("run", "--method", "convert", "--source", cartpole_dqn, "--timesteps", "4,16",
+                       "--calibration-frames", "500", "--set", "eval_episodes=2", "--out", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert digest(cartpole_dqn) == before
+    (run_dir,) = tmp_path.glob("runs/*__convert__*")
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["source"] == str(cartpole_dqn.resolve()) and config["convert"]["percentile"] == 99.9
+    result = json.loads((run_dir / "eval.json").read_text())
+    assert [e["timesteps"] for e in result["sweep"]] == [4, 16]
+    for entry in result["sweep"]:
+        assert len(entry["episode_returns"]) == 2
+        assert 0 <= entry["conformance"] <= 1 and entry["mean_abs_q_error"] >= 0
+        assert entry["neuro"]["timesteps"] == entry["timesteps"]
+        assert set(entry["neuro"]["firing_rate"]) == {"rest.0", "rest.2"}
+    best = max(result["sweep"], key=lambda e: e["mean_return"])
+    assert result["best_timesteps"] == best["timesteps"] and result["mean_return"] == best["mean_return"]
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--timesteps", "0,8"], "must be positive integers"),
+    (["--timesteps", "8,x"], "not an integer"),
+    (["--percentile", "0"], "percentile=0.0 must lie in (0, 100]"),
+    (["--percentile", "101"], "must lie in (0, 100]"),
+    (["--readout", "spikes"], "choose one of: membrane, rate, robust"),
+])
+def test_bad_conversion_options(cartpole_dqn, tmp_path, args, fragment):
+    before = digest(cartpole_dqn)
+    proc = compare_cli("run", "--method", "convert", "--source", cartpole_dqn, *args, "--out", tmp_path)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert fragment in proc.stderr
+    assert digest(cartpole_dqn) == before
+
+
+def test_bad_sources(cartpole_dqn, tmp_path):
+    missing = compare_cli("run", "--method", "convert", "--source", tmp_path / "nope", "--out", tmp_path)
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
+    no_source = compare_cli("run", "--method", "convert", "--out", tmp_path)
+    assert no_source.returncode == 2 and "needs --source" in no_source.stderr
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.json").write_text(json.dumps({"method": "dsqn"}))
+    wrong = compare_cli("run", "--method", "convert", "--source", other, "--out", tmp_path)
+    assert wrong.returncode == 2 and "needs a finished dqn run" in wrong.stderr
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for p in cartpole_dqn.iterdir():
+        (broken / p.name).write_bytes(p.read_bytes())
+    weights = (broken / "model.pt").read_bytes()
+    (broken / "model.pt").write_bytes(weights[: len(weights) // 3])
+    corrupt = compare_cli("run", "--method", "convert", "--source", broken, "--out", tmp_path)
+    assert corrupt.returncode == 2 and "truncated or corrupt" in corrupt.stderr
+    assert "Traceback" not in corrupt.stderr + wrong.stderr + missing.stderr
