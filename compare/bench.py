@@ -209,10 +209,10 @@ def run_benchmarks(game: str, env_steps: int, train_steps: int, echo=print, num_
         run = Run(Path(tmp))
         base_rate, stacked_bytes = cleanrl_style_train_steps_per_s(spec, protocol, train_steps, run)
         train_rate, frame_bytes = ours_train_steps_per_s(spec, protocol, train_steps, 4, run)
+        dsqn_s, dqn_s, ratio = update_time_ratio(spec, protocol, timesteps=8, run=run)
     echo(f"(b) DQN training steps/s (Nature CNN, batch 32, update every 4 steps, CPU): ours "
          f"(4 envs) {train_rate:,.1f} | CleanRL-style loop {base_rate:,.1f} | ratio "
          f"{train_rate / base_rate:.2f}x")
-        dsqn_s, dqn_s, ratio = update_time_ratio(spec, protocol, timesteps=8, run=run)
     echo(f"(c) replay bytes per transition: ours {frame_bytes:,.0f} | stacked obs + next obs "
          f"{stacked_bytes:,} | ratio {stacked_bytes / frame_bytes:.1f}x smaller")
     mac_ratio = dense_mac_ratio(4, 8)
