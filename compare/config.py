@@ -70,10 +70,6 @@ def unknown_name_message(what: str, name: str, allowed: list[str]) -> str:
     return f"unknown {what} {name!r}{hint}; allowed: {', '.join(allowed)}"
 
 
-def to_dict(obj) -> dict:
-    return dataclasses.asdict(obj)
-
-
 def from_dict(cls, data: dict):
     """Rebuild a config from its JSON form (tuples come back as lists)."""
     hints = typing.get_type_hints(cls)
