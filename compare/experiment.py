@@ -124,6 +124,9 @@ def resume_run(path: Path, progress_factory=None) -> Run:
     run = Run.open(path)
     if run.finished:
         raise UsageError(f"run {path} has already finished (eval.json exists); nothing to resume")
+    if not isinstance(get_method(run.config.get("method", "?")), QMethod):
+        raise UsageError(f"{path} is a {run.config.get('method')!r} run; only training runs resume "
+                         "(rerun the conversion instead)")
     try:
         settings = Settings.from_dict(run.config)
     except (KeyError, TypeError) as e:
