@@ -46,6 +46,7 @@ class ConvertOptions:
     neuron: Literal["iaf", "lif"] = "iaf"  # lif: leaky (Sinabs LIF), off-chip only
     tau_mem: float = 20.0              # lif only, in time steps
     initial_membrane: float = 0.5      # membrane at the start of each decision, x threshold
+    normalization: Literal["layer", "channel"] = "layer"  # channel: one lambda per channel/unit
 
     def __post_init__(self):
         if not self.timesteps or any(t <= 0 for t in self.timesteps):
@@ -72,16 +73,17 @@ def _prepare(obs: torch.Tensor, divisor: float | None) -> torch.Tensor:
 
 
 def layer_scales(ann: nn.Sequential, inputs: torch.Tensor, percentile: float,
-                 batch_size: int = 512, seed: int = 0) -> list[float]:
+                 per_channel: bool = False, batch_size: int = 512, seed: int = 0) -> list[torch.Tensor]:
     """lambda_l for every parameter layer: the percentile of its positive outputs (after the
-    ReLU that follows it; the last layer's raw outputs), over all calibration inputs."""
+    ReLU that follows it; the last layer's raw outputs) over all calibration inputs. One value
+    per layer (shape (1,)), or with `per_channel` one per output channel or unit."""
     rng = np.random.default_rng(seed)
     param_idx = [i for i, m in enumerate(ann) if isinstance(m, PARAM_LAYERS)]
     # Where to read each layer's activation: its ReLU if one follows, else its own output.
     taps = [i + 1 if i + 1 < len(ann) and isinstance(ann[i + 1], nn.ReLU) else i for i in param_idx]
-    samples: list[list[np.ndarray]] = [[] for _ in taps]
-    maxima = [0.0 for _ in taps]
-    budget = max(1, MAX_SAMPLES // max(1, -(-len(inputs) // batch_size)))
+    rows: list[list[np.ndarray]] = [[] for _ in taps]     # (positions, channels) samples
+    maxima: list[np.ndarray | None] = [None for _ in taps]
+    batches = max(1, -(-len(inputs) // batch_size))
     with torch.no_grad():
         for start in range(0, len(inputs), batch_size):
             x = inputs[start:start + batch_size]
@@ -89,35 +91,45 @@ def layer_scales(ann: nn.Sequential, inputs: torch.Tensor, percentile: float,
                 x = layer(x)
                 if i in taps:
                     k = taps.index(i)
-                    positive = x[x > 0].numpy()
-                    if positive.size:
-                        maxima[k] = max(maxima[k], float(positive.max()))
-                        if positive.size > budget:
-                            positive = rng.choice(positive, budget, replace=False)
-                        samples[k].append(positive)
+                    act = (x.movedim(1, -1) if x.dim() > 2 else x).reshape(-1, x.shape[1]).numpy()
+                    batch_max = act.max(axis=0)
+                    maxima[k] = batch_max if maxima[k] is None else np.maximum(maxima[k], batch_max)
+                    budget = max(1, MAX_SAMPLES // act.shape[1] // batches)
+                    if len(act) > budget:
+                        act = act[rng.choice(len(act), budget, replace=False)]
+                    rows[k].append(act)
     scales = []
     for k in range(len(taps)):
-        values = np.concatenate(samples[k]) if samples[k] else np.zeros(0)
-        if values.size == 0:
-            scales.append(1.0)  # a layer that never fires: leave its scale alone
-        elif percentile >= 100:
-            scales.append(maxima[k])
-        else:
-            scales.append(float(np.percentile(values, percentile)))
+        sample = np.concatenate(rows[k])
+        columns = [sample[:, c] for c in range(sample.shape[1])] if per_channel else [sample.ravel()]
+        maxes = maxima[k] if per_channel else np.array([maxima[k].max()])
+        values = []
+        for column, top in zip(columns, maxes):
+            positive = column[column > 0]
+            if positive.size == 0:
+                values.append(1.0)  # never active on the calibration set: leave it alone
+            else:
+                values.append(float(top) if percentile >= 100 else float(np.percentile(positive, percentile)))
+        scales.append(torch.tensor(values, dtype=torch.float32))
     return scales
 
 
-def normalize_ann(ann: nn.Sequential, scales: list[float], keep_output_scale: bool) -> nn.Sequential:
-    """A copy of `ann` with W_l <- W_l lambda_(l-1)/lambda_l and b_l <- b_l/lambda_l. With
-    `keep_output_scale` the last layer stays in Q units (W_L <- W_L lambda_(L-1))."""
+def normalize_ann(ann: nn.Sequential, scales: list[torch.Tensor], keep_output_scale: bool) -> nn.Sequential:
+    """A copy of `ann` with W_l <- W_l lambda_(l-1)/lambda_l and b_l <- b_l/lambda_l (per
+    output channel when the scales are). With `keep_output_scale` the last layer stays in Q
+    units (W_L <- W_L lambda_(L-1))."""
     out = copy.deepcopy(ann)
     layers = [m for m in out if isinstance(m, PARAM_LAYERS)]
-    previous = 1.0
+    previous = torch.ones(1)
     with torch.no_grad():
         for n, (layer, scale) in enumerate(zip(layers, scales)):
             if n == len(layers) - 1 and keep_output_scale:
-                scale = 1.0
-            layer.weight.mul_(previous / scale)
+                scale = torch.ones(1)
+            fan_in = layer.weight.shape[1]
+            # After a Flatten, each input channel's scale covers its H x W positions.
+            prev_in = previous.repeat_interleave(fan_in // previous.numel()) if previous.numel() > 1 else previous
+            extra = (1,) * (layer.weight.dim() - 2)
+            layer.weight.mul_(prev_in.view(1, -1, *extra) / scale.view(-1, 1, *extra))
             if layer.bias is not None:
                 layer.bias.div_(scale)
             previous = scale
@@ -134,7 +146,7 @@ class ConvertedSNN(nn.Module):
     """
 
     def __init__(self, normalized: nn.Sequential, options: ConvertOptions, timesteps: int,
-                 input_divisor: float | None, output_scale: float):
+                 input_divisor: float | None, output_scale: torch.Tensor | float):
         super().__init__()
         import sinabs
         import sinabs.activation as sa
@@ -267,13 +279,15 @@ def run_conversion(source: Path, options: ConvertOptions, results_root: Path,
     calibration = _prepare(calibration_observations(
         ann_q, spec, protocol, options.calibration_frames, options.calibration_epsilon,
         seed=settings.seed + 30_000), divisor)
-    scales = layer_scales(ann, calibration, options.percentile, seed=settings.seed)
+    scales = layer_scales(ann, calibration, options.percentile,
+                          per_channel=options.normalization == "channel", seed=settings.seed)
     keep_output = options.readout == "membrane"
     normalized = normalize_ann(ann, scales, keep_output_scale=keep_output)
     config = {"method": "convert", "game": settings.game, "seed": settings.seed,
               "total_steps": settings.total_steps, "source": str(src.path.resolve()),
               "convert": dataclasses.asdict(options), "protocol": dataclasses.asdict(protocol),
-              "device": "cpu", "layer_scales": scales, **provenance()}
+              "device": "cpu", "layer_scales": [scale.tolist() for scale in scales],
+              **provenance()}
     run = Run.create(results_root, spec.slug, "convert", settings.seed, config)
     sweep = []
     for timesteps in sorted(set(options.timesteps)):

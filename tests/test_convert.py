@@ -39,6 +39,24 @@ def test_normalized_layers_have_their_percentile_at_one(percentile):
         torch.testing.assert_close(normalized(x), ann(x), rtol=1e-4, atol=1e-4)
 
 
+def test_channel_wise_normalization_puts_every_channel_at_one_and_keeps_the_function():
+    torch.manual_seed(3)
+    ann = nn.Sequential(nn.Conv2d(2, 4, 3), nn.ReLU(), nn.Conv2d(4, 3, 3, stride=2), nn.ReLU(),
+                        nn.Flatten(), nn.Linear(3 * 2 * 2, 8), nn.ReLU(), nn.Linear(8, 2))
+    x = torch.randn(600, 2, 8, 8)
+    scales = layer_scales(ann, x, 99.0, per_channel=True)
+    assert [len(s) for s in scales] == [4, 3, 8, 2]
+    normalized = normalize_ann(ann, scales, keep_output_scale=True)
+    for act in hidden_activations(normalized, x):
+        channels = act.movedim(1, -1).reshape(-1, act.shape[1]) if act.dim() > 2 else act
+        for c in range(channels.shape[1]):
+            positive = channels[:, c][channels[:, c] > 0].numpy()
+            if positive.size > 50:
+                assert np.percentile(positive, 99.0) == pytest.approx(1.0, abs=0.03)
+    with torch.no_grad():
+        torch.testing.assert_close(normalized(x), ann(x), rtol=1e-4, atol=1e-4)
+
+
 def test_max_norm_keeps_every_calibration_activation_at_most_one():
     ann, x = small_ann(1), torch.randn(5000, 4) * 2
     normalized = normalize_ann(ann, layer_scales(ann, x, 100.0), keep_output_scale=True)

@@ -18,10 +18,14 @@ def compare_run(tmp_path, *args):
     return run_dir
 
 
-def test_dqn_learns_cartpole_within_50k_steps(tmp_path):
-    run_dir = compare_run(tmp_path, "--method", "dqn", "--game", "CartPole-v1", "--steps", "50000",
-                          "--seed", "0")
-    result = json.loads((run_dir / "eval.json").read_text())
+@pytest.fixture(scope="module")
+def cartpole_dqn(tmp_path_factory):
+    return compare_run(tmp_path_factory.mktemp("dqn"), "--method", "dqn", "--game", "CartPole-v1",
+                       "--steps", "50000", "--seed", "0")
+
+
+def test_dqn_learns_cartpole_within_50k_steps(cartpole_dqn):
+    result = json.loads((cartpole_dqn / "eval.json").read_text())
     assert result["episodes"] == 30
     assert result["mean_return"] >= 150, result["mean_return"]
 
@@ -64,3 +68,19 @@ def test_dsqn_on_breakout_records_scores_and_the_cost_of_each_decision(tmp_path)
     assert neuro["synops_per_decision"] > 0
     assert neuro["energy_per_decision_j"] == pytest.approx(
         neuro["macs_per_decision"] * 4.6e-12 + neuro["synops_per_decision"] * 0.9e-12)
+
+
+def test_converted_cartpole_dqn_keeps_its_score_and_its_choices(cartpole_dqn, tmp_path):
+    """Issue 4 on the DQN above (trained to >= 150), with channel-wise normalization: at some
+    T <= 64 the SNN reaches 90% of the ANN's return with conformance_decisive >= 0.95, and its
+    Q error falls from T=8 to T=64. (Layer-wise normalization, the default, reached 84% of the
+    return at T=64: see the README.)"""
+    ann_return = json.loads((cartpole_dqn / "eval.json").read_text())["mean_return"]
+    run_dir = compare_run(tmp_path, "--method", "convert", "--source", str(cartpole_dqn),
+                          "--timesteps", "8,64", "--calibration-frames", "5000",
+                          "--set", "normalization=channel")
+    sweep = {e["timesteps"]: e for e in json.loads((run_dir / "eval.json").read_text())["sweep"]}
+    assert any(e["mean_return"] >= 0.9 * ann_return and e["conformance_decisive"] >= 0.95
+               for e in sweep.values()), {t: (e["mean_return"], e["conformance_decisive"])
+                                          for t, e in sweep.items()}
+    assert sweep[64]["mean_abs_q_error"] < sweep[8]["mean_abs_q_error"]
