@@ -77,6 +77,32 @@ def test_snn_output_approaches_the_ann_as_t_grows():
     assert errors[-1] < errors[0] / 8
 
 
+def test_robust_readout_adds_the_residual_membrane_to_the_spike_count():
+    ann, x = small_ann(4), torch.randn(3000, 4) * 2
+    scales = layer_scales(ann, x, 99.9)
+    normalized = normalize_ann(ann, scales, keep_output_scale=False)
+    probe = x[:300]
+    with torch.no_grad():
+        q_ann = ann(probe)
+        errors = {}
+        for readout in ("rate", "robust"):
+            snn = ConvertedSNN(normalized, ConvertOptions(readout=readout), 64, None, scales[-1])
+            errors[readout] = (snn(probe) - q_ann).abs().mean().item()
+    assert errors["robust"] < errors["rate"]
+
+
+def test_lif_option_builds_leaky_sinabs_layers():
+    import sinabs.layers as sl
+
+    ann, x = small_ann(5), torch.randn(500, 4)
+    normalized = normalize_ann(ann, layer_scales(ann, x, 99.9), keep_output_scale=True)
+    snn = ConvertedSNN(normalized, ConvertOptions(neuron="lif", tau_mem=10.0), 16, None, 1.0)
+    assert all(isinstance(layer, sl.LIFSqueeze) for layer in snn.spiking_layers)
+    with torch.no_grad():
+        q = snn(x[:7])
+    assert q.shape == (7, 3) and torch.isfinite(q).all()
+
+
 def compare_cli(*args):
     return subprocess.run([sys.executable, "-m", "compare", *map(str, args)], capture_output=True,
                           text=True, timeout=900)
