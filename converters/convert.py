@@ -213,15 +213,23 @@ def calibration_observations(ann_q: nn.Module, spec, protocol, frames: int, epsi
 
     seen: list[np.ndarray] = []
 
+    class Enough(Exception):
+        pass
+
     def act(obs: np.ndarray) -> np.ndarray:
         seen.append(obs.copy())
+        if sum(len(o) for o in seen) >= frames:
+            raise Enough  # stop mid-episode: the frames are what calibration needs
         with torch.inference_mode():
             return ann_q(torch.as_tensor(obs)).argmax(dim=1).numpy()
 
     round_ = 0
-    while sum(len(o) for o in seen) < frames:
-        evaluate_policy(act, spec, protocol, episodes=8, seed=seed + 1000 * round_, epsilon=epsilon)
-        round_ += 1
+    try:
+        while True:  # whole rounds of episodes until enough frames are seen
+            evaluate_policy(act, spec, protocol, episodes=8, seed=seed + 1000 * round_, epsilon=epsilon)
+            round_ += 1
+    except Enough:
+        pass
     return torch.as_tensor(np.concatenate(seen)[:frames])
 
 

@@ -84,3 +84,16 @@ def test_converted_cartpole_dqn_keeps_its_score_and_its_choices(cartpole_dqn, tm
                for e in sweep.values()), {t: (e["mean_return"], e["conformance_decisive"])
                                           for t, e in sweep.items()}
     assert sweep[64]["mean_abs_q_error"] < sweep[8]["mean_abs_q_error"]
+
+
+def test_conversion_of_a_short_atari_dqn_run_writes_its_sweep(tmp_path):
+    dqn_dir = compare_run(tmp_path / "dqn", "--method", "dqn", "--game", "Breakout", "--steps", "1000",
+                          "--eval-episodes", "1")
+    run_dir = compare_run(tmp_path / "snn", "--method", "convert", "--source", str(dqn_dir),
+                          "--timesteps", "4,8", "--calibration-frames", "300", "--set", "eval_episodes=1")
+    result = json.loads((run_dir / "eval.json").read_text())
+    assert [e["timesteps"] for e in result["sweep"]] == [4, 8]
+    for entry in result["sweep"]:
+        assert entry["episodes"] == 1 and entry["episode_returns"][0] >= 0
+        assert set(entry["neuro"]["firing_rate"]) == {"rest.0", "rest.2", "rest.4", "rest.7"}
+        assert entry["neuro"]["macs_per_decision"] == 32 * 20 * 20 * 256  # conv1, once
