@@ -172,13 +172,15 @@ class ConvertedSNN(nn.Module):
             if isinstance(layer, PARAM_LAYERS):
                 layer.spike_input = True
         self._state_shapes: list[torch.Size] | None = None
+        # The ANN, kept out of the module tree (and so out of cost hooks), gives state shapes.
+        self._ann = (normalized,)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         T = self.timesteps
         current = self.first(_prepare(obs, self.input_divisor))
         batch = current.shape[0]
         steps = current.unsqueeze(1).expand(batch, T, *current.shape[1:]).reshape(batch * T, *current.shape[1:])
-        self._start_membranes(steps)
+        self._start_membranes(obs, batch)
         out = self.rest(steps).reshape(batch, T, -1)
         if self.readout == "membrane":
             return out.mean(dim=1)
@@ -187,21 +189,21 @@ class ConvertedSNN(nn.Module):
             counts = counts + self.spiking_layers[-1].v_mem.reshape(batch, -1)
         return counts / T * self.output_scale
 
-    def _start_membranes(self, steps: torch.Tensor) -> None:
+    def _start_membranes(self, obs: torch.Tensor, batch: int) -> None:
         """Every decision starts from fresh states with each membrane at initial_membrane x
         threshold (the best single trick measured on CartPole: 74% -> 100% of the ANN's
         return at T=32)."""
-        if self._state_shapes is None:  # learn each layer's state shape from one sample, once
-            shapes = []
-            hooks = [layer.register_forward_hook(lambda m, i, o: shapes.append(o.shape[1:]))
-                     for layer in self.spiking_layers]
+        if self._state_shapes is None:  # each spiking layer's state: the ANN's ReLU outputs
+            shapes, x = [], _prepare(obs[:1], self.input_divisor)
             with torch.no_grad():
-                self.rest(steps[: self.timesteps])
-            for hook in hooks:
-                hook.remove()
+                for layer in self._ann[0]:
+                    x = layer(x)
+                    if isinstance(layer, nn.ReLU):
+                        shapes.append(x.shape[1:])
+            if self.readout != "membrane":
+                shapes.append(x.shape[1:])  # the spiking output layer
             self._state_shapes = shapes
-        batch = steps.shape[0] // self.timesteps
-        for layer, shape in zip(self.spiking_layers, self._state_shapes):
+        for layer, shape in zip(self.spiking_layers, self._state_shapes, strict=True):
             layer.init_state_with_shape((batch, *shape))
             layer.v_mem.fill_(self.initial_membrane * float(layer.spike_threshold))
 
