@@ -281,11 +281,11 @@ class DQNLearner:
             obs = out.obs
             st.step += env.num_envs
 
-            if st.step >= self._resume_warmup_until:
-                while st.step >= st.next_train:
-                    if self.replay.sampleable() >= cfg.batch_size:
-                        losses += [self._update() for _ in range(cfg.gradient_steps)]
-                    st.next_train += cfg.train_freq
+            while st.step >= st.next_train:
+                # Training phases that fall in a post-resume refill are skipped, not caught up.
+                if st.step >= self._resume_warmup_until and self.replay.sampleable() >= cfg.batch_size:
+                    losses += [self._update() for _ in range(cfg.gradient_steps)]
+                st.next_train += cfg.train_freq
             while st.step >= st.next_target:
                 self.target.load_state_dict(self.q.state_dict())
                 st.next_target += cfg.target_update_period

@@ -56,12 +56,13 @@ def test_unwritable_out(tmp_path):
     assert_clean_error(compare("run", *SHORT, "--steps", "10", "--out", blocker / "sub"), "cannot write to")
 
 
-def test_killed_run_resumes_from_its_checkpoint(tmp_path):
+@pytest.mark.parametrize("save_replay", ["auto", "never"])  # replay restored / refilled
+def test_killed_run_resumes_from_its_checkpoint(tmp_path, save_replay):
     """SIGKILL mid-training, then --resume: the run finishes at the requested step count."""
     out = tmp_path / "results"
     cmd = [sys.executable, "-m", "compare", "run", *SHORT, "--steps", "20000", "--out", str(out),
            "--set", "checkpoint_interval=2000", "--set", "learning_starts=500",
-           "--set", "train_freq=16", "--set", "gradient_steps=4"]
+           "--set", "train_freq=16", "--set", "gradient_steps=4", "--set", f"save_replay={save_replay}"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 300
@@ -92,7 +93,7 @@ def test_killed_run_resumes_from_its_checkpoint(tmp_path):
     steps = [m["step"] for m in metrics]
     assert steps == sorted(steps) and len(set(steps)) == len(steps)  # no duplicated records
     assert steps[-1] > 18_000
-    assert "resume" not in result  # the final record is an ordinary eval
+    assert (run_dir / "replay.npz").exists() == (save_replay == "auto")
 
 
 def test_corrupt_checkpoint_is_refused_without_touching_the_run(tmp_path):
