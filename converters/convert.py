@@ -172,8 +172,9 @@ class ConvertedSNN(nn.Module):
             if isinstance(layer, PARAM_LAYERS):
                 layer.spike_input = True
         self._state_shapes: list[torch.Size] | None = None
-        # The ANN, kept out of the module tree (and so out of cost hooks), gives state shapes.
-        self._ann = (normalized,)
+        # A copy of the ANN, out of the module tree (and so out of cost hooks), gives the
+        # state shapes; `self.first` is the same module as normalized[0].
+        self._ann = (copy.deepcopy(normalized),)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         T = self.timesteps
