@@ -215,13 +215,16 @@ def calibration_observations(ann_q: nn.Module, spec, protocol, frames: int, epsi
     from compare.evaluation import evaluate_policy
 
     seen: list[np.ndarray] = []
+    count = 0
 
     class Enough(Exception):
         pass
 
     def act(obs: np.ndarray) -> np.ndarray:
+        nonlocal count
         seen.append(obs.copy())
-        if sum(len(o) for o in seen) >= frames:
+        count += len(obs)
+        if count >= frames:
             raise Enough  # stop mid-episode: the frames are what calibration needs
         with torch.inference_mode():
             return ann_q(torch.as_tensor(obs)).argmax(dim=1).numpy()
