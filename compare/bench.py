@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import time
 from pathlib import Path
@@ -100,9 +101,8 @@ class StackedReplay:
 
 def _bench_learner(spec, protocol, steps: int, num_envs: int, run: Run,
                    network: torch.nn.Module | None = None) -> DQNLearner:
-    config = get_dqn_preset("cleanrl")
-    config = type(config)(**{**config.__dict__, "num_envs": num_envs, "learning_starts": WARMUP,
-                             "buffer_size": 50_000, "checkpoint_interval": 10**9, "save_replay": "never"})
+    config = dataclasses.replace(get_dqn_preset("cleanrl"), num_envs=num_envs, learning_starts=WARMUP,
+                                 buffer_size=50_000, checkpoint_interval=10**9, save_replay="never")
     env = VecEnv(spec, protocol, num_envs)
     env.reset(seed=0)
     torch.manual_seed(0)
