@@ -38,6 +38,7 @@ def cli():
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override one hyperparameter, protocol field or method option (repeatable).")
 @click.option("--eval-episodes", type=click.IntRange(min=1), help="Shorthand for --set eval_episodes=N.")
+@click.option("--arch", help="dqn: network, default or speck (an Atari network that maps onto a Speck chip).")
 @click.option("--timesteps", metavar="T[,T...]",
               help="Simulation time steps of a spiking method (dsqn: one T; convert: a list to sweep).")
 @click.option("--source", type=click.Path(path_type=Path),
@@ -51,7 +52,7 @@ def cli():
 @click.option("--resume", "resume_dir", type=click.Path(path_type=Path),
               help="Continue a killed run from its last checkpoint (other options are ignored).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def run(method, game, seed, steps, protocol_name, preset, overrides, eval_episodes, timesteps,
+def run(method, game, seed, steps, protocol_name, preset, overrides, eval_episodes, arch, timesteps,
         source, percentile, readout, calibration_frames, device, out, resume_dir, quiet):
     """Train one agent (or convert one, `--method convert`) and evaluate it under the protocol;
     prints the final score."""
@@ -60,7 +61,7 @@ def run(method, game, seed, steps, protocol_name, preset, overrides, eval_episod
 
     progress = None if quiet else _progress
     pairs = parse_overrides(overrides)
-    for key, value in (("eval_episodes", eval_episodes), ("timesteps", timesteps),
+    for key, value in (("eval_episodes", eval_episodes), ("arch", arch), ("timesteps", timesteps),
                        ("percentile", percentile), ("readout", readout),
                        ("calibration_frames", calibration_frames)):
         if value is not None:
@@ -116,6 +117,34 @@ def eval_(run_dir, episodes, seed, device):
     result = evaluate_saved_run(run_dir, episodes, seed, device)
     click.echo(f"{result['method']} {result['game']}: mean return {result['mean_return']:.2f} +- "
                f"{result['std_return']:.2f} over {result['episodes']} episodes")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--target", required=True, help="speck2f, speck2e, dynapcnn or nir.")
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="Folder to create (must not exist, or be empty).")
+@click.option("--timesteps", type=click.IntRange(min=1),
+              help="T per decision [default: the convert run's best T; 32 for a dqn run].")
+@click.option("--eval-episodes", type=click.IntRange(min=1),
+              help="Chip targets: episodes for each evaluation [default: the run's protocol].")
+@click.option("--calibration-frames", type=click.IntRange(min=1),
+              help="Chip targets from a dqn run: frames for normalization [default: 15000].")
+def export(run_dir, target, out, timesteps, eval_episodes, calibration_frames):
+    """Export a run for neuromorphic hardware: a Speck / DYNAP-CNN deployment (resource report,
+    discretized model, chip config when samna is installed) or a NIR graph."""
+    from converters.export import ExportOptions, export_run
+
+    record = export_run(run_dir, target, out, ExportOptions(timesteps, eval_episodes, calibration_frames),
+                        echo=lambda line: click.echo(line, err=True))
+    if target != "nir":
+        click.echo((out / "resources.txt").read_text(), nl=False)
+        f, d = record["float_snn"], record["discretized_snn"]
+        click.echo(f"T={record['timesteps']}: float chip SNN {f['mean_return']:.2f}, discretized "
+                   f"{d['mean_return']:.2f} (conformance with float {d['conformance']:.3f}); source run "
+                   f"{record['source_mean_return']:.2f}")
+        click.echo(f"chip configuration {record['chip_config']}")
+    click.echo(f"exported to {out}")
 
 
 @cli.command("list")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 from torch import nn
 
@@ -50,6 +51,7 @@ class DerivedMethod:
 @dataclass(frozen=True)
 class AnnOptions:
     mlp_hidden: tuple[int, ...] = (256, 256)  # hidden widths for vector observations
+    arch: Literal["default", "speck"] = "default"  # speck: the chip-mappable Atari network
 
 
 DQN = QMethod(
@@ -57,7 +59,7 @@ DQN = QMethod(
     description="ANN DQN (Nature CNN / MinAtar CNN / MLP)",
     options_type=AnnOptions,
     build_q_network=lambda opts, family, obs_shape, n_actions: build_ann_q_network(
-        family, obs_shape, n_actions, opts.mlp_hidden),
+        family, obs_shape, n_actions, opts.mlp_hidden, opts.arch),
 )
 
 

@@ -61,10 +61,7 @@ class ConvertOptions:
 
 def split_ann(q_network: nn.Module) -> tuple[nn.Sequential, float | None]:
     """The ANN's layer stack and the divisor it applies to its input (255 for pixels)."""
-    from compare.networks import NatureCNN
-
-    divisor = 255.0 if isinstance(q_network, NatureCNN) else None
-    return q_network.net, divisor
+    return q_network.net, getattr(q_network, "input_divisor", None)
 
 
 def _prepare(obs: torch.Tensor, divisor: float | None) -> torch.Tensor:
@@ -136,6 +133,21 @@ def normalize_ann(ann: nn.Sequential, scales: list[torch.Tensor], keep_output_sc
     return out
 
 
+def spiking_model(normalized: nn.Sequential, options: ConvertOptions, timesteps: int) -> nn.Sequential:
+    """Sinabs' conversion of a normalized ANN: each ReLU becomes an IAF (or LIF) layer, threshold
+    1, reset by subtraction, no membrane floor; `(B*T, ...)` in, `(B*T, ...)` out."""
+    import sinabs
+    import sinabs.activation as sa
+    import sinabs.layers as sl
+
+    layer_class = sl.IAFSqueeze if options.neuron == "iaf" else sl.LIFSqueeze
+    extra = {} if options.neuron == "iaf" else {"tau_mem": options.tau_mem}
+    return sinabs.from_model(
+        normalized, num_timesteps=timesteps, spike_threshold=1.0, spike_fn=sa.SingleSpike, min_v_mem=None,
+        reset_fn=sa.MembraneSubtract(), add_spiking_output=options.readout != "membrane",
+        spike_layer_class=layer_class, kwargs_backend=extra).spiking_model
+
+
 class ConvertedSNN(nn.Module):
     """Sinabs spiking network run for T steps per decision.
 
@@ -148,8 +160,6 @@ class ConvertedSNN(nn.Module):
     def __init__(self, normalized: nn.Sequential, options: ConvertOptions, timesteps: int,
                  input_divisor: float | None, output_scale: torch.Tensor | float):
         super().__init__()
-        import sinabs
-        import sinabs.activation as sa
         import sinabs.layers as sl
 
         self.timesteps = timesteps
@@ -158,13 +168,7 @@ class ConvertedSNN(nn.Module):
         self.output_scale = output_scale
         self.initial_membrane = options.initial_membrane
         self.first = normalized[0]
-        layer_class = sl.IAFSqueeze if options.neuron == "iaf" else sl.LIFSqueeze
-        extra = {} if options.neuron == "iaf" else {"tau_mem": options.tau_mem}
-        rest = nn.Sequential(*list(normalized)[1:])
-        self.rest = sinabs.from_model(
-            rest, num_timesteps=timesteps, spike_threshold=1.0, spike_fn=sa.SingleSpike, min_v_mem=None,
-            reset_fn=sa.MembraneSubtract(), add_spiking_output=options.readout != "membrane",
-            spike_layer_class=layer_class, kwargs_backend=extra).spiking_model
+        self.rest = spiking_model(nn.Sequential(*list(normalized)[1:]), options, timesteps)
         self.spiking_layers = [m for m in self.rest.modules() if isinstance(m, sl.StatefulLayer)]
         for layer in self.spiking_layers:
             layer.is_spiking = True  # firing rates, for compare.accounting
@@ -268,6 +272,34 @@ class ConformanceMeter:
                 "mean_abs_q_error": float(np.concatenate(self.q_error).mean())}
 
 
+def calibrate(ann_q: nn.Module, spec, protocol, options: ConvertOptions, seed: int) -> list[torch.Tensor]:
+    """lambda_l of every layer, from observations of the ANN playing in its own environment."""
+    ann, divisor = split_ann(ann_q)
+    torch.manual_seed(seed)
+    calibration = _prepare(calibration_observations(
+        ann_q, spec, protocol, options.calibration_frames, options.calibration_epsilon,
+        seed=seed + 30_000), divisor)
+    return layer_scales(ann, calibration, options.percentile,
+                        per_channel=options.normalization == "channel", seed=seed)
+
+
+def load_converted(run) -> tuple:
+    """A finished convert run rebuilt: (settings, spec, source ANN, options, layer scales,
+    normalized ANN), from the source run's weights and the scales the conversion recorded."""
+    from compare.config import from_dict
+    from compare.experiment import load_trained_q_network
+    from compare.runstore import Run
+
+    config = run.config
+    if config.get("method") != "convert" or not run.finished:
+        raise UsageError(f"{run.path} is not a finished convert run")
+    options = from_dict(ConvertOptions, config["convert"])
+    settings, spec, ann_q = load_trained_q_network(Run.open(Path(config["source"])), "cpu")
+    scales = [torch.tensor(scale, dtype=torch.float32) for scale in config["layer_scales"]]
+    normalized = normalize_ann(split_ann(ann_q)[0], scales, keep_output_scale=options.readout == "membrane")
+    return settings, spec, ann_q, options, scales, normalized
+
+
 def run_conversion(source: Path, options: ConvertOptions, results_root: Path,
                    protocol_overrides: dict[str, str] | None = None) -> "Run":
     """Convert a finished dqn run into a new `convert` run; the source is only read. The
@@ -289,12 +321,7 @@ def run_conversion(source: Path, options: ConvertOptions, results_root: Path,
     ensure_writable_dir(results_root)
     ann, divisor = split_ann(ann_q)
     protocol = apply_overrides(settings.protocol, protocol_overrides or {})
-    torch.manual_seed(settings.seed)
-    calibration = _prepare(calibration_observations(
-        ann_q, spec, protocol, options.calibration_frames, options.calibration_epsilon,
-        seed=settings.seed + 30_000), divisor)
-    scales = layer_scales(ann, calibration, options.percentile,
-                          per_channel=options.normalization == "channel", seed=settings.seed)
+    scales = calibrate(ann_q, spec, protocol, options, settings.seed)
     keep_output = options.readout == "membrane"
     normalized = normalize_ann(ann, scales, keep_output_scale=keep_output)
     config = {"method": "convert", "game": settings.game, "seed": settings.seed,
