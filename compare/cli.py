@@ -109,9 +109,22 @@ def _print_result(path: Path, result: dict) -> None:
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--episodes", type=click.IntRange(min=1), help="[default: the run's protocol]")
 @click.option("--seed", type=int, default=None, help="Evaluation seed [default: the run's seed].")
+@click.option("--attack", type=click.Choice(["fgsm"]), help="Perturb every observation (stored in robustness.json).")
+@click.option("--eps", default="0.001,0.005,0.01", show_default=True, help="--attack: perturbation sizes.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-def eval_(run_dir, episodes, seed, device):
-    """Evaluate a finished run's trained network again under its protocol (does not modify it)."""
+def eval_(run_dir, episodes, seed, attack, eps, device):
+    """Evaluate a finished run's trained network again under its protocol (does not modify it),
+    or under an FGSM attack (adds the scores to the run's robustness.json)."""
+    if attack == "fgsm":
+        from compare.robustness import parse_eps, run_fgsm
+
+        entry = run_fgsm(run_dir, parse_eps(eps), episodes, seed)
+        click.echo(f"FGSM ({entry['attack']}; eps in {entry['eps_unit']}):")
+        for value in parse_eps(eps):
+            r = entry["results"][f"{value:g}"]
+            click.echo(f"  eps={value:<8g} mean return {r['mean_return']:.2f} +- {r['std_return']:.2f} "
+                       f"over {r['episodes']} episodes")
+        return
     from compare.experiment import evaluate_saved_run
 
     result = evaluate_saved_run(run_dir, episodes, seed, device)
@@ -145,6 +158,77 @@ def export(run_dir, target, out, timesteps, eval_episodes, calibration_frames):
                    f"{record['source_mean_return']:.2f}")
         click.echo(f"chip configuration {record['chip_config']}")
     click.echo(f"exported to {out}")
+
+
+def _names(text: str | None) -> list[str] | None:
+    return [part.strip() for part in text.split(",") if part.strip()] if text else None
+
+
+def _read_for_report(results: Path, games, methods, timesteps: int | None):
+    """Finished runs for table/plot; prints what was read and what was skipped (stderr)."""
+    from compare.table import read_runs, summary_lines
+
+    records, skipped = read_runs(results, _names(games), _names(methods), timesteps)
+    if not records:
+        raise UsageError(f"no usable finished runs under {results}/runs" +
+                         (" for these filters" if games or methods else "") +
+                         (f" ({len(skipped)} skipped; first: {skipped[0]})" if skipped else ""))
+    for line in summary_lines(records, skipped):
+        click.echo(line, err=True)
+    return records
+
+
+@cli.command()
+@click.option("--results", type=click.Path(path_type=Path), default=DEFAULT_RESULTS, show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["md", "csv", "latex", "json"]), default="md", show_default=True)
+@click.option("--games", help="Comma-separated games to include [default: all].")
+@click.option("--methods", help="Comma-separated methods to include [default: all].")
+@click.option("--score", type=click.Choice(["raw", "hns"]), default="raw", show_default=True,
+              help="Cells and aggregates on raw returns or human-normalized scores (Atari only).")
+@click.option("--timesteps", default="best", show_default=True, metavar="best|N",
+              help="convert runs: their best T, or the sweep entry at T=N.")
+@click.option("--reference", is_flag=True, help="Add published random, human and Nature DQN 2015 scores.")
+@click.option("--robustness", is_flag=True, help="Also show FGSM scores stored by `compare eval --attack`.")
+def table(results, fmt, games, methods, score, timesteps, reference, robustness):
+    """The methods side by side: one table per protocol and budget, with aggregate rows."""
+    import json as _json
+
+    from compare.table import build_tables, render, robustness_rows, table_rows
+
+    if timesteps != "best" and not timesteps.isdigit():
+        raise UsageError(f"--timesteps {timesteps!r} must be 'best' or a positive integer")
+    records = _read_for_report(results, games, methods, None if timesteps == "best" else int(timesteps))
+    tables = build_tables(records, score, reference, robustness)
+    if fmt == "json":
+        click.echo(_json.dumps(tables, indent=2))
+        return
+    for t in tables:
+        parts = [table_rows(t)] + ([robustness_rows(t)] if robustness else [])
+        for i, (header, rows) in enumerate(parts):
+            title = t["group"] + (": FGSM, mean return at each eps" if i else "")
+            if fmt == "csv":  # one CSV: the group is a column
+                header, rows = ["group", *header], [[title, *row] for row in rows]
+                if i or t is not tables[0]:
+                    header = None
+            else:
+                click.echo(f"\n{title}\n" if fmt == "md" else f"% {title}")
+            click.echo(render(header, rows, fmt), nl=False)
+
+
+@cli.command()
+@click.option("--results", type=click.Path(path_type=Path), default=DEFAULT_RESULTS, show_default=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("results/plots"),
+              show_default=True)
+@click.option("--games", help="Comma-separated games to include [default: all].")
+@click.option("--methods", help="Comma-separated methods to include [default: all].")
+def plot(results, out, games, methods):
+    """PNG figures: learning curves, converted score and conformance against T, score against
+    energy per decision."""
+    from compare.plots import write_plots
+
+    records = _read_for_report(results, games, methods, None)
+    for path in write_plots(records, out):
+        click.echo(str(path))
 
 
 @cli.command("list")

@@ -16,10 +16,22 @@ from compare import config as cfgmod
 from compare.dqn import DQNConfig, DQNLearner, get_dqn_preset
 from compare.envs import EnvSpec, VecEnv, resolve_env
 from compare.errors import UsageError
-from compare.methods import QMethod, get_method
+from compare.methods import ActorCriticMethod, QMethod, build_critic, get_method
+from compare.ppo import PPOConfig, PPOLearner, evaluate_actor, get_ppo_preset
 from compare.protocols import Protocol, get_protocol
 from compare.runstore import Run, ensure_writable_dir
 from compare.scores import human_normalized_score
+
+
+# The learner behind each kind of training method: its config key, config type and presets.
+LEARNERS = {QMethod: ("dqn", DQNConfig, get_dqn_preset), ActorCriticMethod: ("ppo", PPOConfig, get_ppo_preset)}
+TrainingMethod = QMethod | ActorCriticMethod
+
+
+def learner_of(method) -> tuple[str, type, object]:
+    if type(method) not in LEARNERS:
+        raise UsageError(f"method {method.name!r} is not trained by a learner (it derives a run from another)")
+    return LEARNERS[type(method)]
 
 
 @dataclass
@@ -33,22 +45,24 @@ class Settings:
     device: str
     preset: str
     protocol: Protocol
-    dqn: DQNConfig
+    learner: DQNConfig | PPOConfig  # saved under "dqn" or "ppo"
     options: object  # the method's options dataclass
 
     def to_dict(self) -> dict:
+        key = learner_of(get_method(self.method))[0]
         return {"method": self.method, "game": self.game, "seed": self.seed,
                 "total_steps": self.total_steps, "device": self.device, "preset": self.preset,
-                "protocol": dataclasses.asdict(self.protocol), "dqn": dataclasses.asdict(self.dqn),
+                "protocol": dataclasses.asdict(self.protocol), key: dataclasses.asdict(self.learner),
                 "method_options": dataclasses.asdict(self.options)}
 
     @classmethod
     def from_dict(cls, data: dict) -> "Settings":
         method = get_method(data["method"])
+        key, config_type, _ = learner_of(method)
         return cls(method=data["method"], game=data["game"], seed=data["seed"],
                    total_steps=data["total_steps"], device=data["device"], preset=data["preset"],
                    protocol=cfgmod.from_dict(Protocol, data["protocol"]),
-                   dqn=cfgmod.from_dict(DQNConfig, data["dqn"]),
+                   learner=cfgmod.from_dict(config_type, data[key]),
                    options=cfgmod.from_dict(method.options_type, data["method_options"]))
 
 
@@ -65,14 +79,15 @@ def parse_overrides(pairs: tuple[str, ...]) -> dict[str, str]:
 def resolve_settings(method_name: str, game: str, seed: int, steps: int | None, protocol_name: str,
                      preset: str | None, overrides: dict[str, str], device: str) -> Settings:
     method = get_method(method_name)
+    _, config_type, get_preset = learner_of(method)
     spec = resolve_env(game)
     protocol = get_protocol(protocol_name)
     preset = preset or method.preset_for(spec.family)
-    dqn = get_dqn_preset(preset)
+    learner = get_preset(preset)
     options = method.option_presets.get(preset, method.options_type())
     # Each override goes to the one config object that has a field of that name.
     targets = {"protocol": (protocol, set(cfgmod.field_names(Protocol)) - {"name"}),
-               "dqn": (dqn, set(cfgmod.field_names(DQNConfig))),
+               "learner": (learner, set(cfgmod.field_names(config_type))),
                "options": (options, set(cfgmod.field_names(method.options_type)))}
     per_target: dict[str, dict[str, str]] = {name: {} for name in targets}
     for key, value in overrides.items():
@@ -82,11 +97,11 @@ def resolve_settings(method_name: str, game: str, seed: int, steps: int | None, 
             raise UsageError(cfgmod.unknown_name_message(f"setting for {method_name}", key, allowed))
         per_target[owner][key] = value
     protocol = cfgmod.apply_overrides(protocol, per_target["protocol"])
-    dqn = cfgmod.apply_overrides(dqn, per_target["dqn"])
+    learner = cfgmod.apply_overrides(learner, per_target["learner"])
     options = cfgmod.apply_overrides(options, per_target["options"])
     total = steps if steps is not None else spec.budget(protocol)
     return Settings(method=method_name, game=spec.name, seed=seed, total_steps=total,
-                    device=resolve_device(device), preset=preset, protocol=protocol, dqn=dqn,
+                    device=resolve_device(device), preset=preset, protocol=protocol, learner=learner,
                     options=options)
 
 
@@ -124,7 +139,7 @@ def resume_run(path: Path, progress_factory=None) -> Run:
     run = Run.open(path)
     if run.finished:
         raise UsageError(f"run {path} has already finished (eval.json exists); nothing to resume")
-    if not isinstance(get_method(run.config.get("method", "?")), QMethod):
+    if not isinstance(get_method(run.config.get("method", "?")), TrainingMethod):
         raise UsageError(f"{path} is a {run.config.get('method')!r} run; only training runs resume "
                          "(rerun the conversion instead)")
     try:
@@ -137,8 +152,12 @@ def resume_run(path: Path, progress_factory=None) -> Run:
     return run
 
 
-def build_q_network(method: QMethod, settings: Settings, spec: EnvSpec, env: VecEnv) -> torch.nn.Module:
-    return method.build_q_network(settings.options, spec.family, env.obs_shape, env.n_actions)
+def build_networks(method: TrainingMethod, settings: Settings, spec: EnvSpec, env: VecEnv) -> dict[str, torch.nn.Module]:
+    """The method's trainable networks by role: {"q"} or {"actor", "critic"}."""
+    args = (settings.options, spec.family, env.obs_shape, env.n_actions)
+    if isinstance(method, QMethod):
+        return {"q": method.build_q_network(*args)}
+    return {"actor": method.build_actor(*args), "critic": build_critic(settings.options, spec.family, env.obs_shape)}
 
 
 def _train(run: Run, settings: Settings, checkpoint: dict | None, progress_factory) -> None:
@@ -146,12 +165,13 @@ def _train(run: Run, settings: Settings, checkpoint: dict | None, progress_facto
     spec = resolve_env(settings.game)
     _seed_everything(settings.seed)
     device = torch.device(settings.device)
-    env = VecEnv(spec, settings.protocol, settings.dqn.num_envs)
+    env = VecEnv(spec, settings.protocol, settings.learner.num_envs)
     env.reset(seed=settings.seed)  # learns obs shape and action count; train() resets again
-    q_network = build_q_network(method, settings, spec, env)
+    nets = build_networks(method, settings, spec, env)
     progress = progress_factory(settings.total_steps) if progress_factory else None
-    learner = DQNLearner(q_network, env, settings.dqn, settings.protocol, settings.total_steps,
-                         settings.seed, device, run, progress)
+    common = (env, settings.learner, settings.protocol, settings.total_steps, settings.seed, device, run, progress)
+    learner = (DQNLearner(nets["q"], *common) if isinstance(method, QMethod)
+               else PPOLearner(nets["actor"], nets["critic"], *common))
     if checkpoint is not None:
         learner.load_checkpoint(checkpoint)
         if progress is not None:
@@ -162,9 +182,20 @@ def _train(run: Run, settings: Settings, checkpoint: dict | None, progress_facto
         env.close()
         if progress is not None:
             progress.close()
-    record = evaluate_q_network(learner.q.eval(), settings, spec, settings.protocol.eval_episodes,
-                                seed=settings.seed + 10_000 + settings.total_steps, device=device)
+    nets = {role: net.eval() for role, net in nets.items()}
+    seed = settings.seed + 10_000 + settings.total_steps
+    record = (evaluate_q_network(nets["q"], settings, spec, settings.protocol.eval_episodes, seed, device)
+              if isinstance(method, QMethod) else
+              evaluate_actor_critic(nets["actor"], nets["critic"], settings, spec,
+                                    settings.protocol.eval_episodes, seed, device))
     run.write_eval(record)
+
+
+def _record(settings: Settings, spec: EnvSpec, result, neuro: dict) -> dict:
+    return {"game": settings.game, "method": settings.method, "seed": settings.seed,
+            "step": settings.total_steps, **result.summary(),
+            "hns": human_normalized_score(spec.ale_id, result.summary()["mean_return"]),
+            "protocol": dataclasses.asdict(settings.protocol), "neuro": neuro}
 
 
 def evaluate_q_network(net: torch.nn.Module, settings: Settings, spec: EnvSpec, episodes: int,
@@ -175,18 +206,38 @@ def evaluate_q_network(net: torch.nn.Module, settings: Settings, spec: EnvSpec, 
 
     with CostMeter(net, timesteps=getattr(settings.options, "timesteps", 1)) as meter:
         result = evaluate_policy(greedy_q_policy(net, device), spec, settings.protocol, episodes, seed)
-    return {"game": settings.game, "method": settings.method, "seed": settings.seed,
-            "step": settings.total_steps, **result.summary(),
-            "hns": human_normalized_score(spec.ale_id, result.summary()["mean_return"]),
-            "protocol": dataclasses.asdict(settings.protocol), "neuro": meter.summary()}
+    return _record(settings, spec, result, meter.summary())
 
 
-def load_trained_q_network(run: Run, device: str = "cpu") -> tuple[Settings, EnvSpec, torch.nn.Module]:
-    """Rebuild a finished Q-method run's network with its trained weights."""
+def evaluate_actor_critic(actor: torch.nn.Module, critic: torch.nn.Module | None, settings: Settings,
+                          spec: EnvSpec, episodes: int, seed: int, device: torch.device) -> dict:
+    """Scores of the actor under the protocol. `neuro` covers the actor, the part that would be
+    deployed; the critic's cost per evaluated state is reported apart, as training-only."""
+    from compare.accounting import CostMeter
+
+    with CostMeter(actor, timesteps=getattr(settings.options, "timesteps", 1)) as meter:
+        result = evaluate_actor(actor, spec, settings.protocol, episodes, seed, device)
+    if critic is None:
+        return _record(settings, spec, result, meter.summary())
+    env = VecEnv(spec, settings.protocol, 1)
+    try:
+        obs = torch.as_tensor(env.reset(seed=seed), device=device)
+    finally:
+        env.close()
+    with CostMeter(critic, timesteps=1) as critic_meter, torch.inference_mode():
+        critic(obs)
+    return {**_record(settings, spec, result, meter.summary()),
+            "critic_neuro_training_only": critic_meter.summary()}
+
+
+def load_trained_network(run: Run, device: str = "cpu") -> tuple[Settings, EnvSpec, torch.nn.Module]:
+    """A finished training run's deployed network with its trained weights: the Q-network of
+    a Q-method, the actor of an actor-critic method."""
     from compare.runstore import WEIGHTS
 
-    if not isinstance(get_method(run.config.get("method", "?")), QMethod):
-        raise UsageError(f"{run.path} is a {run.config['method']!r} run; this needs a dqn or dsqn run")
+    method = get_method(run.config.get("method", "?"))
+    if not isinstance(method, TrainingMethod):
+        raise UsageError(f"{run.path} is a {run.config['method']!r} run; this needs a trained (not derived) run")
     settings = Settings.from_dict(run.config)
     spec = resolve_env(settings.game)
     weights = run.path / WEIGHTS
@@ -199,16 +250,27 @@ def load_trained_q_network(run: Run, device: str = "cpu") -> tuple[Settings, Env
     env = VecEnv(spec, settings.protocol, 1)
     try:
         env.reset(seed=settings.seed)
-        net = build_q_network(get_method(settings.method), settings, spec, env)
+        nets = build_networks(method, settings, spec, env)
     finally:
         env.close()
-    net.load_state_dict(state)
-    return settings, spec, net.to(device).eval()
+    role = "q" if isinstance(method, QMethod) else "actor"
+    nets[role].load_state_dict(state if role == "q" else state["actor"])
+    return settings, spec, nets[role].to(device).eval()
+
+
+def load_trained_q_network(run: Run, device: str = "cpu") -> tuple[Settings, EnvSpec, torch.nn.Module]:
+    """A finished Q-method run's network (dqn, dsqn) with its trained weights."""
+    if not isinstance(get_method(run.config.get("method", "?")), QMethod):
+        raise UsageError(f"{run.path} is a {run.config.get('method')!r} run; this needs a dqn or dsqn run")
+    return load_trained_network(run, device)
 
 
 def evaluate_saved_run(path: Path, episodes: int | None, seed: int | None, device: str) -> dict:
     run = Run.open(path)
     dev = torch.device(resolve_device(device))
-    settings, spec, net = load_trained_q_network(run, str(dev))
-    return evaluate_q_network(net, settings, spec, episodes or settings.protocol.eval_episodes,
-                              seed=(settings.seed if seed is None else seed) + 20_000, device=dev)
+    settings, spec, net = load_trained_network(run, str(dev))
+    episodes = episodes or settings.protocol.eval_episodes
+    seed = (settings.seed if seed is None else seed) + 20_000
+    if isinstance(get_method(settings.method), QMethod):
+        return evaluate_q_network(net, settings, spec, episodes, seed, dev)
+    return evaluate_actor_critic(net, None, settings, spec, episodes, seed, dev)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Literal
 
 from compare.config import unknown_name_message
 from compare.errors import UsageError
@@ -30,6 +31,9 @@ class Protocol:
     eval_episodes: int = 30
     eval_interval: int = 250_000        # agent steps between periodic evaluations (0: final only)
     periodic_eval_episodes: int = 10
+    # Actor-critic methods (ppo, hybrid): sample actions from the policy with no extra epsilon
+    # (the PPO literature's convention), or act greedily with eval_epsilon like the Q-methods.
+    actor_eval: Literal["sample", "greedy"] = "sample"
     # Default budget for Atari games, in agent steps (small environments use their own).
     atari_budget_steps: int = 50_000_000
 

@@ -22,42 +22,28 @@ from torch import nn
 
 from compare.errors import UsageError
 from compare.methods import QMethod
-from direct.neurons import SURROGATES, LeakyIntegratorLayer, LIFLayer, LIFParameters, Surrogate
+from direct.neurons import LeakyIntegratorLayer, LIFLayer, NeuronOptions
 
 Decoder = Literal["max", "mean", "last", "max-abs"]
 
 
 @dataclass(frozen=True)
-class DSQNOptions:
+class DSQNOptions(NeuronOptions):
     timesteps: int = 8                 # T (the paper's training script; its model default is 5)
     decoder: Decoder = "max"           # Q from the output membrane over T
     readout: Literal["membrane", "rate"] = "membrane"  # rate: Linear on mean spike rate (Liu 2022)
-    tau_mem: float = 2.0               # LIF: v <- v + (x - v) / tau_mem
-    v_th: float = 1.0
-    v_reset: float = 0.0
-    reset: Literal["hard", "soft"] = "hard"
-    detach_reset: bool = True
-    surrogate: Surrogate = "atan"
-    surrogate_alpha: float = 2.0
     out_tau_mem: float = 2.0           # output leaky integrator
     bias: bool = False                 # the paper omits biases
     mlp_hidden: tuple[int, ...] = (256, 256)  # hidden widths for vector observations
     input_divisor: float = 256.0       # Atari pixels enter as frame / input_divisor
 
     def __post_init__(self):
+        super().__post_init__()
         if self.timesteps <= 0:
             raise UsageError(f"timesteps={self.timesteps} must be a positive integer")
-        if self.surrogate not in SURROGATES:
-            raise UsageError(f"surrogate={self.surrogate!r} is not allowed; choose one of: {', '.join(SURROGATES)}")
-        for name in ("tau_mem", "out_tau_mem", "input_divisor"):
+        for name in ("out_tau_mem", "input_divisor"):
             if getattr(self, name) <= 0:
                 raise UsageError(f"{name}={getattr(self, name)} must be positive")
-
-    @property
-    def lif(self) -> LIFParameters:
-        return LIFParameters(tau_mem=self.tau_mem, v_th=self.v_th, v_reset=self.v_reset,
-                             reset=self.reset, detach_reset=self.detach_reset,
-                             surrogate=self.surrogate, alpha=self.surrogate_alpha)
 
 
 def decode(v: torch.Tensor, decoder: str) -> torch.Tensor:

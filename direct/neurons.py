@@ -25,6 +25,8 @@ from norse.torch.functional.heaviside import heaviside
 from norse.torch.functional.threshold import threshold as norse_threshold
 from torch import nn
 
+from compare.errors import UsageError
+
 Surrogate = Literal["atan", "super", "triangle", "tanh", "circ", "heavi_erfc"]
 SURROGATES = ("atan", "super", "triangle", "tanh", "circ", "heavi_erfc")
 
@@ -64,6 +66,31 @@ class LIFParameters:
     detach_reset: bool = True     # the reset does not carry gradient (DSQN reference code)
     surrogate: Surrogate = "atan"
     alpha: float = 2.0
+
+
+@dataclass(frozen=True)
+class NeuronOptions:
+    """LIF settings shared by the networks trained here (`--set` keys of dsqn and hybrid)."""
+
+    tau_mem: float = 2.0               # LIF: v <- v + (x - v) / tau_mem
+    v_th: float = 1.0
+    v_reset: float = 0.0
+    reset: Literal["hard", "soft"] = "hard"
+    detach_reset: bool = True
+    surrogate: Surrogate = "atan"
+    surrogate_alpha: float = 2.0
+
+    def __post_init__(self):
+        if self.surrogate not in SURROGATES:
+            raise UsageError(f"surrogate={self.surrogate!r} is not allowed; choose one of: {', '.join(SURROGATES)}")
+        if self.tau_mem <= 0:
+            raise UsageError(f"tau_mem={self.tau_mem} must be positive")
+
+    @property
+    def lif(self) -> LIFParameters:
+        return LIFParameters(tau_mem=self.tau_mem, v_th=self.v_th, v_reset=self.v_reset,
+                             reset=self.reset, detach_reset=self.detach_reset,
+                             surrogate=self.surrogate, alpha=self.surrogate_alpha)
 
 
 def lif_step(x: torch.Tensor, v: torch.Tensor, p: LIFParameters) -> tuple[torch.Tensor, torch.Tensor]:

@@ -31,7 +31,7 @@ def test_overrides_reach_the_right_config_object():
     s = resolve_settings("dqn", "CartPole-v1", 0, 100, "nature", None,
                          {"lr": "1e-3", "eval_episodes": "3", "mlp_hidden": "32,32",
                           "double_dqn": "true"}, "cpu")
-    assert s.dqn.lr == 1e-3 and s.dqn.double_dqn is True
+    assert s.learner.lr == 1e-3 and s.learner.double_dqn is True
     assert s.protocol.eval_episodes == 3 and s.options.mlp_hidden == (32, 32)
     assert s.preset == "cartpole"
 

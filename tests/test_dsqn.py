@@ -174,7 +174,7 @@ def test_liu2022_preset_brings_its_network_and_its_hyperparameters():
 
     s = resolve_settings("dsqn", "Breakout", 0, 100, "nature", "liu2022", {}, "cpu")
     assert (s.options.timesteps, s.options.readout) == (64, "rate")
-    assert (s.dqn.lr, s.dqn.loss) == (1e-4, "huber")
+    assert (s.learner.lr, s.learner.loss) == (1e-4, "huber")
     default = resolve_settings("dsqn", "Breakout", 0, 100, "nature", None, {}, "cpu")
     assert default.preset == "chen2022" and default.options.timesteps == 8
     assert default.options.decoder == "max" and default.options.bias is False

@@ -1,0 +1,166 @@
+"""`compare plot`: PNG figures from the run store (matplotlib, headless).
+
+- learning_curves__<group>__<game>.png: training episode return against agent steps, one line
+  per method: the mean over seeds of each seed's binned curve, with a 95% confidence band
+  (mean +- 1.96 standard errors; none for a single seed);
+- conversion__<group>__<game>.png: converted SNN score and conformance against T;
+- score_vs_energy__<group>.png: final score against energy per decision, one point per method
+  and game (log energy axis).
+Groups are the table's (one protocol and budget): runs made differently are never drawn together.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from compare.table import Group, RunRecord, group_runs
+
+BINS = 20
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-")
+
+
+def binned_curve(run: RunRecord, edges: np.ndarray) -> np.ndarray:
+    """Mean training episode return of one run in each step bin (carried forward over empty bins)."""
+    from compare.runstore import read_jsonl
+
+    records = read_jsonl(run.path / "metrics.jsonl")
+    steps = np.array([r["step"] for r in records], dtype=np.float64)
+    returns = np.array([r["episode_return"] for r in records], dtype=np.float64)
+    curve = np.full(len(edges) - 1, np.nan)
+    for i in range(len(edges) - 1):
+        inside = (steps > edges[i]) & (steps <= edges[i + 1])
+        if inside.any():
+            curve[i] = returns[inside].mean()
+        elif i > 0:
+            curve[i] = curve[i - 1]
+    return curve
+
+
+def _save(fig, path: Path) -> Path:
+    """Atomically: into a temporary file beside `path`, then renamed over it."""
+    import os
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    fig.savefig(tmp, dpi=100, format="png")
+    os.replace(tmp, path)
+    return path
+
+
+def _figure():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def learning_curves(group: Group, game: str, path: Path) -> Path | None:
+    plt = _figure()
+    edges = np.linspace(0, group.budget, BINS + 1)
+    centres = (edges[:-1] + edges[1:]) / 2
+    fig, ax = plt.subplots(figsize=(6, 4))
+    drawn = False
+    for method in group.methods:
+        curves = [binned_curve(r, edges) for r in group.cell_runs(game, method)
+                  if (r.path / "metrics.jsonl").is_file()]
+        curves = [c for c in curves if not np.isnan(c).all()]
+        if not curves:
+            continue  # conversions have no training curve
+        stack = np.vstack(curves)
+        mean = np.nanmean(stack, axis=0)
+        ax.plot(centres, mean, label=f"{method} (n={len(curves)})")
+        if len(curves) > 1:
+            sem = np.nanstd(stack, axis=0, ddof=1) / np.sqrt(np.sum(~np.isnan(stack), axis=0))
+            ax.fill_between(centres, mean - 1.96 * sem, mean + 1.96 * sem, alpha=0.2)
+        drawn = True
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.set(xlabel="agent steps", ylabel="training episode return (unclipped)", title=f"{game}: {group.label}")
+    ax.legend()
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+    return path
+
+
+def conversion_curve(group: Group, game: str, path: Path) -> Path | None:
+    runs = group.cell_runs(game, "convert")
+    by_t: dict[int, list[dict]] = {}
+    for r in runs:
+        for entry in r.result.get("sweep", []):
+            by_t.setdefault(int(entry["timesteps"]), []).append(entry)
+    if not by_t:
+        return None
+    plt = _figure()
+    ts = sorted(by_t)
+    score = [np.mean([e["mean_return"] for e in by_t[t]]) for t in ts]
+    conformance = [np.mean([e["conformance"] for e in by_t[t]]) for t in ts]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(ts, score, "o-", color="tab:blue", label="SNN mean return")
+    ann = [r.result["ann_mean_return"] for r in runs if r.result.get("ann_mean_return") is not None]
+    if ann:
+        ax.axhline(np.mean(ann), color="tab:blue", linestyle="--", label="source ANN")
+    ax.set(xscale="log", xlabel="simulation time steps T (per decision)", ylabel="mean return (evaluation)",
+           title=f"{game}: conversion, {group.label}")
+    ax.set_xticks(ts, [str(t) for t in ts])
+    twin = ax.twinx()
+    twin.plot(ts, conformance, "s-", color="tab:orange", label="conformance")
+    twin.set(ylabel="conformance (fraction of states, same action as the ANN)", ylim=(0, 1.05))
+    lines = ax.get_legend_handles_labels(), twin.get_legend_handles_labels()
+    ax.legend(lines[0][0] + lines[1][0], lines[0][1] + lines[1][1], loc="lower right")
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+    return path
+
+
+def score_vs_energy(group: Group, path: Path) -> Path | None:
+    points = []
+    for method in group.methods:
+        for game in group.games:
+            runs = [r for r in group.cell_runs(game, method) if r.neuro.get("energy_per_decision_j")]
+            if runs:
+                points.append((method, game, np.mean([r.neuro["energy_per_decision_j"] for r in runs]) * 1e6,
+                               np.mean([r.result["mean_return"] for r in runs])))
+    if not points:
+        return None
+    plt = _figure()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for method in dict.fromkeys(p[0] for p in points):
+        mine = [p for p in points if p[0] == method]
+        ax.scatter([p[2] for p in mine], [p[3] for p in mine], label=method)
+        for _, game, x, y in mine:
+            ax.annotate(game, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set(xscale="log", xlabel="energy per decision (uJ, 45 nm compute estimate)",
+           ylabel="final mean return (evaluation)", title=f"score vs energy: {group.label}")
+    ax.legend()
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+    return path
+
+
+def write_plots(records: list[RunRecord], out: Path) -> list[Path]:
+    from compare.runstore import ensure_writable_dir
+
+    out = ensure_writable_dir(out)
+    written = []
+    for group in group_runs(records):
+        tag = _slug(group.label)
+        for game in group.games:
+            for make, kind in ((learning_curves, "learning_curves"), (conversion_curve, "conversion")):
+                path = make(group, game, out / f"{kind}__{tag}__{_slug(game)}.png")
+                if path is not None:
+                    written.append(path)
+        path = score_vs_energy(group, out / f"score_vs_energy__{tag}.png")
+        if path is not None:
+            written.append(path)
+    return written

@@ -1,0 +1,158 @@
+"""Hybrid actor-critic: a spiking actor, trained with surrogate gradients, and an ANN critic used
+only in training (the PopSAN line: Tang et al., CoRL 2020), adapted to discrete actions.
+
+Design choices (PopSAN was shown on continuous control only):
+- Vector observations enter through PopSAN's population encoder: each dimension drives
+  `pop_size` neurons with learnable Gaussian receptive fields, and a deterministic IF neuron
+  per field turns the stimulation into spikes (v <- v + A; spike when v > 0.999, then
+  subtract), with the straight-through pseudo-gradient of PopSAN's encoder.
+- Pixel observations enter as in the DSQN: frame / input_divisor drives the first convolution
+  at every step (computed once), followed by the Nature CNN's layers, each feeding LIF neurons.
+- Hidden neurons are the DSQN's current-free LIF (Norse's lif_box equation; every neuron
+  parameter and surrogate selectable), not PopSAN's current-based LIF.
+- Output: one population of `out_pop` neurons per action. `decoder=rate`: spiking neurons,
+  population firing rates over T; `membrane`: non-spiking leaky integrators, mean membrane over
+  T (the ILC-SAN idea). A learnable per-action linear decoder (PopSAN's) turns each action's
+  population into one logit. The decoder's A x out_pop multiplies are not in the cost count.
+- The actor and the ANN critic (compare.methods.build_critic) share nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from compare.errors import UsageError
+from compare.methods import ActorCriticMethod
+from direct.neurons import LeakyIntegratorLayer, LIFLayer, NeuronOptions
+
+ENCODER_THRESHOLD = 0.999  # PopSAN's regular-spike encoder
+
+
+@dataclass(frozen=True)
+class HybridOptions(NeuronOptions):
+    v_th: float = 0.5                       # PopSAN's threshold
+    weight_gain: float = 4.0                # x PyTorch's default synapse init (see below)
+    timesteps: int = 5                      # T (PopSAN)
+    pop_size: int = 10                      # encoder neurons per observation dimension (PopSAN)
+    encoder_mean_min: float = -3.0          # receptive-field centres start evenly over [min, max]
+    encoder_mean_max: float = 3.0
+    encoder_std: float = math.sqrt(0.15)    # initial receptive-field width (PopSAN)
+    mlp_hidden: tuple[int, ...] = (256, 256)  # spiking hidden layers for vector observations (PopSAN)
+    out_pop: int = 10                       # output neurons per action (PopSAN)
+    decoder: Literal["rate", "membrane"] = "rate"
+    out_tau_mem: float = 2.0                # membrane decoder's leaky integrators
+    bias: bool = True
+    input_divisor: float = 255.0            # Atari pixels enter as frame / input_divisor
+    critic_hidden: tuple[int, ...] = (64, 64)  # ANN critic widths for vector observations
+
+    def __post_init__(self):
+        super().__post_init__()
+        for name in ("timesteps", "pop_size", "out_pop"):
+            if getattr(self, name) <= 0:
+                raise UsageError(f"{name}={getattr(self, name)} must be a positive integer")
+        for name in ("encoder_std", "out_tau_mem", "input_divisor", "weight_gain"):
+            if getattr(self, name) <= 0:
+                raise UsageError(f"{name}={getattr(self, name)} must be positive")
+        if self.encoder_mean_max <= self.encoder_mean_min:
+            raise UsageError("encoder_mean_max must exceed encoder_mean_min")
+
+
+class PopulationEncoder(nn.Module):
+    """(B, n) observations -> (T, B, n * pop_size) deterministic spikes."""
+
+    is_spiking = True  # firing rates, for compare.accounting
+
+    def __init__(self, n_inputs: int, pop_size: int, mean_min: float, mean_max: float, std: float):
+        super().__init__()
+        self.mean = nn.Parameter(torch.linspace(mean_min, mean_max, pop_size).repeat(n_inputs, 1))
+        self.std = nn.Parameter(torch.full((n_inputs, pop_size), std))
+
+    def stimulation(self, obs: torch.Tensor) -> torch.Tensor:
+        """A_ik = exp(-(x_i - mu_ik)^2 / (2 sigma_ik^2)), flattened to (B, n * pop_size)."""
+        x = obs.float().flatten(1).unsqueeze(-1)
+        return torch.exp(-((x - self.mean) ** 2) / (2 * self.std ** 2)).flatten(1)
+
+    def forward(self, obs: torch.Tensor, timesteps: int) -> torch.Tensor:
+        a = self.stimulation(obs)
+        v = torch.zeros_like(a)
+        spikes = []
+        for _ in range(timesteps):
+            v = v + a.detach()
+            fired = (v > ENCODER_THRESHOLD).to(a.dtype)
+            v = v - fired * ENCODER_THRESHOLD
+            spikes.append(fired + a - a.detach())  # value: the spike; gradient: straight through
+        return torch.stack(spikes)
+
+
+class SpikingActor(nn.Module):
+    def __init__(self, options: HybridOptions, family: str, obs_shape: tuple[int, ...], n_actions: int):
+        super().__init__()
+        self.opts = options
+        self.n_actions = n_actions
+        bias, out_width = options.bias, n_actions * options.out_pop
+        self.input_divisor = options.input_divisor if family == "atari" else None
+        if family == "atari":
+            self.encoder = None
+            synapses = [nn.Conv2d(obs_shape[0], 32, 8, stride=4, bias=bias),
+                        nn.Conv2d(32, 64, 4, stride=2, bias=bias),
+                        nn.Conv2d(64, 64, 3, stride=1, bias=bias),
+                        nn.Linear(3136, 512, bias=bias), nn.Linear(512, out_width, bias=bias)]
+        elif family == "minatar":
+            self.encoder = None
+            size = obs_shape[-1]
+            synapses = [nn.Conv2d(obs_shape[0], 16, 3, stride=1, bias=bias),
+                        nn.Linear(16 * (size - 2) ** 2, 128, bias=bias), nn.Linear(128, out_width, bias=bias)]
+        else:
+            n = math.prod(obs_shape)
+            self.encoder = PopulationEncoder(n, options.pop_size, options.encoder_mean_min,
+                                             options.encoder_mean_max, options.encoder_std)
+            widths = [n * options.pop_size, *options.mlp_hidden, out_width]
+            synapses = [nn.Linear(a, b, bias=bias) for a, b in zip(widths[:-1], widths[1:])]
+        # With PyTorch's default init the hidden LIF layers are silent at the start (measured on
+        # CartPole: 0% firing, and the policy's entropy stayed at ln 2 for the whole budget);
+        # `weight_gain` 4 gives ~12% firing in every layer at init.
+        with torch.no_grad():
+            for layer in synapses:
+                layer.weight.mul_(options.weight_gain)
+        self.synapses = nn.ModuleList(synapses)
+        spiking_out = options.decoder == "rate"
+        self.lifs = nn.ModuleList(LIFLayer(options.lif) for _ in synapses[: len(synapses) - (not spiking_out)])
+        self.output = None if spiking_out else LeakyIntegratorLayer(options.out_tau_mem)
+        for i, layer in enumerate(self.synapses):
+            layer.spike_input = i > 0 or self.encoder is not None  # compare.accounting
+        # PopSAN's decoder: one learnable weight per output neuron and a bias per action.
+        self.decoder_weight = nn.Parameter(torch.full((n_actions, options.out_pop), 1.0 / options.out_pop))
+        self.decoder_bias = nn.Parameter(torch.zeros(n_actions))
+
+    @staticmethod
+    def _all_steps(layer: nn.Module, s: torch.Tensor) -> torch.Tensor:
+        T, B = s.shape[:2]
+        flat = s.reshape(T * B, -1) if isinstance(layer, nn.Linear) else s.reshape(T * B, *s.shape[2:])
+        y = layer(flat)
+        return y.reshape(T, B, *y.shape[1:])
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        T = self.opts.timesteps
+        if self.encoder is None:  # static pixels: the first synaptic current is computed once
+            x = obs.float() / self.input_divisor if self.input_divisor else obs.float()
+            spikes = self.lifs[0](self.synapses[0](x), timesteps=T)
+        else:
+            spikes = self.lifs[0](self._all_steps(self.synapses[0], self.encoder(obs, T)))
+        for i in range(1, len(self.synapses)):
+            current = self._all_steps(self.synapses[i], spikes)
+            spikes = self.lifs[i](current) if i < len(self.lifs) else self.output(current)
+        populations = spikes.mean(dim=0).reshape(-1, self.n_actions, self.opts.out_pop)
+        return (populations * self.decoder_weight).sum(-1) + self.decoder_bias
+
+
+HYBRID = ActorCriticMethod(
+    name="hybrid",
+    description="spiking actor (population-coded, Norse LIF) + ANN critic, PPO (PopSAN, discrete)",
+    options_type=HybridOptions,
+    build_actor=SpikingActor,
+)

@@ -1,0 +1,125 @@
+import dataclasses
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from compare.envs import VecEnv, resolve_env
+from compare.experiment import build_networks, resolve_settings
+from compare.methods import get_method
+from compare.ppo import PPO_PRESETS, PPOLearner, gae
+from direct.hybrid import PopulationEncoder
+from test_cli import assert_clean_error, compare
+
+SHORT = ["--game", "CartPole-v1", "--quiet", "--set", "eval_episodes=2"]
+
+
+def test_population_encoder_on_a_hand_computed_input():
+    encoder = PopulationEncoder(1, 3, -1.0, 1.0, std=1.0)
+    assert encoder.mean.tolist() == [[-1.0, 0.0, 1.0]]
+    a = encoder.stimulation(torch.tensor([[0.0]]))
+    edge = math.exp(-0.5)  # (0 - (+-1))^2 / (2 * 1^2) = 0.5
+    torch.testing.assert_close(a, torch.tensor([[edge, 1.0, edge]]))
+    # IF encoder, threshold 0.999, subtract on spike. A = 1: a spike every step. A = 0.6065:
+    # v = 0.607, 1.213 (spike -> 0.214), 0.820, 1.427 (spike) -> 0 1 0 1.
+    spikes = encoder(torch.tensor([[0.0]]), timesteps=4)
+    assert spikes.shape == (4, 1, 3)
+    assert spikes[:, 0].tolist() == [[0, 1, 0], [1, 1, 1], [0, 1, 0], [1, 1, 1]]
+
+
+def test_gae_matches_a_hand_computed_example():
+    rewards = torch.tensor([[1.0], [1.0], [1.0]])
+    values = torch.tensor([[0.5], [0.4], [0.3]])
+    nonterminal = torch.tensor([[1.0], [0.0], [1.0]])  # the episode ends at step 1
+    advantages, returns = gae(rewards, values, nonterminal, torch.tensor([0.2]), gamma=0.9, lam=0.8)
+    # t=2: 1 + 0.9*0.2 - 0.3 = 0.88;  t=1: 1 - 0.4 = 0.6 (no bootstrap);
+    # t=0: (1 + 0.9*0.4 - 0.5) + 0.9*0.8*0.6 = 0.86 + 0.432 = 1.292
+    torch.testing.assert_close(advantages, torch.tensor([[1.292], [0.6], [0.88]]))
+    torch.testing.assert_close(returns, torch.tensor([[1.792], [1.0], [1.18]]))
+
+
+def networks(method, game, **overrides):
+    settings = resolve_settings(method, game, 0, 100, "nature", None, overrides, "cpu")
+    env = VecEnv(resolve_env(game), settings.protocol, 2)
+    obs = env.reset(seed=0)
+    nets = build_networks(get_method(method), settings, resolve_env(game), env)
+    return settings, env, obs, nets
+
+
+@pytest.mark.parametrize("method, game", [("hybrid", "CartPole-v1"), ("hybrid", "Breakout"), ("ppo", "CartPole-v1")])
+def test_ppo_loss_gradients_reach_the_actors_first_layer_and_nets_share_nothing(method, game):
+    settings, env, obs, nets = networks(method, game)
+    try:
+        actor, critic = nets["actor"], nets["critic"]
+        assert not {id(p) for p in actor.parameters()} & {id(p) for p in critic.parameters()}
+        learner = PPOLearner(actor, critic, env, settings.learner, settings.protocol, 100, 0,
+                             torch.device("cpu"), run=None)
+        x = torch.as_tensor(obs)
+        with torch.no_grad():
+            old_logprobs = torch.log_softmax(actor(x), 1)[:, 0] - 0.1
+        loss, parts = learner.loss(x, torch.zeros(2, dtype=torch.long), old_logprobs,
+                                   torch.tensor([1.0, -0.5]), torch.tensor([1.0, 2.0]), torch.zeros(2), clip=0.2)
+        loss.backward()
+        first = actor.synapses[0] if method == "hybrid" else actor.net[0]
+        assert first.weight.grad is not None and first.weight.grad.abs().sum() > 0
+        if method == "hybrid" and game == "CartPole-v1":
+            assert actor.encoder.mean.grad.abs().sum() > 0  # the receptive fields learn too
+        with pytest.raises(ValueError, match="share"):
+            PPOLearner(actor, actor, env, settings.learner, settings.protocol, 100, 0, torch.device("cpu"), None)
+    finally:
+        env.close()
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["--method", "hybrid", "--timesteps", "0"], ["timesteps=0", "positive"]),
+    (["--method", "hybrid", "--set", "pop_sizes=3"], ["unknown setting for hybrid 'pop_sizes'", "pop_size"]),
+    (["--method", "ppo", "--set", "minibatch_size=4096"], ["minibatch_size=4096 exceeds the rollout", "256"]),
+    (["--method", "hybrid", "--set", "decoder=spikes"], ["decoder='spikes'", "rate, membrane"]),
+])
+def test_bad_actor_critic_input(args, fragments):
+    assert_clean_error(compare("run", "--game", "CartPole-v1", *args), *fragments)
+
+
+def test_ppo_run_is_reproducible_and_records_its_config(tmp_path):
+    results = []
+    for name in ("a", "b"):
+        res = compare("run", "--method", "ppo", *SHORT, "--steps", "1024", "--out", tmp_path / name)
+        assert res.returncode == 0, res.stderr
+        run_dir = next((tmp_path / name).glob("runs/*"))
+        results.append(json.loads((run_dir / "eval.json").read_text()))
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["ppo"] == dataclasses.asdict(PPO_PRESETS["cartpole"]) and config["protocol"]["actor_eval"] == "sample"
+    assert results[0]["episode_returns"] == results[1]["episode_returns"]
+    assert results[0]["critic_neuro_training_only"]["macs_per_decision"] > 0
+
+
+def test_killed_ppo_run_resumes_from_its_checkpoint(tmp_path):
+    out = tmp_path / "results"
+    cmd = [sys.executable, "-m", "compare", "run", "--method", "ppo", *SHORT, "--steps", "30000",
+           "--out", str(out), "--set", "checkpoint_interval=2000"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline, checkpoint = time.time() + 300, None
+        while time.time() < deadline and proc.poll() is None and checkpoint is None:
+            checkpoint = next(iter(out.glob("runs/*/checkpoint.pt")), None)
+            time.sleep(0.2)
+        assert checkpoint is not None and proc.poll() is None, "run ended before it could be killed"
+        time.sleep(1.0)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    run_dir = checkpoint.parent
+    assert not (run_dir / "eval.json").exists()
+    res = compare("run", "--resume", run_dir, "--quiet")
+    assert res.returncode == 0, res.stderr
+    assert json.loads((run_dir / "eval.json").read_text())["step"] == 30000
+    steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(steps) and steps[-1] >= 28_000
