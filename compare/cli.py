@@ -49,11 +49,12 @@ def cli():
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_RESULTS,
               show_default=True, help="Results root; the run directory is created under OUT/runs/.")
+@click.option("--name", help="Run directory name under OUT/runs [default: game__method__seedS__time-id].")
 @click.option("--resume", "resume_dir", type=click.Path(path_type=Path),
               help="Continue a killed run from its last checkpoint (other options are ignored).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def run(method, game, seed, steps, protocol_name, preset, overrides, eval_episodes, arch, timesteps,
-        source, percentile, readout, calibration_frames, device, out, resume_dir, quiet):
+        source, percentile, readout, calibration_frames, device, out, name, resume_dir, quiet):
     """Train one agent (or convert one, `--method convert`) and evaluate it under the protocol;
     prints the final score."""
     from compare.experiment import parse_overrides, resolve_settings, resume_run, start_run
@@ -79,7 +80,7 @@ def run(method, game, seed, steps, protocol_name, preset, overrides, eval_episod
                 raise UsageError(unknown_name_message(f"setting for {method}", key,
                                                       sorted(own | set(protocol_fields()))))
         options = apply_overrides(method_.options_type(), {k: v for k, v in pairs.items() if k in own})
-        run_ = method_.run(source, options, out, {k: v for k, v in pairs.items() if k not in own})
+        run_ = method_.run(source, options, out, {k: v for k, v in pairs.items() if k not in own}, name=name)
     elif resume_dir is not None:
         run_ = resume_run(resume_dir, progress_factory=progress)
     else:
@@ -88,7 +89,7 @@ def run(method, game, seed, steps, protocol_name, preset, overrides, eval_episod
             click.echo(f"run: {settings.method} on {settings.game}, seed {settings.seed}, "
                        f"{settings.total_steps} steps, preset {settings.preset}, protocol "
                        f"{settings.protocol.name}, device {settings.device}", err=True)
-        run_ = start_run(settings, out, progress_factory=progress)
+        run_ = start_run(settings, out, progress_factory=progress, name=name)
     _print_result(run_.path, run_.read_eval())
 
 
@@ -229,6 +230,54 @@ def plot(results, out, games, methods):
     records = _read_for_report(results, games, methods, None)
     for path in write_plots(records, out):
         click.echo(str(path))
+
+
+@cli.command()
+@click.argument("sweep_file", required=False, type=click.Path(path_type=Path))
+@click.option("--games", help="Comma-separated games, e.g. Pong,Breakout.")
+@click.option("--methods", help="Comma-separated methods, e.g. dqn,dsqn,convert.")
+@click.option("--seeds", help="Seed range: 0-4, or a list: 0,2,5.")
+@click.option("--steps", type=int, help="Agent steps per training cell [default: each environment's budget].")
+@click.option("--protocol", help="Evaluation protocol [default: nature].")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Setting for every cell whose method has it (repeatable).")
+@click.option("--launcher", help="local (default), ray or slurm.")
+@click.option("--workers", type=int, help="Cells at once [default: 1].")
+@click.option("--results", help="Results root [default: results].")
+@click.option("--ray-address", help="ray: address of a running cluster [default: start a local one].")
+@click.option("--cpus-per-run", type=float, help="ray/slurm: CPUs per cell [default: 1].")
+@click.option("--gpus-per-run", type=float, help="ray/slurm: GPUs per cell [default: 0].")
+@click.option("--slurm-cluster", type=click.Choice(["slurm", "local"]),
+              help="slurm: 'local' runs the job array with submitit's local executor.")
+@click.option("--dry-run", is_flag=True, help="Print the cells, their order and the steps; run nothing.")
+def sweep(sweep_file, games, methods, seeds, steps, protocol, overrides, launcher, workers, results,
+          ray_address, cpus_per_run, gpus_per_run, slurm_cluster, dry_run):
+    """Run games x methods x seeds as ordinary runs; rerun the same command to finish an
+    interrupted sweep (finished cells are skipped, interrupted ones resumed)."""
+    from compare.sweep import dry_run as print_plan
+    from compare.sweep import from_toml, make_spec, run_sweep
+
+    options = {"games": games, "methods": methods, "seeds": seeds, "steps": steps, "protocol": protocol,
+               "launcher": launcher, "workers": workers, "results": results, "ray_address": ray_address,
+               "cpus_per_run": cpus_per_run, "gpus_per_run": gpus_per_run, "slurm_cluster": slurm_cluster}
+    if overrides:
+        options["overrides"] = overrides
+    if sweep_file is not None:
+        spec = from_toml(sweep_file, **options)
+    else:
+        if not games or not methods or not seeds:
+            raise UsageError("compare sweep needs --games, --methods and --seeds (or a sweep.toml)")
+        spec = make_spec(**{k: v for k, v in options.items() if v is not None})
+    if dry_run:
+        print_plan(spec, click.echo)
+        return
+    summary = run_sweep(spec, click.echo)
+    click.echo(f"sweep {spec.sweep_id}: {len(summary['done'])} done, {len(summary['skipped'])} skipped "
+               f"(finished earlier), {len(summary['failed'])} failed")
+    for cell, error in summary["failed"]:
+        click.echo(f"  failed: {cell.label}: {error}")
+    if summary["failed"]:
+        sys.exit(1)
 
 
 @cli.command("list")

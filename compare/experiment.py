@@ -126,11 +126,11 @@ def _seed_everything(seed: int) -> None:
     np.random.seed(seed)
 
 
-def start_run(settings: Settings, results_root: Path, progress_factory=None) -> Run:
+def start_run(settings: Settings, results_root: Path, progress_factory=None, name: str | None = None) -> Run:
     ensure_writable_dir(results_root)
     spec = resolve_env(settings.game)
     run = Run.create(results_root, spec.slug, settings.method, settings.seed,
-                     {**settings.to_dict(), **provenance()})
+                     {**settings.to_dict(), **provenance()}, name=name)
     _train(run, settings, checkpoint=None, progress_factory=progress_factory)
     return run
 

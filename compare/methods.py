@@ -62,7 +62,7 @@ class DerivedMethod:
     name: str
     description: str
     options_type: type
-    run: Callable  # (source run dir, options, results root, protocol overrides) -> Run
+    run: Callable  # (source run dir, options, results root, protocol overrides, name=None) -> Run
 
 
 @dataclass(frozen=True)

@@ -118,11 +118,20 @@ class Run:
     path: Path
 
     @classmethod
-    def create(cls, results_root: Path, game_slug: str, method: str, seed: int, config: dict) -> "Run":
+    def create(cls, results_root: Path, game_slug: str, method: str, seed: int, config: dict,
+               name: str | None = None) -> "Run":
+        """A new run directory, named `name` when given (sweeps), else game__method__seed__time-id."""
         runs = ensure_writable_dir(Path(results_root) / "runs")
-        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        path = runs / f"{game_slug}__{method}__seed{seed}__{stamp}-{secrets.token_hex(3)}"
-        path.mkdir()
+        if name is None:
+            stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+            name = f"{game_slug}__{method}__seed{seed}__{stamp}-{secrets.token_hex(3)}"
+        elif "/" in name or name.startswith(".") or not name.strip():
+            raise UsageError(f"run name {name!r} must be a plain folder name")
+        path = runs / name
+        try:
+            path.mkdir()
+        except FileExistsError:
+            raise UsageError(f"{path} already exists; resume it with --resume or choose another name") from None
         run = cls(path)
         write_json(path / CONFIG, config)
         return run

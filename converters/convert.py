@@ -301,7 +301,7 @@ def load_converted(run) -> tuple:
 
 
 def run_conversion(source: Path, options: ConvertOptions, results_root: Path,
-                   protocol_overrides: dict[str, str] | None = None) -> "Run":
+                   protocol_overrides: dict[str, str] | None = None, name: str | None = None) -> "Run":
     """Convert a finished dqn run into a new `convert` run; the source is only read. The
     evaluation protocol is the source's, with `protocol_overrides` applied."""
     from compare.accounting import CostMeter
@@ -329,7 +329,7 @@ def run_conversion(source: Path, options: ConvertOptions, results_root: Path,
               "convert": dataclasses.asdict(options), "protocol": dataclasses.asdict(protocol),
               "device": "cpu", "layer_scales": [scale.tolist() for scale in scales],
               **provenance()}
-    run = Run.create(results_root, spec.slug, "convert", settings.seed, config)
+    run = Run.create(results_root, spec.slug, "convert", settings.seed, config, name=name)
     sweep = []
     for timesteps in sorted(set(options.timesteps)):
         snn = ConvertedSNN(normalized, options, timesteps, divisor,

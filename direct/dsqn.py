@@ -22,7 +22,7 @@ from torch import nn
 
 from compare.errors import UsageError
 from compare.methods import QMethod
-from direct.neurons import LeakyIntegratorLayer, LIFLayer, NeuronOptions
+from direct.neurons import LeakyIntegratorLayer, LIFLayer, NeuronOptions, all_steps
 
 Decoder = Literal["max", "mean", "last", "max-abs"]
 
@@ -76,22 +76,14 @@ class SpikingQNetwork(nn.Module):
         x = obs.float()
         return x / self.opts.input_divisor if self.pixel_input else x
 
-    @staticmethod
-    def _all_steps(layer: nn.Module, s: torch.Tensor) -> torch.Tensor:
-        """Apply a synaptic layer to (T, B, ...) spikes as one (T*B, ...) batch."""
-        T, B = s.shape[:2]
-        flat = s.reshape(T * B, -1) if isinstance(layer, nn.Linear) else s.reshape(T * B, *s.shape[2:])
-        y = layer(flat)
-        return y.reshape(T, B, *y.shape[1:])
-
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         # The input is static: its synaptic current is computed once and held for T steps.
         spikes = self.lifs[0](self.synapses[0](self._input(obs)), timesteps=self.opts.timesteps)
         for layer, lif in zip(self.synapses[1:-1], self.lifs[1:]):
-            spikes = lif(self._all_steps(layer, spikes))
+            spikes = lif(all_steps(layer, spikes))
         if self.output is None:
             return self.synapses[-1](spikes.mean(dim=0).flatten(1))
-        return decode(self.output(self._all_steps(self.synapses[-1], spikes)), self.opts.decoder)
+        return decode(self.output(all_steps(self.synapses[-1], spikes)), self.opts.decoder)
 
     def forward_stepwise(self, obs: torch.Tensor) -> torch.Tensor:
         """The same network simulated one time step at a time through every layer, as a

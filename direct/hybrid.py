@@ -28,7 +28,7 @@ from torch import nn
 
 from compare.errors import UsageError
 from compare.methods import ActorCriticMethod
-from direct.neurons import LeakyIntegratorLayer, LIFLayer, NeuronOptions
+from direct.neurons import LeakyIntegratorLayer, LIFLayer, NeuronOptions, all_steps
 
 ENCODER_THRESHOLD = 0.999  # PopSAN's regular-spike encoder
 
@@ -129,22 +129,15 @@ class SpikingActor(nn.Module):
         self.decoder_weight = nn.Parameter(torch.full((n_actions, options.out_pop), 1.0 / options.out_pop))
         self.decoder_bias = nn.Parameter(torch.zeros(n_actions))
 
-    @staticmethod
-    def _all_steps(layer: nn.Module, s: torch.Tensor) -> torch.Tensor:
-        T, B = s.shape[:2]
-        flat = s.reshape(T * B, -1) if isinstance(layer, nn.Linear) else s.reshape(T * B, *s.shape[2:])
-        y = layer(flat)
-        return y.reshape(T, B, *y.shape[1:])
-
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         T = self.opts.timesteps
         if self.encoder is None:  # static pixels: the first synaptic current is computed once
             x = obs.float() / self.input_divisor if self.input_divisor else obs.float()
             spikes = self.lifs[0](self.synapses[0](x), timesteps=T)
         else:
-            spikes = self.lifs[0](self._all_steps(self.synapses[0], self.encoder(obs, T)))
+            spikes = self.lifs[0](all_steps(self.synapses[0], self.encoder(obs, T)))
         for i in range(1, len(self.synapses)):
-            current = self._all_steps(self.synapses[i], spikes)
+            current = all_steps(self.synapses[i], spikes)
             spikes = self.lifs[i](current) if i < len(self.lifs) else self.output(current)
         populations = spikes.mean(dim=0).reshape(-1, self.n_actions, self.opts.out_pop)
         return (populations * self.decoder_weight).sum(-1) + self.decoder_bias

@@ -194,6 +194,14 @@ class LISequence(torch.autograd.Function):
         return grad_v.mul_(k), None
 
 
+def all_steps(layer: nn.Module, s: torch.Tensor) -> torch.Tensor:
+    """Apply a synaptic layer to (T, B, ...) spikes as one (T*B, ...) batch."""
+    T, B = s.shape[:2]
+    flat = s.reshape(T * B, -1) if isinstance(layer, nn.Linear) else s.reshape(T * B, *s.shape[2:])
+    y = layer(flat)
+    return y.reshape(T, B, *y.shape[1:])
+
+
 class LIFLayer(nn.Module):
     """LIF neurons over a whole sequence: (T, B, ...) input currents -> (T, B, ...) spikes.
 

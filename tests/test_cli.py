@@ -56,6 +56,24 @@ def test_unwritable_out(tmp_path):
     assert_clean_error(compare("run", *SHORT, "--steps", "10", "--out", blocker / "sub"), "cannot write to")
 
 
+def kill_after_first_checkpoint(cmd: list[str], out: Path) -> Path:
+    """Start a training run, SIGKILL it a second after its first checkpoint; its directory."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline, checkpoint = time.time() + 300, None
+        while time.time() < deadline and proc.poll() is None and checkpoint is None:
+            checkpoint = next(iter(out.glob("runs/*/checkpoint.pt")), None)
+            time.sleep(0.2)
+        assert checkpoint is not None and proc.poll() is None, "run ended before it could be killed"
+        time.sleep(1.0)  # past the first checkpoint, then killed mid-way
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return checkpoint.parent
+
+
 @pytest.mark.parametrize("save_replay", ["auto", "never"])  # replay restored / refilled
 def test_killed_run_resumes_from_its_checkpoint(tmp_path, save_replay):
     """SIGKILL mid-training, then --resume: the run finishes at the requested step count."""
@@ -63,25 +81,7 @@ def test_killed_run_resumes_from_its_checkpoint(tmp_path, save_replay):
     cmd = [sys.executable, "-m", "compare", "run", *SHORT, "--steps", "20000", "--out", str(out),
            "--set", "checkpoint_interval=2000", "--set", "learning_starts=500",
            "--set", "train_freq=16", "--set", "gradient_steps=4", "--set", f"save_replay={save_replay}"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 300
-        checkpoint = None
-        while time.time() < deadline and proc.poll() is None:
-            found = list(out.glob("runs/*/checkpoint.pt"))
-            if found:
-                checkpoint = found[0]
-                # Let it get past the first checkpoint, then kill it mid-way.
-                time.sleep(1.0)
-                break
-            time.sleep(0.2)
-        assert checkpoint is not None and proc.poll() is None, "run ended before it could be killed"
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    run_dir = checkpoint.parent
+    run_dir = kill_after_first_checkpoint(cmd, out)
     assert not (run_dir / "eval.json").exists()
     for name in ("config.json",):
         json.loads((run_dir / name).read_text())

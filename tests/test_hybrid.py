@@ -1,11 +1,7 @@
 import dataclasses
 import json
 import math
-import os
-import signal
-import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -15,7 +11,7 @@ from compare.experiment import build_networks, resolve_settings
 from compare.methods import get_method
 from compare.ppo import PPO_PRESETS, PPOLearner, gae
 from direct.hybrid import PopulationEncoder
-from test_cli import assert_clean_error, compare
+from test_cli import assert_clean_error, compare, kill_after_first_checkpoint
 
 SHORT = ["--game", "CartPole-v1", "--quiet", "--set", "eval_episodes=2"]
 
@@ -103,20 +99,7 @@ def test_killed_ppo_run_resumes_from_its_checkpoint(tmp_path):
     out = tmp_path / "results"
     cmd = [sys.executable, "-m", "compare", "run", "--method", "ppo", *SHORT, "--steps", "30000",
            "--out", str(out), "--set", "checkpoint_interval=2000"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline, checkpoint = time.time() + 300, None
-        while time.time() < deadline and proc.poll() is None and checkpoint is None:
-            checkpoint = next(iter(out.glob("runs/*/checkpoint.pt")), None)
-            time.sleep(0.2)
-        assert checkpoint is not None and proc.poll() is None, "run ended before it could be killed"
-        time.sleep(1.0)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    run_dir = checkpoint.parent
+    run_dir = kill_after_first_checkpoint(cmd, out)
     assert not (run_dir / "eval.json").exists()
     res = compare("run", "--resume", run_dir, "--quiet")
     assert res.returncode == 0, res.stderr

@@ -1,0 +1,317 @@
+"""Sweeps over games x methods x seeds (`compare sweep`), on an existing engine.
+
+Each cell is one ordinary `compare run` (a subprocess `python -m compare run ...`), writing an
+ordinary run into the run store under a name fixed by the sweep and the cell:
+`<game>__<method>__seed<S>__sweep-<id>`, where <id> hashes the sweep's definition. Rerunning
+the same sweep therefore finds its cells again: a finished cell is skipped, an interrupted
+training cell is resumed (`compare run --resume`), a failed or interrupted conversion is redone.
+
+Cells run in two stages: training cells, then `convert` cells, each given the dqn cell of its
+game and seed as `--source` (only when that cell finished). Within a stage the launcher runs
+the cells in parallel: `local` (K worker processes here), `ray` (Ray tasks on a running cluster
+or a local one), `slurm` (one submitit job array).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from compare.errors import UsageError
+
+LAUNCHERS = ("local", "ray", "slurm")
+EXTRAS = {"ray": ("ray", "pip install -e '.[ray]'"), "slurm": ("submitit", "pip install -e '.[slurm]'")}
+
+
+@dataclass(frozen=True)
+class Cell:
+    game: str
+    method: str
+    seed: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.game} {self.method} seed {self.seed}"
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    games: tuple[str, ...]
+    methods: tuple[str, ...]
+    seeds: tuple[int, ...]
+    steps: int | None = None
+    protocol: str = "nature"
+    overrides: tuple[tuple[str, str], ...] = ()   # --set pairs, given to every cell that has the key
+    launcher: str = "local"
+    workers: int = 1
+    results: str = "results"
+    ray_address: str | None = None                # None: start a local Ray instance
+    cpus_per_run: float = 1.0
+    gpus_per_run: float = 0.0
+    slurm_cluster: str = "slurm"                  # "local": submitit's local executor
+
+    @property
+    def sweep_id(self) -> str:
+        """Hash of what defines the runs (not how they are launched)."""
+        what = {"games": self.games, "methods": self.methods, "seeds": self.seeds, "steps": self.steps,
+                "protocol": self.protocol, "overrides": self.overrides}
+        return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:8]
+
+    def cells(self) -> list[Cell]:
+        """Training cells first, then conversions (each after its dqn cell)."""
+        training = [m for m in self.methods if m != "convert"]
+        ordered = [Cell(g, m, s) for m in training for g in self.games for s in self.seeds]
+        if "convert" in self.methods:
+            ordered += [Cell(g, "convert", s) for g in self.games for s in self.seeds]
+        return ordered
+
+    def run_name(self, cell: Cell) -> str:
+        from compare.envs import resolve_env
+
+        return f"{resolve_env(cell.game).slug}__{cell.method}__seed{cell.seed}__sweep-{self.sweep_id}"
+
+    def run_dir(self, cell: Cell) -> Path:
+        return Path(self.results) / "runs" / self.run_name(cell)
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    """'0-4' or '0,2,5' (or a mix: '0-2,7')."""
+    seeds: list[int] = []
+    try:
+        for part in str(text).split(","):
+            part = part.strip()
+            if "-" in part:
+                lo, hi = (int(v) for v in part.split("-"))
+                if hi < lo:
+                    raise ValueError
+                seeds += range(lo, hi + 1)
+            elif part:
+                seeds.append(int(part))
+    except ValueError:
+        raise UsageError(f"--seeds {text!r} is not a seed range; use e.g. 0-4 or 0,2,5") from None
+    if not seeds or any(s < 0 for s in seeds):
+        raise UsageError(f"--seeds {text!r} must name seeds >= 0, e.g. 0-4")
+    return tuple(dict.fromkeys(seeds))
+
+
+def _list(value) -> tuple[str, ...]:
+    items = value if isinstance(value, list) else str(value).split(",")
+    return tuple(str(v).strip() for v in items if str(v).strip())
+
+
+def make_spec(games, methods, seeds, steps=None, protocol="nature", overrides=(), launcher="local",
+              workers=1, results="results", ray_address=None, cpus_per_run=1.0, gpus_per_run=0.0,
+              slurm_cluster="slurm") -> SweepSpec:
+    """A checked sweep: every name known before anything starts."""
+    from compare.envs import resolve_env
+    from compare.experiment import parse_overrides
+    from compare.methods import get_method
+    from compare.protocols import get_protocol
+
+    games_, methods_ = _list(games), _list(methods)
+    if not games_ or not methods_:
+        raise UsageError("a sweep needs at least one game and one method")
+    games_ = tuple(resolve_env(g).name for g in games_)
+    for m in methods_:
+        get_method(m)
+    if "convert" in methods_ and "dqn" not in methods_:
+        raise UsageError("convert cells convert the dqn cell of their game and seed: add dqn to the methods")
+    get_protocol(protocol)
+    if launcher not in LAUNCHERS:
+        raise UsageError(f"unknown launcher {launcher!r}; allowed: {', '.join(LAUNCHERS)}")
+    if int(workers) < 1:
+        raise UsageError(f"--workers {workers} must be at least 1")
+    if steps is not None and int(steps) < 1:
+        raise UsageError(f"--steps {steps} must be a positive integer")
+    pairs = parse_overrides(tuple(overrides)) if not isinstance(overrides, dict) else {
+        str(k): str(v) for k, v in overrides.items()}
+    spec = SweepSpec(games_, methods_, parse_seeds(seeds), None if steps is None else int(steps), protocol,
+                     tuple(sorted(pairs.items())), launcher, int(workers), str(results), ray_address,
+                     float(cpus_per_run), float(gpus_per_run), slurm_cluster)
+    for key, _ in spec.overrides:
+        if not any(key in accepted_keys(m) for m in methods_):
+            raise UsageError(f"--set {key}: no method of this sweep has a setting of that name")
+    return spec
+
+
+def from_toml(path: Path, **cli) -> SweepSpec:
+    """The same sweep read from a TOML file; options given on the command line win."""
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise UsageError(f"sweep file {path} does not exist") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise UsageError(f"{path} is not valid TOML ({e})") from None
+    allowed = {f.name for f in dataclasses.fields(SweepSpec)} - {"overrides"} | {"set"}
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        from compare.config import unknown_name_message
+
+        raise UsageError(f"{path}: " + unknown_name_message("key", unknown[0], sorted(allowed)))
+    for key in ("games", "methods", "seeds"):
+        if key not in data and cli.get(key) is None:
+            raise UsageError(f"{path}: missing key {key!r}")
+    merged = {**{k: v for k, v in data.items() if k != "set"}, "overrides": data.get("set", {}),
+              **{k: v for k, v in cli.items() if v is not None}}
+    return make_spec(**merged)
+
+
+def accepted_keys(method: str) -> set[str]:
+    """`--set` keys a cell of this method takes."""
+    from compare import config as cfgmod
+    from compare.experiment import learner_of
+    from compare.methods import DerivedMethod, get_method
+    from compare.protocols import protocol_fields
+
+    m = get_method(method)
+    keys = set(protocol_fields()) | set(cfgmod.field_names(m.options_type))
+    if not isinstance(m, DerivedMethod):
+        keys |= set(cfgmod.field_names(learner_of(m)[1]))
+    return keys
+
+
+def cell_command(spec: SweepSpec, cell: Cell) -> list[str]:
+    """The `compare run` arguments of a cell: a new run, or the resume of an interrupted one."""
+    run_dir = spec.run_dir(cell)
+    if run_dir.is_dir() and cell.method != "convert":
+        return ["run", "--resume", str(run_dir), "--quiet"]
+    args = ["run", "--method", cell.method, "--game", cell.game, "--seed", str(cell.seed),
+            "--protocol", spec.protocol, "--out", spec.results, "--name", spec.run_name(cell), "--quiet"]
+    if cell.method == "convert":
+        args += ["--source", str(spec.run_dir(Cell(cell.game, "dqn", cell.seed)))]
+    elif spec.steps is not None:
+        args += ["--steps", str(spec.steps)]
+    for key, value in spec.overrides:
+        if key in accepted_keys(cell.method):
+            args += ["--set", f"{key}={value}"]
+    return args
+
+
+def run_cell(args: list[str]) -> tuple[int, str]:
+    """One cell as a subprocess (in whichever worker the launcher chose): exit code, last error line."""
+    proc = subprocess.run([sys.executable, "-m", "compare", *args], capture_output=True, text=True)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    return proc.returncode, (lines[-1] if lines and proc.returncode else "")
+
+
+def estimated_steps(spec: SweepSpec, cell: Cell) -> int:
+    from compare.envs import resolve_env
+    from compare.protocols import get_protocol
+
+    if cell.method == "convert":
+        return 0
+    return spec.steps or resolve_env(cell.game).budget(get_protocol(spec.protocol))
+
+
+def dry_run(spec: SweepSpec, echo: Callable[[str], None]) -> None:
+    cells = spec.cells()
+    echo(f"sweep {spec.sweep_id}: {len(cells)} cells, launcher {spec.launcher} ({spec.workers} workers), "
+         f"results {spec.results}")
+    for i, cell in enumerate(cells, 1):
+        after = f"  after: {cell.game} dqn seed {cell.seed}" if cell.method == "convert" else ""
+        status = "finished" if (spec.run_dir(cell) / "eval.json").is_file() else (
+            "interrupted" if spec.run_dir(cell).is_dir() else "new")
+        echo(f"{i:>4}. {cell.label:<40} {estimated_steps(spec, cell):>12,} agent steps  [{status}]{after}")
+    total = sum(estimated_steps(spec, c) for c in cells)
+    echo(f"total: {total:,} agent steps of training (conversions: calibration and evaluation only)")
+
+
+def _launch(spec: SweepSpec, commands: list[list[str]], on_done: Callable[[int, tuple[int, str]], None]) -> None:
+    """Run every command through the sweep's launcher; call `on_done(index, result)` as each ends."""
+    if spec.launcher == "local":
+        from concurrent.futures import ThreadPoolExecutor, as_completed
+
+        # Threads only wait: each cell is its own `compare run` process.
+        with ThreadPoolExecutor(max_workers=spec.workers) as pool:
+            futures = {pool.submit(run_cell, args): i for i, args in enumerate(commands)}
+            for future in as_completed(futures):
+                on_done(futures[future], future.result())
+    elif spec.launcher == "ray":
+        import ray
+
+        if not ray.is_initialized():
+            ray.init(address=spec.ray_address, include_dashboard=False, log_to_driver=False,
+                     **({} if spec.ray_address else {"num_cpus": max(spec.workers * spec.cpus_per_run, 1)}))
+        remote = ray.remote(num_cpus=spec.cpus_per_run, num_gpus=spec.gpus_per_run)(run_cell)
+        pending = {remote.remote(args): i for i, args in enumerate(commands)}
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            on_done(pending.pop(done[0]), ray.get(done[0]))
+    else:
+        import submitit
+
+        folder = Path(spec.results) / "sweeps" / f"{spec.sweep_id}-submitit"
+        executor = submitit.AutoExecutor(folder=folder, cluster=None if spec.slurm_cluster == "slurm" else "local")
+        executor.update_parameters(slurm_array_parallelism=spec.workers, cpus_per_task=max(1, int(spec.cpus_per_run)),
+                                   gpus_per_node=int(spec.gpus_per_run), timeout_min=24 * 60)
+        jobs = executor.map_array(run_cell, commands)  # one job array
+        for i, job in enumerate(jobs):
+            try:
+                on_done(i, job.result())
+            except Exception as e:  # the job itself failed (killed, preempted)
+                on_done(i, (1, f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"))
+
+
+def check_launcher(launcher: str) -> None:
+    if launcher in EXTRAS:
+        import importlib.util
+
+        module, install = EXTRAS[launcher]
+        if importlib.util.find_spec(module) is None:
+            raise UsageError(f"the {launcher} launcher needs {module}; install it with: {install}")
+
+
+def run_sweep(spec: SweepSpec, echo: Callable[[str], None]) -> dict[str, list]:
+    """Run every cell not finished yet; returns done / skipped / failed cells."""
+    from compare.runstore import ensure_writable_dir
+
+    check_launcher(spec.launcher)
+    ensure_writable_dir(Path(spec.results))
+    cells = spec.cells()
+    summary: dict[str, list] = {"done": [], "skipped": [], "failed": []}
+    progress = {"n": 0}
+
+    def finished(cell: Cell) -> bool:
+        return (spec.run_dir(cell) / "eval.json").is_file()
+
+    def stage(batch: list[Cell]) -> None:
+        todo = []
+        for cell in batch:
+            if finished(cell):
+                summary["skipped"].append(cell)
+                progress["n"] += 1
+                echo(f"[{progress['n']}/{len(cells)}] {cell.label}: finished earlier, skipped")
+            elif cell.method == "convert" and not finished(Cell(cell.game, "dqn", cell.seed)):
+                summary["failed"].append((cell, "its dqn cell did not finish"))
+                progress["n"] += 1
+                echo(f"[{progress['n']}/{len(cells)}] {cell.label}: not run (its dqn cell did not finish)")
+            else:
+                run_dir = spec.run_dir(cell)
+                if run_dir.is_dir() and (cell.method == "convert" or not (run_dir / "config.json").is_file()):
+                    shutil.rmtree(run_dir)  # an interrupted conversion, or a run killed at birth, restarts
+                todo.append(cell)
+
+        def on_done(i: int, result: tuple[int, str]) -> None:
+            cell, (code, error) = todo[i], result
+            progress["n"] += 1
+            if code == 0 and finished(cell):
+                summary["done"].append(cell)
+                echo(f"[{progress['n']}/{len(cells)}] {cell.label}: done")
+            else:
+                summary["failed"].append((cell, error or f"exit code {code}"))
+                echo(f"[{progress['n']}/{len(cells)}] {cell.label}: FAILED: {error or f'exit code {code}'}")
+
+        if todo:
+            _launch(spec, [cell_command(spec, c) for c in todo], on_done)
+
+    stage([c for c in cells if c.method != "convert"])
+    stage([c for c in cells if c.method == "convert"])
+    return summary

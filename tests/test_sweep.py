@@ -1,0 +1,137 @@
+"""`compare sweep`: real small sweeps with each launcher, a killed sweep, bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from test_cli import assert_clean_error, compare
+
+CELLS = ["--games", "CartPole-v1", "--methods", "dqn,dsqn,convert", "--seeds", "0-1", "--steps", "1000",
+         "--set", "eval_episodes=2", "--set", "mlp_hidden=32,32", "--set", "learning_starts=300",
+         "--set", "calibration_frames=300", "--set", "timesteps=4"]
+
+
+def sweep(results, *extra, timeout=900):
+    return compare("sweep", *CELLS, "--results", results, *extra, timeout=timeout)
+
+
+def finished_runs(results):
+    return {p.name: (p / "eval.json").stat().st_mtime_ns for p in (results / "runs").iterdir()
+            if (p / "eval.json").is_file()}
+
+
+@pytest.fixture(scope="module")
+def local_sweep(tmp_path_factory):
+    results = tmp_path_factory.mktemp("local") / "results"
+    res = sweep(results, "--workers", "2")
+    assert res.returncode == 0, res.stdout + res.stderr
+    return results, res
+
+
+def test_local_sweep_runs_every_cell_and_the_table_reads_them(local_sweep):
+    results, res = local_sweep
+    assert "6 done, 0 skipped" in res.stdout and "[6/6]" in res.stdout
+    runs = finished_runs(results)
+    assert len(runs) == 6 and {name.split("__")[1] for name in runs} == {"dqn", "dsqn", "convert"}
+    for name in runs:  # each cell is an ordinary run, as `compare run` makes it
+        config = json.loads((results / "runs" / name / "config.json").read_text())
+        assert config["method"] in ("dqn", "dsqn", "convert") and config["protocol"]["eval_episodes"] == 2
+        if config["method"] == "convert":
+            assert config["source"].endswith(name.replace("convert", "dqn"))
+            assert config["convert"]["timesteps"] == [4]
+        else:
+            assert config["total_steps"] == 1000
+    table = compare("table", "--results", results, "--format", "json")
+    assert table.returncode == 0, table.stderr
+    (t,) = json.loads(table.stdout)
+    assert all(t["cells"]["CartPole-v1"][m]["seeds"] == 2 for m in ("dqn", "dsqn", "convert"))
+
+
+def test_rerunning_a_finished_sweep_redoes_nothing(local_sweep):
+    results, _ = local_sweep
+    before = finished_runs(results)
+    res = sweep(results, "--workers", "2")
+    assert res.returncode == 0 and "0 done, 6 skipped" in res.stdout, res.stdout
+    assert finished_runs(results) == before
+
+
+def test_killed_sweep_completes_the_missing_cells_only(tmp_path):
+    results = tmp_path / "results"
+    proc = subprocess.Popen([sys.executable, "-m", "compare", "sweep", *CELLS, "--results", str(results)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None and not (results / "runs").is_dir():
+            time.sleep(0.2)
+        while time.time() < deadline and proc.poll() is None and not finished_runs(results):
+            time.sleep(0.2)
+        assert proc.poll() is None, "the sweep ended before it could be killed"
+        os.killpg(proc.pid, signal.SIGKILL)  # the sweep and the cell it is running
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    done_before = finished_runs(results)
+    assert 1 <= len(done_before) < 6
+    res = sweep(results)
+    assert res.returncode == 0, res.stdout + res.stderr
+    after = finished_runs(results)
+    assert len(after) == 6
+    assert {k: after[k] for k in done_before} == done_before  # finished cells were not redone
+    assert f"{len(done_before)} skipped" in res.stdout
+
+
+def test_ray_launcher_makes_the_same_runs(local_sweep, tmp_path):
+    pytest.importorskip("ray")
+    results = tmp_path / "results"
+    res = sweep(results, "--launcher", "ray", "--workers", "2")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert set(finished_runs(results)) == set(finished_runs(local_sweep[0]))
+    assert compare("table", "--results", results).returncode == 0
+
+
+def test_slurm_launcher_with_submitits_local_executor(tmp_path):
+    pytest.importorskip("submitit")
+    results = tmp_path / "results"
+    res = compare("sweep", "--games", "CartPole-v1", "--methods", "dqn", "--seeds", "0-1", "--steps", "600",
+                  "--set", "eval_episodes=1", "--set", "learning_starts=200", "--results", results,
+                  "--launcher", "slurm", "--slurm-cluster", "local", "--workers", "2")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "2 done" in res.stdout and len(finished_runs(results)) == 2
+
+
+def test_sweep_file_and_dry_run(tmp_path):
+    path = tmp_path / "sweep.toml"
+    path.write_text('games = ["CartPole-v1", "Pong"]\nmethods = "dqn,convert"\nseeds = "0-2"\n'
+                    'steps = 5000\n[set]\neval_episodes = 2\n')
+    res = compare("sweep", path, "--results", tmp_path / "results", "--dry-run")
+    assert res.returncode == 0, res.stderr
+    lines = [line for line in res.stdout.splitlines() if line.strip()[:1].isdigit()]
+    assert len(lines) == 12
+    assert all("convert" not in line for line in lines[:6])  # training first, then conversions
+    assert "after: Pong dqn seed 2" in lines[-1] and "total: 30,000 agent steps" in res.stdout
+    assert not (tmp_path / "results").exists()  # a dry run runs nothing
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["--games", "Pongg", "--methods", "dqn", "--seeds", "0"], ["unknown game 'Pongg'"]),
+    (["--games", "Pong", "--methods", "dqnn", "--seeds", "0"], ["unknown method 'dqnn'"]),
+    (["--games", "Pong", "--methods", "dqn", "--seeds", "4-2"], ["not a seed range"]),
+    (["--games", "Pong", "--methods", "dqn", "--seeds", "0", "--launcher", "k8s"], ["unknown launcher 'k8s'"]),
+    (["--games", "Pong", "--methods", "dqn", "--seeds", "0", "--set", "lrr=1"], ["--set lrr"]),
+    (["--games", "Pong"], ["needs --games, --methods and --seeds"]),
+])
+def test_bad_sweep_input(tmp_path, args, fragments):
+    assert_clean_error(compare("sweep", *args, "--results", tmp_path / "r"), *fragments)
+    assert not (tmp_path / "r").exists()
+
+
+def test_sweep_file_with_an_unknown_key(tmp_path):
+    path = tmp_path / "sweep.toml"
+    path.write_text('games = "Pong"\nmethods = "dqn"\nseeds = "0"\nworkerz = 4\n')
+    assert_clean_error(compare("sweep", path), "unknown key 'workerz'", "workers")
