@@ -184,8 +184,9 @@ def _read_for_report(results: Path, games, methods, timesteps: int | None):
 @click.option("--format", "fmt", type=click.Choice(["md", "csv", "latex", "json"]), default="md", show_default=True)
 @click.option("--games", help="Comma-separated games to include [default: all].")
 @click.option("--methods", help="Comma-separated methods to include [default: all].")
-@click.option("--score", type=click.Choice(["raw", "hns"]), default="raw", show_default=True,
-              help="Cells and aggregates on raw returns or human-normalized scores (Atari only).")
+@click.option("--score", type=click.Choice(["auto", "raw", "hns"]), default="auto", show_default=True,
+              help="Raw returns or human-normalized scores (Atari); auto: hns when every game of a "
+              "table has reference scores, else raw.")
 @click.option("--timesteps", default="best", show_default=True, metavar="best|N",
               help="convert runs: their best T, or the sweep entry at T=N.")
 @click.option("--reference", is_flag=True, help="Add published random, human and Nature DQN 2015 scores.")

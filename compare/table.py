@@ -246,10 +246,14 @@ def build_tables(records: list[RunRecord], score: str, reference: bool, robustne
 
     tables = []
     for group in group_runs(records):
+        # auto: human-normalized when every game has reference scores (raw returns of different
+        # games do not pool into one IQM), raw otherwise.
+        unit = score if score != "auto" else (
+            "hns" if all(resolve_env(g).ale_id in reference_scores() for g in group.games) else "raw")
         table = {"group": group.label, "protocol": group.protocol, "budget": group.budget,
-                 "score": score, "methods": group.methods, "games": group.games,
-                 "cells": {g: {m: cell(group, g, m, score) for m in group.methods} for g in group.games},
-                 "aggregates": {m: aggregates(group, m, score) for m in group.methods}}
+                 "score": unit, "methods": group.methods, "games": group.games,
+                 "cells": {g: {m: cell(group, g, m, unit) for m in group.methods} for g in group.games},
+                 "aggregates": {m: aggregates(group, m, unit) for m in group.methods}}
         if reference:
             refs = reference_scores()
             table["reference"] = {g: refs.get(resolve_env(g).ale_id or "", None) for g in group.games}

@@ -181,3 +181,15 @@ def test_fgsm_on_a_converted_run_is_a_transfer_attack(store):
     res = compare("eval", runs["convert", 0], "--episodes", "2", "--attack", "fgsm", "--eps", "0.1")
     assert res.returncode == 0, res.stderr
     assert read(runs["convert", 0], "robustness.json")["fgsm"]["attack"].startswith("transfer")
+
+
+def test_atari_tables_default_to_human_normalized_scores(tmp_path):
+    run = make_run(tmp_path, "--method", "dqn", "--game", "Breakout", "--steps", "200", "--quiet",
+                   "--set", "eval_episodes=1", "--set", "learning_starts=100")
+    res = compare("table", "--results", tmp_path, "--format", "json")
+    (table,) = json.loads(res.stdout)
+    assert table["score"] == "hns"
+    raw = read(run)["mean_return"]
+    assert table["cells"]["Breakout"]["dqn"]["mean"] == pytest.approx((raw - 1.7) / (30.5 - 1.7))
+    raw_table = json.loads(compare("table", "--results", tmp_path, "--format", "json", "--score", "raw").stdout)
+    assert raw_table[0]["cells"]["Breakout"]["dqn"]["mean"] == pytest.approx(raw)
