@@ -135,3 +135,24 @@ def test_sweep_file_with_an_unknown_key(tmp_path):
     path = tmp_path / "sweep.toml"
     path.write_text('games = "Pong"\nmethods = "dqn"\nseeds = "0"\nworkerz = 4\n')
     assert_clean_error(compare("sweep", path), "unknown key 'workerz'", "workers")
+
+
+def test_a_failing_cell_is_reported_with_its_error_line(tmp_path):
+    res = compare("sweep", "--games", "CartPole-v1", "--methods", "dsqn", "--seeds", "0", "--steps", "100",
+                  "--set", "timesteps=0", "--results", tmp_path / "r")
+    assert res.returncode == 1
+    assert "0 done, 0 skipped (finished earlier), 1 failed" in res.stdout
+    assert "failed: CartPole-v1 dsqn seed 0: compare: error: timesteps=0 must be a positive integer" in res.stdout
+
+
+def test_a_launcher_without_its_extra_says_what_to_install(monkeypatch):
+    import importlib.util
+
+    from compare.errors import UsageError
+    from compare.sweep import check_launcher
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))
+    with pytest.raises(UsageError, match=r"needs ray; install it with: pip install -e '\.\[ray\]'"):
+        check_launcher("ray")
+    check_launcher("local")
