@@ -62,7 +62,7 @@ def parse_eps(text: str) -> list[float]:
 
 def run_fgsm(run_dir: Path, eps_values: list[float], episodes: int | None, seed: int | None) -> dict:
     """Evaluate the run's policy under FGSM at each eps; store and return the results."""
-    from compare.evaluation import greedy_q_policy
+    from compare.evaluation import evaluate_policy, greedy_q_policy
     from compare.experiment import load_trained_network
     from compare.methods import ActorCriticMethod, QMethod, get_method
     from compare.ppo import actor_policy
@@ -94,8 +94,6 @@ def run_fgsm(run_dir: Path, eps_values: list[float], episodes: int | None, seed:
     else:
         epsilon = None
         make_policy = lambda: greedy_q_policy(net, cpu)  # noqa: E731
-
-    from compare.evaluation import evaluate_policy
 
     results = {}
     for eps in eps_values:

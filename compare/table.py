@@ -12,6 +12,7 @@ for conversions.
 from __future__ import annotations
 
 import json
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -160,13 +161,16 @@ def score_matrix(group: Group, method: str, games: list[str], score: str) -> np.
 
 def aggregates(group: Group, method: str, score: str) -> dict:
     """The aggregate rows of one method in one group."""
-    import warnings
+    with warnings.catch_warnings():
+        # rliable passes a RandomState to arch, which warns that the keyword is deprecated.
+        warnings.filterwarnings("ignore", message="random_state is deprecated", category=FutureWarning)
+        return _aggregates(group, method, score)
 
+
+def _aggregates(group: Group, method: str, score: str) -> dict:
     from rliable import library as rly
     from rliable import metrics
 
-    # rliable passes a RandomState to arch, which warns that the keyword is deprecated.
-    warnings.filterwarnings("ignore", message="random_state is deprecated", category=FutureWarning)
 
     games = [g for g in group.games if group.cell_runs(g, method)]
     runs = [r for r in group.runs if r.method == method]

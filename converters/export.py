@@ -54,7 +54,7 @@ def export_run(run_dir: Path, target: str, out: Path, options: ExportOptions,
                          f"{' or '.join(allowed)} run")
     if not run.finished:
         raise UsageError(f"{run_dir} has not finished (no eval.json); export a finished run")
-    ensure_writable_dir(out.parent if out.parent != Path("") else Path("."))
+    ensure_writable_dir(out.parent)
     staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
     try:
         if target == "nir":

@@ -6,8 +6,8 @@
     discretize_layers(layers)       ->  sinabs' discretization: 8-bit weights, 16-bit thresholds
 
 Only samna-free parts of sinabs' DYNAP-CNN toolchain are used (`mapping`, `dynapcnn_layer`,
-`discretize`), loaded through a bare package module: `import sinabs.backend.dynapcnn` would
-import samna, and the PyPI samna is an installer stub that reaches for the network. The chip
+`discretize`), loaded through a bare package module, because the package's own __init__ pulls
+in samna, and the PyPI samna is an installer stub that reaches for the network. The chip
 configuration itself (`DynapcnnNetwork.make_config`) needs SynSense's real samna; it is built
 only when `real_samna_available()`.
 """
@@ -268,20 +268,18 @@ def write_chip_config(model: nn.Sequential, input_shape: tuple[int, int, int], c
     if not real_samna_available():
         return f"not written: {SAMNA_HELP}"
     if device is None:
-        return f"not written: sinabs {_version('sinabs')} has no config builder for {target}"
-    # The real package, not the bare module this file may have put in its place.
+        from compare.runstore import package_versions
+
+        return f"not written: sinabs {package_versions()['sinabs']} has no config builder for {target}"
+    # The real package (only now, with SynSense's samna present), not the bare module this file
+    # may have put in its place.
     if getattr(sys.modules.get("sinabs.backend.dynapcnn"), "__file__", None) is None:
         sys.modules.pop("sinabs.backend.dynapcnn", None)
-    from sinabs.backend.dynapcnn import DynapcnnNetwork
+    full_package = importlib.import_module("sinabs.backend.dynapcnn")
 
-    network = DynapcnnNetwork(model, input_shape=input_shape, discretize=True)
+    network = full_package.DynapcnnNetwork(model, input_shape=input_shape, discretize=True)
     config = network.make_config(layer2core_map=cores, device=device)
     path = folder / "chip_config.json"
     path.write_text(config.to_json())  # untested here: no machine of ours has samna
     return f"written: {path.name}"
 
-
-def _version(name: str) -> str:
-    from importlib import metadata
-
-    return metadata.version(name)
