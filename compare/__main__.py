@@ -1,3 +1,3 @@
-from compare.cli import main
+from compare.app.cli import main
 
 main()

@@ -24,11 +24,21 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import sinabs
+import sinabs.activation as sa
+import sinabs.layers as sl
 import torch
 from torch import nn
 
-from compare.errors import UsageError
-from compare.methods import DerivedMethod
+from compare.core.accounting import CostMeter
+from compare.core.errors import UsageError
+from compare.core.evaluation import EvalResult, evaluate_policy
+from compare.core.methods import DerivedMethod
+from compare.core.networks import scale_input
+from compare.core.runstore import Run, ensure_writable_dir, provenance
+from compare.core.seeding import stream_seed
+from compare.core.settings import Settings
+from compare.core.training import Deployed, eval_record, load_deployed
 
 Readout = Literal["membrane", "rate", "robust"]
 PARAM_LAYERS = (nn.Conv2d, nn.Linear)
@@ -62,11 +72,6 @@ class ConvertOptions:
 def split_ann(q_network: nn.Module) -> tuple[nn.Sequential, float | None]:
     """The ANN's layer stack and the divisor it applies to its input (255 for pixels)."""
     return q_network.net, getattr(q_network, "input_divisor", None)
-
-
-def _prepare(obs: torch.Tensor, divisor: float | None) -> torch.Tensor:
-    x = obs.float()
-    return x / divisor if divisor else x
 
 
 def layer_scales(ann: nn.Sequential, inputs: torch.Tensor, percentile: float,
@@ -136,10 +141,6 @@ def normalize_ann(ann: nn.Sequential, scales: list[torch.Tensor], keep_output_sc
 def spiking_model(normalized: nn.Sequential, options: ConvertOptions, timesteps: int) -> nn.Sequential:
     """Sinabs' conversion of a normalized ANN: each ReLU becomes an IAF (or LIF) layer, threshold
     1, reset by subtraction, no membrane floor; `(B*T, ...)` in, `(B*T, ...)` out."""
-    import sinabs
-    import sinabs.activation as sa
-    import sinabs.layers as sl
-
     layer_class = sl.IAFSqueeze if options.neuron == "iaf" else sl.LIFSqueeze
     extra = {} if options.neuron == "iaf" else {"tau_mem": options.tau_mem}
     return sinabs.from_model(
@@ -160,8 +161,6 @@ class ConvertedSNN(nn.Module):
     def __init__(self, normalized: nn.Sequential, options: ConvertOptions, timesteps: int,
                  input_divisor: float | None, output_scale: torch.Tensor | float):
         super().__init__()
-        import sinabs.layers as sl
-
         self.timesteps = timesteps
         self.readout = options.readout
         self.input_divisor = input_divisor
@@ -171,7 +170,7 @@ class ConvertedSNN(nn.Module):
         self.rest = spiking_model(nn.Sequential(*list(normalized)[1:]), options, timesteps)
         self.spiking_layers = [m for m in self.rest.modules() if isinstance(m, sl.StatefulLayer)]
         for layer in self.spiking_layers:
-            layer.is_spiking = True  # firing rates, for compare.accounting
+            layer.is_spiking = True  # firing rates, for compare.core.accounting
         for layer in self.rest.modules():
             if isinstance(layer, PARAM_LAYERS):
                 layer.spike_input = True
@@ -182,7 +181,7 @@ class ConvertedSNN(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         T = self.timesteps
-        current = self.first(_prepare(obs, self.input_divisor))
+        current = self.first(scale_input(obs, self.input_divisor))
         batch = current.shape[0]
         steps = current.unsqueeze(1).expand(batch, T, *current.shape[1:]).reshape(batch * T, *current.shape[1:])
         self._start_membranes(obs, batch)
@@ -199,7 +198,7 @@ class ConvertedSNN(nn.Module):
         threshold (the best single trick measured on CartPole: 74% -> 100% of the ANN's
         return at T=32)."""
         if self._state_shapes is None:  # each spiking layer's state: the ANN's ReLU outputs
-            shapes, x = [], _prepare(obs[:1], self.input_divisor)
+            shapes, x = [], scale_input(obs[:1], self.input_divisor)
             with torch.no_grad():
                 for layer in self._ann[0]:
                     x = layer(x)
@@ -216,8 +215,6 @@ class ConvertedSNN(nn.Module):
 def calibration_observations(ann_q: nn.Module, spec, protocol, frames: int, epsilon: float,
                              seed: int) -> torch.Tensor:
     """Observations visited by the ANN playing at `epsilon` in the run's own environment."""
-    from compare.evaluation import evaluate_policy
-
     seen: list[np.ndarray] = []
     count = 0
 
@@ -236,7 +233,8 @@ def calibration_observations(ann_q: nn.Module, spec, protocol, frames: int, epsi
     round_ = 0
     try:
         while True:  # whole rounds of episodes until enough frames are seen
-            evaluate_policy(act, spec, protocol, episodes=8, seed=seed + 1000 * round_, epsilon=epsilon)
+            evaluate_policy(act, spec, protocol, episodes=8, seed=stream_seed(seed, "calibration", round_),
+                            epsilon=epsilon)
             round_ += 1
     except Enough:
         pass
@@ -275,84 +273,76 @@ class ConformanceMeter:
 def calibrate(ann_q: nn.Module, spec, protocol, options: ConvertOptions, seed: int) -> list[torch.Tensor]:
     """lambda_l of every layer, from observations of the ANN playing in its own environment."""
     ann, divisor = split_ann(ann_q)
-    torch.manual_seed(seed)
-    calibration = _prepare(calibration_observations(
-        ann_q, spec, protocol, options.calibration_frames, options.calibration_epsilon,
-        seed=seed + 30_000), divisor)
+    calibration = scale_input(calibration_observations(
+        ann_q, spec, protocol, options.calibration_frames, options.calibration_epsilon, seed), divisor)
     return layer_scales(ann, calibration, options.percentile,
                         per_channel=options.normalization == "channel", seed=seed)
 
 
-def load_converted(run) -> tuple:
-    """A finished convert run rebuilt: (settings, spec, source ANN, options, layer scales,
-    normalized ANN), from the source run's weights and the scales the conversion recorded."""
-    from compare.config import from_dict
-    from compare.experiment import load_trained_q_network
-    from compare.runstore import Run
-
-    config = run.config
-    if config.get("method") != "convert" or not run.finished:
+def load_converted(run: Run) -> tuple:
+    """A finished convert run rebuilt: (its settings, the source's deployed ANN, options, layer
+    scales, normalized ANN), from the source run's weights and the scales it recorded."""
+    settings = Settings.from_dict(run.config, f"{run.path}/config.json")
+    if settings.method != "convert" or not run.finished:
         raise UsageError(f"{run.path} is not a finished convert run")
-    options = from_dict(ConvertOptions, config["convert"])
-    settings, spec, ann_q = load_trained_q_network(Run.open(Path(config["source"])), "cpu")
-    scales = [torch.tensor(scale, dtype=torch.float32) for scale in config["layer_scales"]]
-    normalized = normalize_ann(split_ann(ann_q)[0], scales, keep_output_scale=options.readout == "membrane")
-    return settings, spec, ann_q, options, scales, normalized
+    source = load_deployed(Path(settings.source), "cpu", methods=("dqn",))
+    try:
+        scales = [torch.tensor(scale, dtype=torch.float32) for scale in run.config["layer_scales"]]
+    except (KeyError, TypeError, ValueError):
+        raise UsageError(f"{run.path}/config.json has no valid layer_scales") from None
+    options = settings.options
+    normalized = normalize_ann(split_ann(source.network)[0], scales, keep_output_scale=options.readout == "membrane")
+    return settings, source, options, scales, normalized
 
 
-def run_conversion(source: Path, options: ConvertOptions, results_root: Path,
-                   protocol_overrides: dict[str, str] | None = None, name: str | None = None) -> "Run":
-    """Convert a finished dqn run into a new `convert` run; the source is only read. The
-    evaluation protocol is the source's, with `protocol_overrides` applied."""
-    from compare.accounting import CostMeter
-    from compare.config import apply_overrides
-    from compare.evaluation import evaluate_policy
-    from compare.experiment import load_trained_q_network, provenance
-    from compare.runstore import Run, ensure_writable_dir
-    from compare.scores import human_normalized_score
+def converted_snn(normalized: nn.Sequential, options: ConvertOptions, timesteps: int, divisor: float | None,
+                  scales: list[torch.Tensor]) -> ConvertedSNN:
+    """The converted network at T = `timesteps`, in evaluation mode."""
+    output_scale = 1.0 if options.readout == "membrane" else scales[-1]
+    return ConvertedSNN(normalized, options, timesteps, divisor, output_scale).eval()
 
-    src = Run.open(source)
-    src_method = src.config.get("method")
-    if src_method != "dqn":
-        raise UsageError(f"{source} is a {src_method!r} run; --method convert needs a finished dqn run")
-    if not src.finished:
-        raise UsageError(f"{source} has not finished (no eval.json); convert a finished dqn run")
-    settings, spec, ann_q = load_trained_q_network(src, "cpu")
+
+def load_converted_run(run: Run, device: str = "cpu") -> Deployed:
+    """A finished convert run's SNN at its best T; FGSM attacks it through its source ANN (the
+    SNN has no useful input gradient)."""
+    settings, source, options, scales, normalized = load_converted(run)
+    timesteps = int(run.read_eval()["best_timesteps"])
+    snn = converted_snn(normalized, options, timesteps, split_ann(source.network)[1], scales)
+    return Deployed(settings, source.spec, snn, None, torch.device("cpu"), timesteps=timesteps,
+                    attack_network=source.network, attack=f"transfer from the source ANN (SNN at T={timesteps})")
+
+
+def run_conversion(settings: Settings, results_root: Path, name: str | None = None) -> Run:
+    """Convert the finished dqn run `settings.source` into a new `convert` run (the source is
+    only read), under the source's protocol with the user's overrides."""
+    source = load_deployed(Path(settings.source), "cpu", methods=("dqn",))
+    ann_q, spec, options, protocol = source.network, source.spec, settings.options, settings.protocol
     ensure_writable_dir(results_root)
     ann, divisor = split_ann(ann_q)
-    protocol = apply_overrides(settings.protocol, protocol_overrides or {})
     scales = calibrate(ann_q, spec, protocol, options, settings.seed)
-    keep_output = options.readout == "membrane"
-    normalized = normalize_ann(ann, scales, keep_output_scale=keep_output)
-    config = {"method": "convert", "game": settings.game, "seed": settings.seed,
-              "total_steps": settings.total_steps, "source": str(src.path.resolve()),
-              "convert": dataclasses.asdict(options), "protocol": dataclasses.asdict(protocol),
-              "device": "cpu", "layer_scales": [scale.tolist() for scale in scales],
-              **provenance()}
+    normalized = normalize_ann(ann, scales, keep_output_scale=options.readout == "membrane")
+    config = {**settings.to_dict(), "layer_scales": [scale.tolist() for scale in scales], **provenance()}
     run = Run.create(results_root, spec.slug, "convert", settings.seed, config, name=name)
     sweep = []
     for timesteps in sorted(set(options.timesteps)):
-        snn = ConvertedSNN(normalized, options, timesteps, divisor,
-                           output_scale=1.0 if keep_output else scales[-1]).eval()
+        snn = converted_snn(normalized, options, timesteps, divisor, scales)
         conformance = ConformanceMeter(ann_q, snn, options.gap)
         with CostMeter(snn, timesteps=timesteps) as cost:
+            # The source's final-evaluation episodes: SNN and ANN play the same games.
             result = evaluate_policy(conformance.act, spec, protocol, protocol.eval_episodes,
-                                     seed=settings.seed + 10_000 + settings.total_steps)
+                                     seed=stream_seed(settings.seed, "final_eval"))
         entry = {"timesteps": timesteps, **result.summary(), **conformance.summary(),
                  "neuro": cost.summary()}
         run.log_eval(entry)  # each T is kept as soon as it is done
         sweep.append(entry)
     best = max(sweep, key=lambda e: e["mean_return"])  # ties: the smallest T
-    run.write_eval({
-        "game": settings.game, "method": "convert", "seed": settings.seed,
-        "step": settings.total_steps, "source": str(src.path.resolve()),
-        "ann_mean_return": src.read_eval()["mean_return"],
-        "best_timesteps": best["timesteps"],
-        **{key: best[key] for key in ("episodes", "mean_return", "std_return", "episode_returns",
-                                      "episode_lengths", "conformance", "conformance_decisive",
-                                      "mean_abs_q_error", "neuro")},
-        "hns": human_normalized_score(spec.ale_id, best["mean_return"]),
-        "protocol": dataclasses.asdict(protocol), "sweep": sweep})
+    record = eval_record(settings, spec, EvalResult(best["episode_returns"], best["episode_lengths"]),
+                         best["neuro"])
+    record.update({"source": settings.source, "best_timesteps": best["timesteps"],
+                   "ann_mean_return": Run(Path(settings.source)).read_eval()["mean_return"],
+                   **{key: best[key] for key in ("conformance", "conformance_decisive", "mean_abs_q_error")},
+                   "sweep": sweep})
+    run.write_eval(record)
     return run
 
 
@@ -360,5 +350,9 @@ CONVERT = DerivedMethod(
     name="convert",
     description="ANN DQN -> SNN with Sinabs, swept over T (Rueckauer 2017, Tan 2021)",
     options_type=ConvertOptions,
-    run=run_conversion,
+    source_method="dqn",
+    derive=run_conversion,
+    load=load_converted_run,
+    baseline="dqn",
+    options_key="convert",
 )

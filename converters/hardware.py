@@ -22,10 +22,14 @@ import types
 from dataclasses import dataclass
 from pathlib import Path
 
+import sinabs
+import sinabs.layers as sl
 import torch
 from torch import nn
 
-from compare.errors import UsageError
+from compare.core.errors import UsageError
+from compare.core.networks import scale_input
+from compare.core.runstore import package_versions
 
 # target -> sinabs device name for make_config (None: sinabs 3.1 has no config builder for it)
 CHIP_TARGETS = {"speck2f": "speck2fdevkit", "speck2e": "speck2edevkit", "dynapcnn": None}
@@ -93,7 +97,6 @@ def _label(layer: nn.Module) -> str:
 def chip_layers(ann: nn.Sequential, input_shape: tuple[int, int, int]) -> list[ChipLayer]:
     """Walk the ANN (Conv2d/Linear, each followed by a ReLU but the last; Flatten) and check
     each layer against the chip's rules; memory from sinabs' DynapcnnLayer.memory_summary()."""
-    import sinabs.layers as sl
 
     dynapcnn_layer = sinabs_dynapcnn("dynapcnn_layer")
     layers: list[ChipLayer] = []
@@ -134,7 +137,6 @@ def map_to_cores(layers: list[ChipLayer], target: str) -> dict[int, int]:
     """Layer index -> core, by sinabs' max-flow mapping; a clear error when a layer fits no core."""
     mapping = sinabs_dynapcnn("mapping")
     dynapcnn_layer = sinabs_dynapcnn("dynapcnn_layer")
-    import sinabs.layers as sl
 
     constraints = [mapping.LayerConstraints(k, n, b) for k, n, b in CORE_MEMORY]
     max_kernel = max(k for k, _, _ in CORE_MEMORY)
@@ -199,7 +201,6 @@ def spiking_layers(layers: list[ChipLayer], timesteps: int) -> nn.Sequential:
     """conv -> IAF per core: threshold 1, reset by subtraction, membrane floor at -threshold
     (the chip's membrane has a lower bound; without a finite floor, sinabs' discretization
     would spend the 16-bit range on it and round the weights to {-1, 0, 1})."""
-    import sinabs.layers as sl
 
     modules: list[nn.Module] = []
     for layer in layers:
@@ -231,7 +232,6 @@ class ChipSNN(nn.Module):
     def __init__(self, layers: nn.Sequential, timesteps: int, input_divisor: float | None,
                  output_scale: torch.Tensor | float):
         super().__init__()
-        import sinabs.layers as sl
 
         self.layers = layers
         self.timesteps = timesteps
@@ -244,16 +244,13 @@ class ChipSNN(nn.Module):
                 module.spike_input = True  # the chip is fed spikes, also at its first core
 
     def encode(self, obs: torch.Tensor) -> torch.Tensor:
-        x = obs.float() / self.input_divisor if self.input_divisor else obs.float()
-        x = x.clamp(0, 1)
+        x = scale_input(obs, self.input_divisor).clamp(0, 1)
         steps = torch.arange(self.timesteps + 1, dtype=x.dtype).view(-1, *([1] * x.dim()))
         counts = torch.floor(steps * x + 1e-6)  # cumulative spikes after t steps
         spikes = (counts[1:] - counts[:-1]).movedim(0, 1)  # (B, T, ...)
         return spikes.reshape(-1, *x.shape[1:])
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        import sinabs
-
         sinabs.reset_states(self.layers)  # zero membranes (resized on a new batch size)
         out = self.layers(self.encode(obs))
         counts = out.reshape(obs.shape[0], self.timesteps, -1).sum(dim=1)
@@ -268,8 +265,6 @@ def write_chip_config(model: nn.Sequential, input_shape: tuple[int, int, int], c
     if not real_samna_available():
         return f"not written: {SAMNA_HELP}"
     if device is None:
-        from compare.runstore import package_versions
-
         return f"not written: sinabs {package_versions()['sinabs']} has no config builder for {target}"
     # The real package (only now, with SynSense's samna present), not the bare module this file
     # may have put in its place.

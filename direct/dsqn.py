@@ -13,15 +13,16 @@ rate of the last hidden layer) instead of a membrane readout.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from torch import nn
 
-from compare.errors import UsageError
-from compare.methods import QMethod
+from compare.core.dqn import DQNLearner
+from compare.core.errors import UsageError
+from compare.core.methods import TrainedMethod
+from compare.core.networks import scale_input, synapse_stack
 from direct.neurons import LeakyIntegratorLayer, LIFLayer, NeuronOptions, all_steps
 
 Decoder = Literal["max", "mean", "last", "max-abs"]
@@ -68,13 +69,12 @@ class SpikingQNetwork(nn.Module):
         self.lifs = nn.ModuleList(LIFLayer(options.lif) for _ in synapses[:-1])
         membrane = options.readout == "membrane"
         for i, layer in enumerate(self.synapses):
-            # What compare.accounting counts as accumulates: layers driven by spikes.
+            # What compare.core.accounting counts as accumulates: layers driven by spikes.
             layer.spike_input = 0 < i < len(synapses) - 1 or (i > 0 and membrane)
         self.output = LeakyIntegratorLayer(options.out_tau_mem) if membrane else None
 
     def _input(self, obs: torch.Tensor) -> torch.Tensor:
-        x = obs.float()
-        return x / self.opts.input_divisor if self.pixel_input else x
+        return scale_input(obs, self.opts.input_divisor if self.pixel_input else None)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         # The input is static: its synaptic current is computed once and held for T steps.
@@ -108,30 +108,18 @@ class SpikingQNetwork(nn.Module):
 
 
 def build_dsqn(options: DSQNOptions, family: str, obs_shape: tuple[int, ...], n_actions: int) -> SpikingQNetwork:
-    bias = options.bias
-    if family == "atari":
-        synapses = [nn.Conv2d(obs_shape[0], 32, 8, stride=4, bias=bias),
-                    nn.Conv2d(32, 64, 4, stride=2, bias=bias),
-                    nn.Conv2d(64, 64, 3, stride=1, bias=bias),
-                    nn.Linear(3136, 512, bias=bias),
-                    nn.Linear(512, n_actions, bias=bias)]
-    elif family == "minatar":
-        size = obs_shape[-1]
-        synapses = [nn.Conv2d(obs_shape[0], 16, 3, stride=1, bias=bias),
-                    nn.Linear(16 * (size - 2) ** 2, 128, bias=bias),
-                    nn.Linear(128, n_actions, bias=bias)]
-    else:
-        widths = [math.prod(obs_shape), *options.mlp_hidden, n_actions]
-        synapses = [nn.Linear(a, b, bias=bias) for a, b in zip(widths[:-1], widths[1:])]
+    """The family's synapse stack (the ANN DQN's own layers) with LIF neurons."""
+    synapses = synapse_stack(family, obs_shape, n_actions, options.mlp_hidden, bias=options.bias)
     return SpikingQNetwork(synapses, options, pixel_input=family == "atari")
 
 
-DSQN = QMethod(
+DSQN = TrainedMethod(
     name="dsqn",
     description="deep spiking Q-network, surrogate gradients in Norse (Chen et al. 2022)",
     options_type=DSQNOptions,
-    build_q_network=build_dsqn,
-    preset_for=lambda family: {"atari": "chen2022", "minatar": "minatar", "classic": "cartpole"}[family],
+    learner=DQNLearner,
+    build_network=build_dsqn,
+    family_presets={"atari": "chen2022"},
     option_presets={
         "liu2022": DSQNOptions(timesteps=64, readout="rate", input_divisor=255.0),
         # Vector-observation tasks: with the Atari defaults (ATan alpha 2, no biases) CartPole

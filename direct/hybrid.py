@@ -14,7 +14,7 @@ Design choices (PopSAN was shown on continuous control only):
   population firing rates over T; `membrane`: non-spiking leaky integrators, mean membrane over
   T (the ILC-SAN idea). A learnable per-action linear decoder (PopSAN's) turns each action's
   population into one logit. The decoder's A x out_pop multiplies are not in the cost count.
-- The actor and the ANN critic (compare.methods.build_critic) share nothing.
+- The actor and the ANN critic (`compare.core.ppo.PPOLearner.networks`) share nothing.
 """
 
 from __future__ import annotations
@@ -26,8 +26,10 @@ from typing import Literal
 import torch
 from torch import nn
 
-from compare.errors import UsageError
-from compare.methods import ActorCriticMethod
+from compare.core.errors import UsageError
+from compare.core.methods import TrainedMethod
+from compare.core.networks import scale_input, synapse_stack
+from compare.core.ppo import PPOLearner
 from direct.neurons import LeakyIntegratorLayer, LIFLayer, NeuronOptions, all_steps
 
 ENCODER_THRESHOLD = 0.999  # PopSAN's regular-spike encoder
@@ -65,7 +67,7 @@ class HybridOptions(NeuronOptions):
 class PopulationEncoder(nn.Module):
     """(B, n) observations -> (T, B, n * pop_size) deterministic spikes."""
 
-    is_spiking = True  # firing rates, for compare.accounting
+    is_spiking = True  # firing rates, for compare.core.accounting
 
     def __init__(self, n_inputs: int, pop_size: int, mean_min: float, mean_max: float, std: float):
         super().__init__()
@@ -96,23 +98,14 @@ class SpikingActor(nn.Module):
         self.n_actions = n_actions
         bias, out_width = options.bias, n_actions * options.out_pop
         self.input_divisor = options.input_divisor if family == "atari" else None
-        if family == "atari":
-            self.encoder = None
-            synapses = [nn.Conv2d(obs_shape[0], 32, 8, stride=4, bias=bias),
-                        nn.Conv2d(32, 64, 4, stride=2, bias=bias),
-                        nn.Conv2d(64, 64, 3, stride=1, bias=bias),
-                        nn.Linear(3136, 512, bias=bias), nn.Linear(512, out_width, bias=bias)]
-        elif family == "minatar":
-            self.encoder = None
-            size = obs_shape[-1]
-            synapses = [nn.Conv2d(obs_shape[0], 16, 3, stride=1, bias=bias),
-                        nn.Linear(16 * (size - 2) ** 2, 128, bias=bias), nn.Linear(128, out_width, bias=bias)]
-        else:
+        if family == "classic":  # vector observations enter through the population encoder
             n = math.prod(obs_shape)
             self.encoder = PopulationEncoder(n, options.pop_size, options.encoder_mean_min,
                                              options.encoder_mean_max, options.encoder_std)
-            widths = [n * options.pop_size, *options.mlp_hidden, out_width]
-            synapses = [nn.Linear(a, b, bias=bias) for a, b in zip(widths[:-1], widths[1:])]
+            obs_shape = (n * options.pop_size,)
+        else:
+            self.encoder = None
+        synapses = synapse_stack(family, obs_shape, out_width, options.mlp_hidden, bias=bias)
         # With PyTorch's default init the hidden LIF layers are silent at the start (measured on
         # CartPole: 0% firing, and the policy's entropy stayed at ln 2 for the whole budget);
         # `weight_gain` 4 gives ~12% firing in every layer at init.
@@ -124,7 +117,7 @@ class SpikingActor(nn.Module):
         self.lifs = nn.ModuleList(LIFLayer(options.lif) for _ in synapses[: len(synapses) - (not spiking_out)])
         self.output = None if spiking_out else LeakyIntegratorLayer(options.out_tau_mem)
         for i, layer in enumerate(self.synapses):
-            layer.spike_input = i > 0 or self.encoder is not None  # compare.accounting
+            layer.spike_input = i > 0 or self.encoder is not None  # compare.core.accounting
         # PopSAN's decoder: one learnable weight per output neuron and a bias per action.
         self.decoder_weight = nn.Parameter(torch.full((n_actions, options.out_pop), 1.0 / options.out_pop))
         self.decoder_bias = nn.Parameter(torch.zeros(n_actions))
@@ -132,8 +125,7 @@ class SpikingActor(nn.Module):
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         T = self.opts.timesteps
         if self.encoder is None:  # static pixels: the first synaptic current is computed once
-            x = obs.float() / self.input_divisor if self.input_divisor else obs.float()
-            spikes = self.lifs[0](self.synapses[0](x), timesteps=T)
+            spikes = self.lifs[0](self.synapses[0](scale_input(obs, self.input_divisor)), timesteps=T)
         else:
             spikes = self.lifs[0](all_steps(self.synapses[0], self.encoder(obs, T)))
         for i in range(1, len(self.synapses)):
@@ -143,9 +135,10 @@ class SpikingActor(nn.Module):
         return (populations * self.decoder_weight).sum(-1) + self.decoder_bias
 
 
-HYBRID = ActorCriticMethod(
+HYBRID = TrainedMethod(
     name="hybrid",
     description="spiking actor (population-coded, Norse LIF) + ANN critic, PPO (PopSAN, discrete)",
     options_type=HybridOptions,
-    build_actor=SpikingActor,
+    learner=PPOLearner,
+    build_network=SpikingActor,
 )

@@ -25,7 +25,7 @@ from norse.torch.functional.heaviside import heaviside
 from norse.torch.functional.threshold import threshold as norse_threshold
 from torch import nn
 
-from compare.errors import UsageError
+from compare.core.errors import UsageError
 
 Surrogate = Literal["atan", "super", "triangle", "tanh", "circ", "heavi_erfc"]
 SURROGATES = ("atan", "super", "triangle", "tanh", "circ", "heavi_erfc")
@@ -209,7 +209,7 @@ class LIFLayer(nn.Module):
     work loops over T; the synaptic layers around it run once on all T x B inputs.
     """
 
-    is_spiking = True  # counted by compare.accounting
+    is_spiking = True  # counted by compare.core.accounting
 
     def __init__(self, p: LIFParameters):
         super().__init__()

@@ -13,11 +13,15 @@ Norse 1.1's `from_nir` has no `LI` node; `load_dsqn_nir` therefore maps LI to No
 
 from __future__ import annotations
 
+import nir
+import nirtorch
 import numpy as np
 import torch
+from norse.torch.module.leaky_integrator_box import LIBoxCell, LIBoxParameters
+from norse.torch.utils.import_nir import _import_norse_module
 from torch import nn
 
-from compare.errors import UsageError
+from compare.core.errors import UsageError
 from direct.dsqn import SpikingQNetwork
 
 DT = 1e-3  # seconds per simulation step in the graph
@@ -28,8 +32,6 @@ def _array(t: torch.Tensor | None, n: int | None = None) -> np.ndarray:
 
 
 def dsqn_to_nir(net: SpikingQNetwork, obs_shape: tuple[int, ...]):
-    import nir
-
     lif = net.opts.lif
     if lif.reset != "hard" or lif.v_reset != 0.0:
         raise UsageError(f"this DSQN uses reset={lif.reset}, v_reset={lif.v_reset}; NIR's LIF (and Norse's "
@@ -74,11 +76,6 @@ def dsqn_to_nir(net: SpikingQNetwork, obs_shape: tuple[int, ...]):
 
 def load_dsqn_nir(graph) -> nn.Module:
     """Norse modules for a DSQN graph: call as `out, state = model(x, state)` per step."""
-    import nir
-    import nirtorch
-    from norse.torch.module.leaky_integrator_box import LIBoxCell, LIBoxParameters
-    from norse.torch.utils.import_nir import _import_norse_module
-
     def import_node(node):
         if isinstance(node, nir.LI):
             return LIBoxCell(LIBoxParameters(tau_mem_inv=1 / torch.as_tensor(node.tau, dtype=torch.float32),

@@ -1,7 +1,7 @@
 import pytest
 
-from compare.dqn import DQNConfig, get_dqn_preset
-from compare.errors import UsageError
+from compare.core.dqn import DQNConfig, get_dqn_preset
+from compare.core.errors import UsageError
 from compare.experiment import resolve_settings, start_run
 
 

@@ -4,8 +4,8 @@ from norse.torch.functional.lif_box import (LIFBoxFeedForwardState, LIFBoxParame
                                             lif_box_feed_forward_step)
 from torch import nn
 
-from compare.accounting import JOULES_PER_AC, JOULES_PER_MAC, CostMeter, synaptic_ops
-from compare.errors import UsageError
+from compare.core.accounting import JOULES_PER_AC, JOULES_PER_MAC, CostMeter, synaptic_ops
+from compare.core.errors import UsageError
 from direct.dsqn import DSQNOptions, SpikingQNetwork, build_dsqn, decode
 from direct.neurons import LeakyIntegratorLayer, LIFLayer, LIFParameters, li_step, lif_step
 
@@ -145,7 +145,7 @@ def test_cost_of_a_tiny_spiking_network_matches_hand_count():
 
 
 def test_ann_cost_is_its_macs():
-    from compare.networks import NatureCNN
+    from compare.core.networks import NatureCNN
 
     net = NatureCNN(6)
     with CostMeter(net) as meter:

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from compare.dqn import training_signal
-from compare.envs import VecEnv, resolve_env
-from compare.errors import UsageError
-from compare.protocols import Protocol, get_protocol
+from compare.core.dqn import training_signal
+from compare.core.envs import VecEnv, resolve_env
+from compare.core.errors import UsageError
+from compare.core.protocols import Protocol, get_protocol
 
 
 @pytest.mark.parametrize("name, shape, dtype", [

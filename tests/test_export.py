@@ -7,7 +7,7 @@ import nir
 import pytest
 import torch
 
-from compare.runstore import Run
+from compare.core.runstore import Run
 from converters.convert import ConvertedSNN, load_converted, spiking_model
 from converters.export import load_converted_nir
 from direct.dsqn import DSQNOptions, build_dsqn, decode

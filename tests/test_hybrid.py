@@ -6,10 +6,10 @@ import sys
 import pytest
 import torch
 
-from compare.envs import VecEnv, resolve_env
+from compare.core.envs import VecEnv, resolve_env
 from compare.experiment import build_networks, resolve_settings
 from compare.methods import get_method
-from compare.ppo import PPO_PRESETS, PPOLearner, gae
+from compare.core.ppo import PPO_PRESETS, PPOLearner, gae
 from direct.hybrid import PopulationEncoder
 from test_cli import assert_clean_error, compare, kill_after_first_checkpoint
 

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from compare.dqn import newest_frame, training_signal
-from compare.envs import VecEnv, resolve_env
-from compare.protocols import get_protocol
-from compare.replay import ReplayBuffer
+from compare.core.dqn import newest_frame, training_signal
+from compare.core.envs import VecEnv, resolve_env
+from compare.core.protocols import get_protocol
+from compare.core.replay import ReplayBuffer
 
 
 def frame(v):

@@ -148,7 +148,7 @@ def test_a_failing_cell_is_reported_with_its_error_line(tmp_path):
 def test_a_launcher_without_its_extra_says_what_to_install(monkeypatch):
     import importlib.util
 
-    from compare.errors import UsageError
+    from compare.core.errors import UsageError
     from compare.sweep import check_launcher
 
     real = importlib.util.find_spec

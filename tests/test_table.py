@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from compare.scores import human_normalized_score
+from compare.core.scores import human_normalized_score
 from test_cli import assert_clean_error, compare
 
 STEPS = ["--game", "CartPole-v1", "--steps", "1500", "--quiet", "--set", "eval_episodes=2",
@@ -150,7 +150,7 @@ def test_plot_writes_the_three_kinds_of_figure(store, tmp_path):
 def test_fgsm_at_eps_zero_keeps_the_score_and_a_large_eps_changes_actions(store):
     from compare.experiment import load_trained_network
     from compare.robustness import fgsm
-    from compare.runstore import Run
+    from compare.core.runstore import Run
 
     out, runs = store
     run_dir = runs["dqn", 0]

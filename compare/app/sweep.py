@@ -6,8 +6,9 @@ ordinary run into the run store under a name fixed by the sweep and the cell:
 the same sweep therefore finds its cells again: a finished cell is skipped, an interrupted
 training cell is resumed (`compare run --resume`), a failed or interrupted conversion is redone.
 
-Cells run in two stages: training cells, then `convert` cells, each given the dqn cell of its
-game and seed as `--source` (only when that cell finished). Within a stage the launcher runs
+Cells run in two stages: training cells, then cells of derived methods (`convert`), each given
+the cell of its source method (`dqn`) with the same game and seed as `--source` (only when that
+cell finished). Within a stage the launcher runs
 the cells in parallel: `local` (K worker processes here), `ray` (Ray tasks on a running cluster
 or a local one), `slurm` (one submitit job array).
 """
@@ -16,16 +17,24 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.util
 import json
 import shutil
 import subprocess
 import sys
 import tomllib
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
-from compare.errors import UsageError
+from compare.app.resolve import parse_overrides, setting_owners
+from compare.core.config import unknown_name_message
+from compare.core.envs import resolve_env
+from compare.core.errors import UsageError
+from compare.core.protocols import get_protocol
+from compare.core.registry import get_method
+from compare.core.runstore import ensure_writable_dir
 
 LAUNCHERS = ("local", "ray", "slurm")
 EXTRAS = {"ray": ("ray", "pip install -e '.[ray]'"), "slurm": ("submitit", "pip install -e '.[slurm]'")}
@@ -40,6 +49,12 @@ class Cell:
     @property
     def label(self) -> str:
         return f"{self.game} {self.method} seed {self.seed}"
+
+    @property
+    def source(self) -> "Cell | None":
+        """The cell whose finished run this cell starts from (derived methods), else None."""
+        method = get_method(self.method).source_method
+        return None if method is None else Cell(self.game, method, self.seed)
 
 
 @dataclass(frozen=True)
@@ -66,16 +81,11 @@ class SweepSpec:
         return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:8]
 
     def cells(self) -> list[Cell]:
-        """Training cells first, then conversions (each after its dqn cell)."""
-        training = [m for m in self.methods if m != "convert"]
-        ordered = [Cell(g, m, s) for m in training for g in self.games for s in self.seeds]
-        if "convert" in self.methods:
-            ordered += [Cell(g, "convert", s) for g in self.games for s in self.seeds]
-        return ordered
+        """Training cells first, then derived ones (each after its source cell)."""
+        cells = [Cell(g, m, s) for m in self.methods for g in self.games for s in self.seeds]
+        return [c for c in cells if c.source is None] + [c for c in cells if c.source is not None]
 
     def run_name(self, cell: Cell) -> str:
-        from compare.envs import resolve_env
-
         return f"{resolve_env(cell.game).slug}__{cell.method}__seed{cell.seed}__sweep-{self.sweep_id}"
 
     def run_dir(self, cell: Cell) -> Path:
@@ -111,19 +121,17 @@ def make_spec(games, methods, seeds, steps=None, protocol="nature", overrides=()
               workers=1, results="results", ray_address=None, cpus_per_run=1.0, gpus_per_run=0.0,
               slurm_cluster="slurm") -> SweepSpec:
     """A checked sweep: every name known before anything starts."""
-    from compare.envs import resolve_env
-    from compare.experiment import parse_overrides
-    from compare.methods import get_method
-    from compare.protocols import get_protocol
-
     games_, methods_ = _list(games), _list(methods)
     if not games_ or not methods_:
         raise UsageError("a sweep needs at least one game and one method")
     games_ = tuple(resolve_env(g).name for g in games_)
     for m in methods_:
         get_method(m)
-    if "convert" in methods_ and "dqn" not in methods_:
-        raise UsageError("convert cells convert the dqn cell of their game and seed: add dqn to the methods")
+    for m in methods_:
+        source = get_method(m).source_method
+        if source is not None and source not in methods_:
+            raise UsageError(f"{m} cells start from the {source} cell of their game and seed: add {source} "
+                             "to the methods")
     get_protocol(protocol)
     if launcher not in LAUNCHERS:
         raise UsageError(f"unknown launcher {launcher!r}; allowed: {', '.join(LAUNCHERS)}")
@@ -153,8 +161,6 @@ def from_toml(path: Path, **cli) -> SweepSpec:
     allowed = {f.name for f in dataclasses.fields(SweepSpec)} - {"overrides"} | {"set"}
     unknown = sorted(set(data) - allowed)
     if unknown:
-        from compare.config import unknown_name_message
-
         raise UsageError(f"{path}: " + unknown_name_message("key", unknown[0], sorted(allowed)))
     for key in ("games", "methods", "seeds"):
         if key not in data and cli.get(key) is None:
@@ -165,28 +171,19 @@ def from_toml(path: Path, **cli) -> SweepSpec:
 
 
 def accepted_keys(method: str) -> set[str]:
-    """`--set` keys a cell of this method takes."""
-    from compare import config as cfgmod
-    from compare.experiment import learner_of
-    from compare.methods import DerivedMethod, get_method
-    from compare.protocols import protocol_fields
-
-    m = get_method(method)
-    keys = set(protocol_fields()) | set(cfgmod.field_names(m.options_type))
-    if not isinstance(m, DerivedMethod):
-        keys |= set(cfgmod.field_names(learner_of(m)[1]))
-    return keys
+    """`--set` keys a cell of this method takes: the settings resolver's own routing."""
+    return set(setting_owners(method))
 
 
 def cell_command(spec: SweepSpec, cell: Cell) -> list[str]:
     """The `compare run` arguments of a cell: a new run, or the resume of an interrupted one."""
     run_dir = spec.run_dir(cell)
-    if run_dir.is_dir() and cell.method != "convert":
+    if run_dir.is_dir() and cell.source is None:
         return ["run", "--resume", str(run_dir), "--quiet"]
     args = ["run", "--method", cell.method, "--game", cell.game, "--seed", str(cell.seed),
             "--protocol", spec.protocol, "--out", spec.results, "--name", spec.run_name(cell), "--quiet"]
-    if cell.method == "convert":
-        args += ["--source", str(spec.run_dir(Cell(cell.game, "dqn", cell.seed)))]
+    if cell.source is not None:
+        args += ["--source", str(spec.run_dir(cell.source))]
     elif spec.steps is not None:
         args += ["--steps", str(spec.steps)]
     for key, value in spec.overrides:
@@ -203,10 +200,7 @@ def run_cell(args: list[str]) -> tuple[int, str]:
 
 
 def estimated_steps(spec: SweepSpec, cell: Cell) -> int:
-    from compare.envs import resolve_env
-    from compare.protocols import get_protocol
-
-    if cell.method == "convert":
+    if cell.source is not None:
         return 0
     return spec.steps or resolve_env(cell.game).budget(get_protocol(spec.protocol))
 
@@ -216,19 +210,18 @@ def dry_run(spec: SweepSpec, echo: Callable[[str], None]) -> None:
     echo(f"sweep {spec.sweep_id}: {len(cells)} cells, launcher {spec.launcher} ({spec.workers} workers), "
          f"results {spec.results}")
     for i, cell in enumerate(cells, 1):
-        after = f"  after: {cell.game} dqn seed {cell.seed}" if cell.method == "convert" else ""
+        after = f"  after: {cell.source.label}" if cell.source is not None else ""
         status = "finished" if (spec.run_dir(cell) / "eval.json").is_file() else (
             "interrupted" if spec.run_dir(cell).is_dir() else "new")
         echo(f"{i:>4}. {cell.label:<40} {estimated_steps(spec, cell):>12,} agent steps  [{status}]{after}")
     total = sum(estimated_steps(spec, c) for c in cells)
-    echo(f"total: {total:,} agent steps of training (conversions: calibration and evaluation only)")
+    echo(f"total: {total:,} agent steps of training (derived cells such as conversions: calibration and "
+         "evaluation only)")
 
 
 def _launch(spec: SweepSpec, commands: list[list[str]], on_done: Callable[[int, tuple[int, str]], None]) -> None:
     """Run every command through the sweep's launcher; call `on_done(index, result)` as each ends."""
     if spec.launcher == "local":
-        from concurrent.futures import ThreadPoolExecutor, as_completed
-
         # Threads only wait: each cell is its own `compare run` process.
         with ThreadPoolExecutor(max_workers=spec.workers) as pool:
             futures = {pool.submit(run_cell, args): i for i, args in enumerate(commands)}
@@ -262,8 +255,6 @@ def _launch(spec: SweepSpec, commands: list[list[str]], on_done: Callable[[int, 
 
 def check_launcher(launcher: str) -> None:
     if launcher in EXTRAS:
-        import importlib.util
-
         module, install = EXTRAS[launcher]
         if importlib.util.find_spec(module) is None:
             raise UsageError(f"the {launcher} launcher needs {module}; install it with: {install}")
@@ -271,8 +262,6 @@ def check_launcher(launcher: str) -> None:
 
 def run_sweep(spec: SweepSpec, echo: Callable[[str], None]) -> dict[str, list]:
     """Run every cell not finished yet; returns done / skipped / failed cells."""
-    from compare.runstore import ensure_writable_dir
-
     check_launcher(spec.launcher)
     ensure_writable_dir(Path(spec.results))
     cells = spec.cells()
@@ -289,14 +278,15 @@ def run_sweep(spec: SweepSpec, echo: Callable[[str], None]) -> dict[str, list]:
                 summary["skipped"].append(cell)
                 progress["n"] += 1
                 echo(f"[{progress['n']}/{len(cells)}] {cell.label}: finished earlier, skipped")
-            elif cell.method == "convert" and not finished(Cell(cell.game, "dqn", cell.seed)):
-                summary["failed"].append((cell, "its dqn cell did not finish"))
+            elif cell.source is not None and not finished(cell.source):
+                summary["failed"].append((cell, f"its {cell.source.method} cell did not finish"))
                 progress["n"] += 1
-                echo(f"[{progress['n']}/{len(cells)}] {cell.label}: not run (its dqn cell did not finish)")
+                echo(f"[{progress['n']}/{len(cells)}] {cell.label}: not run (its {cell.source.method} cell did "
+                     "not finish)")
             else:
                 run_dir = spec.run_dir(cell)
-                if run_dir.is_dir() and (cell.method == "convert" or not (run_dir / "config.json").is_file()):
-                    shutil.rmtree(run_dir)  # an interrupted conversion, or a run killed at birth, restarts
+                if run_dir.is_dir() and (cell.source is not None or not (run_dir / "config.json").is_file()):
+                    shutil.rmtree(run_dir)  # an interrupted derived run, or a run killed at birth, restarts
                 todo.append(cell)
 
         def on_done(i: int, result: tuple[int, str]) -> None:
@@ -312,6 +302,6 @@ def run_sweep(spec: SweepSpec, echo: Callable[[str], None]) -> dict[str, list]:
         if todo:
             _launch(spec, [cell_command(spec, c) for c in todo], on_done)
 
-    stage([c for c in cells if c.method != "convert"])
-    stage([c for c in cells if c.method == "convert"])
+    stage([c for c in cells if c.source is None])
+    stage([c for c in cells if c.source is not None])
     return summary

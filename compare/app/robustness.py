@@ -9,6 +9,7 @@ its normal evaluation (same protocol, same seeds), so eps = 0 reproduces the cle
   gradient is the surrogate gradient they were trained with).
 - convert: a transfer attack: the gradient comes from the source ANN, the converted SNN (at the
   run's best T) acts on the perturbed frames. Sinabs' SNN has no useful input gradient.
+Each method says which network acts and which gives the gradient (`Deployed.attack_network`).
 
 eps is in the network's input scale: for pixel observations a fraction of the pixel range
 (x' is computed on frame / 255 and clipped to [0, 1]); for vector observations raw units.
@@ -23,8 +24,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from compare.errors import UsageError
-from compare.evaluation import Policy
+from compare.core.errors import UsageError
+from compare.core.evaluation import Policy, evaluate_policy
+from compare.core.networks import pixel_divisor
+from compare.core.runstore import read_json, write_json
+from compare.core.seeding import stream_seed
+from compare.core.training import load_deployed
 
 ROBUSTNESS = "robustness.json"
 
@@ -61,49 +66,25 @@ def parse_eps(text: str) -> list[float]:
 
 
 def run_fgsm(run_dir: Path, eps_values: list[float], episodes: int | None, seed: int | None) -> dict:
-    """Evaluate the run's policy under FGSM at each eps; store and return the results."""
-    from compare.evaluation import evaluate_policy, greedy_q_policy
-    from compare.experiment import load_trained_network
-    from compare.methods import ActorCriticMethod, QMethod, get_method
-    from compare.ppo import actor_policy
-    from compare.runstore import Run, read_json, write_json
-
-    run = Run.open(run_dir)
-    if not run.finished:
-        raise UsageError(f"{run_dir} has not finished (no eval.json); attack a finished run")
-    method = get_method(run.config.get("method", "?"))
-    cpu = torch.device("cpu")
-    if isinstance(method, QMethod | ActorCriticMethod):
-        settings, spec, net = load_trained_network(run, "cpu")
-        attack_net, kind = net, "white-box"
-    else:
-        from converters.convert import ConvertedSNN, load_converted, split_ann
-
-        settings, spec, ann_q, options, scales, normalized = load_converted(run)
-        timesteps = run.read_eval()["best_timesteps"]
-        net = ConvertedSNN(normalized, options, timesteps, split_ann(ann_q)[1],
-                           output_scale=1.0 if options.readout == "membrane" else scales[-1]).eval()
-        attack_net, kind = ann_q, f"transfer from the source ANN (SNN at T={timesteps})"
-    protocol = settings.protocol
-    episodes = episodes or protocol.eval_episodes
-    seed = (settings.seed if seed is None else seed) + 20_000
-    pixel_scale = 255.0 if spec.family == "atari" else None
-    if isinstance(method, ActorCriticMethod):
-        epsilon = 0.0 if protocol.actor_eval == "sample" else None
-        make_policy = lambda: actor_policy(net, cpu, protocol.actor_eval, seed)  # noqa: E731
-    else:
-        epsilon = None
-        make_policy = lambda: greedy_q_policy(net, cpu)  # noqa: E731
-
+    """Evaluate the run's policy under FGSM at each eps; store and return the results. The
+    seeds are `compare eval`'s, so eps = 0 reproduces its clean score."""
+    deployed = load_deployed(Path(run_dir), "cpu")
+    settings, spec = deployed.settings, deployed.spec
+    attack_net = deployed.attack_network or deployed.network
+    episodes = episodes or settings.protocol.eval_episodes
+    seed = stream_seed(settings.seed if seed is None else seed, "reevaluation")
+    pixel_scale = pixel_divisor(spec.family)
     results = {}
     for eps in eps_values:
-        policy = attacked(make_policy(), attack_net, eps, pixel_scale)
-        results[f"{eps:g}"] = {**evaluate_policy(policy, spec, protocol, episodes, seed, epsilon=epsilon).summary(),
-                               "seed": seed}
-    path = run.path / ROBUSTNESS
+        policy, epsilon = deployed.policy(seed)
+        result = evaluate_policy(attacked(policy, attack_net, eps, pixel_scale), spec, settings.protocol,
+                                 episodes, seed, epsilon=epsilon)
+        results[f"{eps:g}"] = {**result.summary(), "seed": seed}
+    path = Path(run_dir) / ROBUSTNESS
     stored = read_json(path) if path.is_file() else {}
     entry = stored.get("fgsm", {"results": {}})
-    entry.update({"attack": kind, "eps_unit": "fraction of the pixel range" if pixel_scale else "raw observation units"})
+    entry.update({"attack": deployed.attack,
+                  "eps_unit": "fraction of the pixel range" if pixel_scale else "raw observation units"})
     entry["results"].update(results)
     stored["fgsm"] = entry
     write_json(path, stored)

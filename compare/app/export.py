@@ -19,12 +19,22 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
+import nir
 import torch
 from torch import nn
 
-from compare.errors import UsageError
-from converters.hardware import CHIP_TARGETS
+from compare.core.accounting import CostMeter
+from compare.core.errors import UsageError
+from compare.core.evaluation import evaluate_policy, greedy_q_policy
+from compare.core.runstore import Run, ensure_writable_dir, provenance, write_json
+from compare.core.seeding import stream_seed
+from compare.core.training import load_deployed, observation_shape
+from converters.convert import (ConformanceMeter, ConvertOptions, calibrate, load_converted, normalize_ann,
+                                spiking_model, split_ann)
+from converters.hardware import (CHIP_TARGETS, ChipSNN, chip_layers, discretize_layers, map_to_cores,
+                                 report_text, resource_report, spiking_layers, write_chip_config)
+from converters.nir_export import converted_to_nir
+from direct.nir_export import dsqn_to_nir
 
 TARGETS = (*CHIP_TARGETS, "nir")
 DQN_EXPORT_TIMESTEPS = 32  # T when a dqn run is converted on the way to a chip
@@ -39,8 +49,6 @@ class ExportOptions:
 
 def export_run(run_dir: Path, target: str, out: Path, options: ExportOptions,
                echo: Callable[[str], None] = print) -> dict:
-    from compare.runstore import Run, ensure_writable_dir
-
     if target not in TARGETS:
         raise UsageError(f"unknown target {target!r}; allowed: {', '.join(TARGETS)}")
     out = Path(out)
@@ -63,9 +71,7 @@ def export_run(run_dir: Path, target: str, out: Path, options: ExportOptions,
         else:
             record = _to_chip(run, target, staging, options, echo)
         record = {"target": target, "source_run": str(run.path.resolve()), "source_method": method,
-                  **record, **_provenance()}
-        from compare.runstore import write_json
-
+                  **record, **provenance()}
         write_json(staging / "export.json", record)
         umask = os.umask(0)
         os.umask(umask)
@@ -79,40 +85,16 @@ def export_run(run_dir: Path, target: str, out: Path, options: ExportOptions,
     return record
 
 
-def _provenance() -> dict:
-    from compare.experiment import provenance
-
-    return provenance()
-
-
-def _observation_shape(spec, protocol) -> tuple[int, ...]:
-    from compare.envs import VecEnv
-
-    env = VecEnv(spec, protocol, 1)
-    try:
-        env.reset(seed=0)
-        return tuple(env.obs_shape)
-    finally:
-        env.close()
-
-
 def _to_chip(run, target: str, folder: Path, options: ExportOptions, echo) -> dict:
-    from compare.accounting import CostMeter
-    from compare.evaluation import evaluate_policy, greedy_q_policy
-    from compare.experiment import load_trained_q_network
-    from converters.convert import (ConformanceMeter, ConvertOptions, calibrate, load_converted,
-                                    normalize_ann, split_ann)
-    from converters.hardware import (ChipSNN, chip_layers, discretize_layers, map_to_cores,
-                                     report_text, resource_report, spiking_layers, write_chip_config)
-
     if run.config["method"] == "convert":
-        settings, spec, ann_q, convert_options, scales, _ = load_converted(run)
+        _, source, convert_options, scales, _ = load_converted(run)
         timesteps = options.timesteps or run.read_eval()["best_timesteps"]
     else:
-        settings, spec, ann_q = load_trained_q_network(run, "cpu")
+        source = load_deployed(run.path, "cpu", methods=("dqn",))
         overrides = {} if options.calibration_frames is None else {"calibration_frames": options.calibration_frames}
         convert_options, scales = ConvertOptions(**overrides), None
         timesteps = options.timesteps or DQN_EXPORT_TIMESTEPS
+    settings, spec, ann_q = source.settings, source.spec, source.network
     if convert_options.neuron != "iaf":
         raise UsageError(f"this conversion uses {convert_options.neuron} neurons; the chips run IAF "
                          "neurons only (no leak)")
@@ -120,7 +102,7 @@ def _to_chip(run, target: str, folder: Path, options: ExportOptions, echo) -> di
         raise UsageError(f"{spec.name} gives vector observations; the chips take spike events from "
                          "pixel frames (Atari or MinAtar)")
     ann, divisor = split_ann(ann_q)
-    shape = _observation_shape(spec, settings.protocol)
+    shape = observation_shape(spec, settings.protocol)[0]
     # The rules and the core map first: a network that cannot map fails before any calibration.
     cores = map_to_cores(chip_layers(ann, shape), target)
     if scales is None:
@@ -134,7 +116,7 @@ def _to_chip(run, target: str, folder: Path, options: ExportOptions, echo) -> di
     chip_snn = ChipSNN(chip_model, timesteps, divisor, scales[-1]).eval()
 
     episodes = options.eval_episodes or settings.protocol.eval_episodes
-    seed = settings.seed + 40_000
+    seed = stream_seed(settings.seed, "export_eval")
     echo(f"evaluating the discretized and the float chip SNN at T={timesteps}, {episodes} episodes each")
     conformance = ConformanceMeter(float_snn, chip_snn, convert_options.gap)
     with CostMeter(chip_snn, timesteps=timesteps) as cost:
@@ -144,8 +126,6 @@ def _to_chip(run, target: str, folder: Path, options: ExportOptions, echo) -> di
     weights = torch.cat([m.weight.detach().flatten() for m in chip_model if isinstance(m, nn.Conv2d)])
 
     torch.save(chip_model, folder / "model.pt")
-    from compare.runstore import write_json
-
     write_json(folder / "resources.json", report)
     (folder / "resources.txt").write_text(report_text(report))
     chip_config = write_chip_config(float_model, _chip_input_shape(shape), cores, target, folder)
@@ -172,37 +152,14 @@ def _chip_input_shape(shape: tuple[int, ...]) -> tuple[int, int, int]:
 
 
 def _converted_to_nir(run, folder: Path, options: ExportOptions) -> dict:
-    import nir
-    import sinabs
-
-    from converters.convert import load_converted, spiking_model, split_ann
-
-    settings, spec, ann_q, convert_options, scales, normalized = load_converted(run)
-    divisor = split_ann(ann_q)[1]
+    _, source, convert_options, scales, normalized = load_converted(run)
+    settings, spec = source.settings, source.spec
+    divisor = split_ann(source.network)[1]
     if convert_options.neuron != "iaf":
         raise UsageError("NIR export takes IAF conversions only (sinabs' NIR reader changes LIF input scaling)")
     timesteps = options.timesteps or run.read_eval()["best_timesteps"]
     model = spiking_model(normalized, convert_options, timesteps).eval()
-    sample = torch.zeros(timesteps, *_observation_shape(spec, settings.protocol))
-    graph = sinabs.to_nir(model, sample)
-    # nir.write needs what sinabs.to_nir leaves empty: every Conv2d's input size and every
-    # Flatten's input type (REFERENCE.md section 6). Read them off one pass over the sample.
-    inputs: dict[str, tuple[int, ...]] = {}
-    hooks = [module.register_forward_pre_hook(
-                 lambda m, args, name=name: inputs.__setitem__(name, tuple(args[0].shape[1:])))
-             for name, module in model.named_modules() if isinstance(module, (nn.Conv2d, nn.Flatten))]
-    with torch.no_grad():
-        model(sample)
-    for hook in hooks:
-        hook.remove()
-    sinabs.reset_states(model)
-    for name, shape in inputs.items():
-        node = graph.nodes[name]
-        if isinstance(node, nir.Conv2d):
-            node.input_shape = shape[-2:]
-        else:
-            node.input_type = {"input": np.array(shape)}
-    nir.write(folder / "model.nir", graph)
+    nir.write(folder / "model.nir", converted_to_nir(model, observation_shape(spec, settings.protocol)[0], timesteps))
     return {"game": settings.game, "seed": settings.seed, "timesteps": timesteps, "file": "model.nir",
             "input": (f"the observation divided by {divisor:g}" if divisor else
                       "the observation as the environment gives it") + ", the same at each of T steps",
@@ -215,37 +172,15 @@ def _converted_to_nir(run, folder: Path, options: ExportOptions) -> dict:
             "load": "sinabs.from_nir(nir.read(path), batch_size, num_timesteps), then on every IAF "
                     "layer spike_fn = SingleSpike and min_v_mem = None (NIR's IF: one spike per step, "
                     "no membrane floor; sinabs' reader defaults to MultiSpike and a floor at -threshold): "
-                    "converters.export.load_converted_nir does both"}
-
-
-def load_converted_nir(path: Path, batch_size: int, timesteps: int) -> nn.Module:
-    """A converted SNN exported to NIR, loaded with sinabs.from_nir, with its IF neurons put
-    back to NIR's (and the converter's) rule: at most one spike per step and no membrane floor
-    (sinabs 3.1's reader defaults to MultiSpike and a floor at -threshold). Call as
-    `out, state = model(x)` with x of shape (batch_size * timesteps, ...)."""
-    import nir
-    import sinabs
-    import sinabs.activation as sa
-    import sinabs.layers as sl
-
-    model = sinabs.from_nir(nir.read(path), batch_size=batch_size, num_timesteps=timesteps)
-    for module in model.modules():
-        if isinstance(module, sl.IAF):
-            module.min_v_mem = None
-            module.spike_fn = sa.SingleSpike
-    return model
+                    "converters.nir_export.load_converted_nir does both"}
 
 
 def _dsqn_to_nir(run, folder: Path, options: ExportOptions) -> dict:
-    import nir
-
-    from compare.experiment import load_trained_q_network
-    from direct.nir_export import dsqn_to_nir
-
-    settings, spec, net = load_trained_q_network(run, "cpu")
+    deployed = load_deployed(run.path, "cpu", methods=("dsqn",))
+    settings, spec, net = deployed.settings, deployed.spec, deployed.network
     if options.timesteps is not None and options.timesteps != net.opts.timesteps:
         raise UsageError(f"this DSQN was trained with T={net.opts.timesteps}; --timesteps must match or be left out")
-    nir.write(folder / "model.nir", dsqn_to_nir(net, _observation_shape(spec, settings.protocol)))
+    nir.write(folder / "model.nir", dsqn_to_nir(net, observation_shape(spec, settings.protocol)[0]))
     return {"game": settings.game, "seed": settings.seed, "timesteps": net.opts.timesteps, "file": "model.nir",
             "input": (f"the observation divided by {net.opts.input_divisor:g}" if net.pixel_input else
                       "the observation as the environment gives it") + ", the same at each of T steps",

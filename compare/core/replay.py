@@ -5,7 +5,7 @@ agent saw, the action it took, the clipped reward and whether the step ended boo
 When an episode ends, one extra *final* entry keeps the last frame (the next state of the
 last transition). A stack of k frames is the entry and its k-1 predecessors, never reaching
 back past the episode's first entry: there the first frame is repeated, exactly as
-`compare.envs.FrameStacker` fills the agent's own stack. An Atari transition costs one
+`compare.core.envs.FrameStacker` fills the agent's own stack. An Atari transition costs one
 84x84 frame plus a few bytes, against four (or eight) frames in CleanRL's and SB3's buffers.
 """
 

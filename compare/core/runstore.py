@@ -18,16 +18,19 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import platform
 import secrets
 import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from compare.errors import UsageError
+from compare.core.errors import UsageError
 
 CONFIG, METRICS, EVALS, EVAL, CHECKPOINT, REPLAY, WEIGHTS = (
     "config.json", "metrics.jsonl", "evals.jsonl", "eval.json", "checkpoint.pt", "replay.npz", "model.pt")
@@ -100,6 +103,13 @@ def git_commit() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return commit + ("-dirty" if dirty else "")
+
+
+def provenance() -> dict:
+    """What config.json records besides the settings: versions, commit, time, command."""
+    return {"versions": package_versions(), "python": platform.python_version(),
+            "git_commit": git_commit(), "created": _dt.datetime.now().isoformat(timespec="seconds"),
+            "command": " ".join(["compare", *sys.argv[1:]])}
 
 
 def ensure_writable_dir(path: Path) -> Path:
@@ -177,19 +187,16 @@ class Run:
             _atomic_write(self.path / name, lambda f: f.write(text.encode()))
 
     def save_checkpoint(self, payload: dict) -> None:
-        import torch
-
         _atomic_write(self.path / CHECKPOINT, lambda f: torch.save(payload, f))
 
     def load_checkpoint(self) -> dict | None:
-        """The latest checkpoint, None if the run was killed before its first one."""
-        import torch
-
+        """The latest checkpoint, None if the run was killed before its first one. Loaded with
+        `weights_only=True`: tensors, numbers and strings only, never code."""
         path = self.path / CHECKPOINT
         if not path.exists():
             return None
         try:
-            return torch.load(path, map_location="cpu", weights_only=False)
+            return torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # torch raises several types for damaged files
             raise UsageError(f"checkpoint {path} is truncated or corrupt ({type(e).__name__}); "
                              "delete it to restart the run from scratch") from None
@@ -201,15 +208,23 @@ class Run:
         path = self.path / REPLAY
         if not path.exists():
             return None
-        with np.load(path) as data:
+        with np.load(path, allow_pickle=False) as data:
             if int(data["step"]) != step:
                 return None  # written for another checkpoint: do not mix the two
             return {key: data[key] for key in data.files if key != "step"}
 
     def save_weights(self, state_dict: dict) -> None:
-        import torch
-
         _atomic_write(self.path / WEIGHTS, lambda f: torch.save(state_dict, f))
+
+    def load_weights(self, device: str = "cpu") -> dict:
+        """The trained weights (model.pt), tensors only (`weights_only=True`)."""
+        path = self.path / WEIGHTS
+        if not path.is_file():
+            raise UsageError(f"{self.path} has no trained weights ({WEIGHTS}); has the run finished?")
+        try:
+            return torch.load(path, map_location=device, weights_only=True)
+        except Exception as e:  # torch raises several types for damaged files
+            raise UsageError(f"{path} is truncated or corrupt ({type(e).__name__})") from None
 
     def write_eval(self, result: dict) -> None:
         write_json(self.path / EVAL, result)

@@ -1,4 +1,9 @@
-"""The `compare` command line. Heavy libraries are imported inside commands, not here."""
+"""The `compare` command line.
+
+Each command imports the application module it runs when it runs (the deliberate lazy imports
+listed in ARCHITECTURE.md), so that `compare list` or `compare games` does not load torch,
+sinabs or rliable, and a subprocess-heavy sweep does not pay for them per cell.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,8 @@ from pathlib import Path
 
 import click
 
-from compare.errors import UsageError
+from compare.core.errors import UsageError
+from compare.core.registry import REGISTRY
 
 DEFAULT_RESULTS = Path("results")
 
@@ -57,39 +63,26 @@ def run(method, game, seed, steps, protocol_name, preset, overrides, eval_episod
         source, percentile, readout, calibration_frames, device, out, name, resume_dir, quiet):
     """Train one agent (or convert one, `--method convert`) and evaluate it under the protocol;
     prints the final score."""
-    from compare.experiment import parse_overrides, resolve_settings, resume_run, start_run
-    from compare.methods import DerivedMethod, get_method
+    from compare.app.resolve import parse_overrides, resolve_settings
+    from compare.core.registry import get_method
+    from compare.core.training import resume_run
 
     progress = None if quiet else _progress
-    pairs = parse_overrides(overrides)
-    for key, value in (("eval_episodes", eval_episodes), ("arch", arch), ("timesteps", timesteps),
-                       ("percentile", percentile), ("readout", readout),
-                       ("calibration_frames", calibration_frames)):
-        if value is not None:
-            pairs[key] = str(value)
-    method_ = get_method(method) if resume_dir is None else None
-    if isinstance(method_, DerivedMethod):
-        from compare.config import apply_overrides, field_names, unknown_name_message
-        from compare.protocols import protocol_fields
-
-        if source is None:
-            raise UsageError(f"--method {method} needs --source RUN_DIR (a finished dqn run)")
-        own = set(field_names(method_.options_type))
-        for key in pairs:
-            if key not in own and key not in protocol_fields():
-                raise UsageError(unknown_name_message(f"setting for {method}", key,
-                                                      sorted(own | set(protocol_fields()))))
-        options = apply_overrides(method_.options_type(), {k: v for k, v in pairs.items() if k in own})
-        run_ = method_.run(source, options, out, {k: v for k, v in pairs.items() if k not in own}, name=name)
-    elif resume_dir is not None:
+    if resume_dir is not None:
         run_ = resume_run(resume_dir, progress_factory=progress)
     else:
-        settings = resolve_settings(method, game, seed, steps, protocol_name, preset, pairs, device)
+        pairs = parse_overrides(overrides)
+        for key, value in (("eval_episodes", eval_episodes), ("arch", arch), ("timesteps", timesteps),
+                           ("percentile", percentile), ("readout", readout),
+                           ("calibration_frames", calibration_frames)):
+            if value is not None:
+                pairs[key] = str(value)
+        settings = resolve_settings(method, game, seed, steps, protocol_name, preset, pairs, device, source)
         if not quiet:
             click.echo(f"run: {settings.method} on {settings.game}, seed {settings.seed}, "
                        f"{settings.total_steps} steps, preset {settings.preset}, protocol "
                        f"{settings.protocol.name}, device {settings.device}", err=True)
-        run_ = start_run(settings, out, progress_factory=progress, name=name)
+        run_ = get_method(method).start(settings, out, name=name, progress_factory=progress)
     _print_result(run_.path, run_.read_eval())
 
 
@@ -117,7 +110,7 @@ def eval_(run_dir, episodes, seed, attack, eps, device):
     """Evaluate a finished run's trained network again under its protocol (does not modify it),
     or under an FGSM attack (adds the scores to the run's robustness.json)."""
     if attack == "fgsm":
-        from compare.robustness import parse_eps, run_fgsm
+        from compare.app.robustness import parse_eps, run_fgsm
 
         entry = run_fgsm(run_dir, parse_eps(eps), episodes, seed)
         click.echo(f"FGSM ({entry['attack']}; eps in {entry['eps_unit']}):")
@@ -126,7 +119,7 @@ def eval_(run_dir, episodes, seed, attack, eps, device):
             click.echo(f"  eps={value:<8g} mean return {r['mean_return']:.2f} +- {r['std_return']:.2f} "
                        f"over {r['episodes']} episodes")
         return
-    from compare.experiment import evaluate_saved_run
+    from compare.core.training import evaluate_saved_run
 
     result = evaluate_saved_run(run_dir, episodes, seed, device)
     click.echo(f"{result['method']} {result['game']}: mean return {result['mean_return']:.2f} +- "
@@ -147,7 +140,7 @@ def eval_(run_dir, episodes, seed, attack, eps, device):
 def export(run_dir, target, out, timesteps, eval_episodes, calibration_frames):
     """Export a run for neuromorphic hardware: a Speck / DYNAP-CNN deployment (resource report,
     discretized model, chip config when samna is installed) or a NIR graph."""
-    from converters.export import ExportOptions, export_run
+    from compare.app.export import ExportOptions, export_run
 
     record = export_run(run_dir, target, out, ExportOptions(timesteps, eval_episodes, calibration_frames),
                         echo=lambda line: click.echo(line, err=True))
@@ -167,7 +160,7 @@ def _names(text: str | None) -> list[str] | None:
 
 def _read_for_report(results: Path, games, methods, timesteps: int | None):
     """Finished runs for table/plot; prints what was read and what was skipped (stderr)."""
-    from compare.table import read_runs, summary_lines
+    from compare.app.table import read_runs, summary_lines
 
     records, skipped = read_runs(results, _names(games), _names(methods), timesteps)
     if not records:
@@ -195,7 +188,7 @@ def table(results, fmt, games, methods, score, timesteps, reference, robustness)
     """The methods side by side: one table per protocol and budget, with aggregate rows."""
     import json as _json
 
-    from compare.table import build_tables, render, robustness_rows, table_rows
+    from compare.app.table import build_tables, render, robustness_rows, table_rows
 
     if timesteps != "best" and not timesteps.isdigit():
         raise UsageError(f"--timesteps {timesteps!r} must be 'best' or a positive integer")
@@ -226,7 +219,7 @@ def table(results, fmt, games, methods, score, timesteps, reference, robustness)
 def plot(results, out, games, methods):
     """PNG figures: learning curves, converted score and conformance against T, score against
     energy per decision."""
-    from compare.plots import write_plots
+    from compare.app.plots import write_plots
 
     records = _read_for_report(results, games, methods, None)
     for path in write_plots(records, out):
@@ -255,8 +248,8 @@ def sweep(sweep_file, games, methods, seeds, steps, protocol, overrides, launche
           ray_address, cpus_per_run, gpus_per_run, slurm_cluster, dry_run):
     """Run games x methods x seeds as ordinary runs; rerun the same command to finish an
     interrupted sweep (finished cells are skipped, interrupted ones resumed)."""
-    from compare.sweep import dry_run as print_plan
-    from compare.sweep import from_toml, make_spec, run_sweep
+    from compare.app.sweep import dry_run as print_plan
+    from compare.app.sweep import from_toml, make_spec, run_sweep
 
     options = {"games": games, "methods": methods, "seeds": seeds, "steps": steps, "protocol": protocol,
                "launcher": launcher, "workers": workers, "results": results, "ray_address": ray_address,
@@ -286,7 +279,7 @@ def sweep(sweep_file, games, methods, seeds, steps, protocol, overrides, launche
               show_default=True)
 def list_(results):
     """List the runs found under RESULTS/runs, one line each."""
-    from compare.runstore import list_runs, read_jsonl
+    from compare.core.runstore import list_runs, read_jsonl
 
     runs = list_runs(results)
     if not runs:
@@ -295,23 +288,24 @@ def list_(results):
     for r in runs:
         try:
             cfg = r.config
-        except Exception:
-            click.echo(f"{r.path.name}  unreadable config.json")
+            header = (f"{r.path.name}  {cfg['method']:<8} {cfg['game']:<16} seed {cfg['seed']:<3} "
+                      f"{cfg['protocol']['name']:<9}")
+            if r.finished:
+                res = r.read_eval()
+                status = f"finished  mean_return {float(res['mean_return']):.2f} ({res['episodes']} ep)"
+            else:
+                last = read_jsonl(r.path / "metrics.jsonl")
+                status = f"unfinished at step {last[-1]['step'] if last else 0}/{cfg['total_steps']}"
+        except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
+            click.echo(f"{r.path.name}  skipped: unreadable config.json or eval.json ({type(e).__name__})")
             continue
-        if r.finished:
-            res = r.read_eval()
-            status = f"finished  mean_return {res['mean_return']:.2f} ({res['episodes']} ep)"
-        else:
-            last = read_jsonl(r.path / "metrics.jsonl")
-            status = f"unfinished at step {last[-1]['step'] if last else 0}/{cfg['total_steps']}"
-        click.echo(f"{r.path.name}  {cfg['method']:<8} {cfg['game']:<16} seed {cfg['seed']:<3} "
-                   f"{cfg['protocol']['name']:<9} {status}")
+        click.echo(f"{header} {status}")
 
 
 @cli.command()
 def games():
     """List every environment name `--game` accepts."""
-    from compare.envs import all_env_names
+    from compare.core.envs import all_env_names
 
     for name in all_env_names():
         click.echo(name)
@@ -320,7 +314,7 @@ def games():
 @cli.command()
 def methods():
     """List the registered methods."""
-    from compare.methods import REGISTRY, get_method
+    from compare.core.registry import get_method
 
     for name in REGISTRY:
         click.echo(f"{name:<8} {get_method(name).description}")
@@ -334,7 +328,7 @@ def methods():
               help="Agent steps of DQN training to time (after a 1000-step warm-up).")
 def bench(game, env_steps, train_steps):
     """Measure harness and learner speed against baselines run in this same process."""
-    from compare.bench import run_benchmarks
+    from compare.app.bench import run_benchmarks
 
     run_benchmarks(game, env_steps, train_steps, echo=click.echo)
 

@@ -20,12 +20,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from compare.dqn import DQNLearner, get_dqn_preset
-from compare.envs import VecEnv, resolve_env
-from compare.networks import NatureCNN
-from compare.protocols import get_protocol
-from compare.replay import FINAL, Batch
-from compare.runstore import Run
+from compare.core.accounting import dense_macs
+from compare.core.dqn import DQNLearner
+from compare.core.envs import VecEnv, resolve_env
+from compare.core.errors import UsageError
+from compare.core.networks import build_ann
+from compare.core.protocols import get_protocol
+from compare.core.replay import FINAL, Batch
+from compare.core.runstore import Run
+from direct.dsqn import DSQNOptions, build_dsqn
 
 WARMUP = 1000  # agent steps before updates start, in both training measurements
 
@@ -101,12 +104,13 @@ class StackedReplay:
 
 def _bench_learner(spec, protocol, steps: int, num_envs: int, run: Run,
                    network: torch.nn.Module | None = None) -> DQNLearner:
-    config = dataclasses.replace(get_dqn_preset("cleanrl"), num_envs=num_envs, learning_starts=WARMUP,
+    config = dataclasses.replace(DQNLearner.preset("cleanrl"), num_envs=num_envs, learning_starts=WARMUP,
                                  buffer_size=50_000, checkpoint_interval=10**9, save_replay="never")
     env = VecEnv(spec, protocol, num_envs)
     env.reset(seed=0)
     torch.manual_seed(0)
-    return DQNLearner(network or NatureCNN(env.n_actions), env, config, protocol, WARMUP + steps, seed=0,
+    network = network or build_ann("atari", env.obs_shape, env.n_actions)
+    return DQNLearner({"q": network}, env, config, protocol, WARMUP + steps, seed=0,
                       device=torch.device("cpu"), run=run)
 
 
@@ -151,8 +155,6 @@ def cleanrl_style_train_steps_per_s(spec, protocol, steps: int, run: Run) -> tup
 
 def update_time_ratio(spec, protocol, timesteps: int, run: Run, rounds: int = 5) -> tuple[float, float, float]:
     """Median seconds per learner update for DSQN and DQN (alternated), and their ratio."""
-    from direct.dsqn import DSQNOptions, build_dsqn
-
     dqn = _bench_learner(spec, protocol, 0, 1, run)
     dqn.begin()
     dqn.train_until(WARMUP)  # fills the replay; no update happens before WARMUP
@@ -176,9 +178,7 @@ def update_time_ratio(spec, protocol, timesteps: int, run: Run, rounds: int = 5)
 def dense_mac_ratio(n_actions: int, timesteps: int) -> float:
     """DSQN MACs if every synaptic operation were dense (the first layer once, the others T
     times) over the ANN's MACs."""
-    from compare.accounting import dense_macs
-
-    net = NatureCNN(n_actions)
+    net = build_ann("atari", (4, 84, 84), n_actions)
     macs: list[int] = []
     hooks = [m.register_forward_hook(lambda m, i, o: macs.append(dense_macs(m, i[0], o)))
              for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
@@ -191,8 +191,6 @@ def dense_mac_ratio(n_actions: int, timesteps: int) -> float:
 def run_benchmarks(game: str, env_steps: int, train_steps: int, echo=print, num_envs: int = 16) -> dict:
     spec = resolve_env(game)
     if spec.family != "atari":
-        from compare.errors import UsageError
-
         raise UsageError(f"the benchmark measures Atari games; {spec.name} is {spec.family}")
     protocol = get_protocol("nature")
     echo(f"compare bench: {spec.name}, torch threads {torch.get_num_threads()}")

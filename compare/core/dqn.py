@@ -9,8 +9,6 @@ update from replay every `train_freq` agent steps, copy the target every
 from __future__ import annotations
 
 import copy
-import dataclasses
-import time
 from dataclasses import dataclass
 from typing import Literal
 
@@ -19,12 +17,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from compare.config import unknown_name_message
-from compare.envs import Step, VecEnv
-from compare.errors import UsageError
-from compare.evaluation import evaluate_policy, greedy_q_policy
-from compare.protocols import Protocol
-from compare.replay import ReplayBuffer
+from compare.core.errors import UsageError
+from compare.core.evaluation import Policy, greedy_q_policy
+from compare.core.learner import Learner, LearnerState, StepRate, linear_decay, training_signal
+from compare.core.protocols import Protocol
+from compare.core.replay import ReplayBuffer
+from compare.core.seeding import stream_seed
 
 
 @dataclass(frozen=True)
@@ -103,14 +101,15 @@ DQN_PRESETS: dict[str, DQNConfig] = {
 }
 
 
-def get_dqn_preset(name: str) -> DQNConfig:
-    if name not in DQN_PRESETS:
-        raise UsageError(unknown_name_message("preset", name, list(DQN_PRESETS)))
-    return DQN_PRESETS[name]
-
-
-def default_dqn_preset(family: str) -> str:
-    return {"atari": "nature", "minatar": "minatar", "classic": "cartpole"}[family]
+def td_target(rewards: torch.Tensor, terminals: torch.Tensor, next_q_target: torch.Tensor,
+              next_q_online: torch.Tensor | None, gamma: float) -> torch.Tensor:
+    """r + gamma (1 - terminal) Q_target(s', a*): a* = argmax of the target net (DQN), or of
+    the online net when `next_q_online` is given (double DQN, van Hasselt et al. 2016)."""
+    if next_q_online is None:
+        next_value = next_q_target.max(dim=1).values
+    else:
+        next_value = next_q_target.gather(1, next_q_online.argmax(dim=1, keepdim=True)).squeeze(1)
+    return rewards + gamma * (1.0 - terminals) * next_value
 
 
 def make_optimizer(params, config: DQNConfig) -> torch.optim.Optimizer:
@@ -126,62 +125,57 @@ def newest_frame(obs: np.ndarray, frame_stack: int) -> np.ndarray:
     return obs[:, -1] if frame_stack > 1 else obs
 
 
-def training_signal(step: Step, protocol: Protocol) -> tuple[np.ndarray, np.ndarray]:
-    """The reward and no-bootstrap flag the learner trains on; scores stay unclipped."""
-    reward = np.sign(step.reward) if protocol.clip_rewards else step.reward
-    terminal = step.terminated | (step.life_lost & protocol.life_loss_terminal)
-    return reward.astype(np.float32), terminal
-
-
 @dataclass
-class TrainState:
-    """Everything a checkpoint restores, besides the networks and the optimizer."""
-
-    step: int = 0
-    episodes: int = 0
+class DQNState(LearnerState):
     next_train: int = 0
     next_target: int = 0
-    next_eval: int = 0
-    next_checkpoint: int = 0
 
 
-class DQNLearner:
-    """Trains `q_network` in `env`; `run` (a `compare.runstore.Run`) records everything."""
+class DQNLearner(Learner):
+    """Trains a Q-network in `env`; `run` (a `compare.core.runstore.Run`) records everything."""
 
-    def __init__(self, q_network: nn.Module, env: VecEnv, config: DQNConfig, protocol: Protocol,
+    key = "dqn"
+    config_type = DQNConfig
+    presets = DQN_PRESETS
+    family_presets = {"atari": "nature", "minatar": "minatar", "classic": "cartpole"}
+    deployed_role = "q"
+    baseline = "dqn"
+    state_type = DQNState
+
+    @classmethod
+    def policy(cls, network: nn.Module, protocol: Protocol, device: torch.device,
+               seed: int) -> tuple[Policy, float | None]:
+        return greedy_q_policy(network, device), None
+
+    def __init__(self, networks: dict[str, nn.Module], env, config: DQNConfig, protocol: Protocol,
                  total_steps: int, seed: int, device: torch.device, run, progress=None):
-        self.cfg = config
-        self.protocol = protocol
-        self.env = env
-        self.total_steps = total_steps
-        self.seed = seed
-        self.device = device
-        self.run = run
-        self.progress = progress
-        self.q = q_network.to(device)
+        super().__init__(networks, env, config, protocol, total_steps, seed, device, run, progress)
+        self.q = self.deployed
         self.target = copy.deepcopy(self.q).requires_grad_(False)
         self.opt = make_optimizer(self.q.parameters(), config)
-        self.rng = np.random.default_rng(seed)
-        self.state = TrainState(next_train=config.learning_starts, next_target=config.learning_starts,
-                                next_eval=protocol.eval_interval or total_steps + 1,
-                                next_checkpoint=self.checkpoint_interval)
+        self.rng = np.random.default_rng(stream_seed(seed, "exploration"))
+        self.state.next_train = self.state.next_target = config.learning_starts
         self.replay: ReplayBuffer | None = None
+        self._restored_replay: dict | None = None
         self._resume_warmup_until = 0
-
-    @property
-    def checkpoint_interval(self) -> int:
-        return self.cfg.checkpoint_interval or max(1, self.total_steps // 10)
+        self._losses: list[float] = []  # of the updates since the last logged episode
 
     # -- acting -----------------------------------------------------------------------------
     def _act(self, obs: np.ndarray, epsilon: float) -> np.ndarray:
         n = len(obs)
-        with torch.inference_mode():
-            q = self.q(torch.as_tensor(obs, device=self.device))
-        greedy = q.argmax(dim=1).cpu().numpy()
         explore = self.rng.random(n) < epsilon
-        return np.where(explore, self.rng.integers(self.env.n_actions, size=n), greedy)
+        random_actions = self.rng.integers(self.env.n_actions, size=n)
+        if explore.all():  # nothing for the network to decide
+            return random_actions
+        with torch.inference_mode():
+            greedy = self.q(torch.as_tensor(obs, device=self.device)).argmax(dim=1).cpu().numpy()
+        return np.where(explore, random_actions, greedy)
 
     # -- learning ---------------------------------------------------------------------------
+    def learning_rate(self) -> float:
+        cfg = self.cfg
+        return linear_decay(cfg.lr, self.state.step, self.total_steps) if cfg.lr_schedule == "linear" else cfg.lr
+
     def _update(self) -> float:
         cfg = self.cfg
         b = self.replay.sample(cfg.batch_size)
@@ -189,21 +183,13 @@ class DQNLearner:
         obs = torch.as_tensor(b.obs, device=dev)
         next_obs = torch.as_tensor(b.next_obs, device=dev)
         actions = torch.as_tensor(b.actions, device=dev)
-        rewards = torch.as_tensor(b.rewards, device=dev)
-        terminals = torch.as_tensor(b.terminals, device=dev)
         with torch.no_grad():
-            next_q = self.target(next_obs)
-            if cfg.double_dqn:
-                best = self.q(next_obs).argmax(dim=1, keepdim=True)
-                next_value = next_q.gather(1, best).squeeze(1)
-            else:
-                next_value = next_q.max(dim=1).values
-            target = rewards + cfg.gamma * (1.0 - terminals) * next_value
+            target = td_target(torch.as_tensor(b.rewards, device=dev), torch.as_tensor(b.terminals, device=dev),
+                               self.target(next_obs), self.q(next_obs) if cfg.double_dqn else None, cfg.gamma)
         q_taken = self.q(obs).gather(1, actions[:, None]).squeeze(1)
         loss = F.smooth_l1_loss(q_taken, target) if cfg.loss == "huber" else F.mse_loss(q_taken, target)
-        if cfg.lr_schedule == "linear":
-            for group in self.opt.param_groups:
-                group["lr"] = cfg.lr * max(0.0, 1.0 - self.state.step / self.total_steps)
+        for group in self.opt.param_groups:
+            group["lr"] = self.learning_rate()
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.max_grad_norm > 0:
@@ -217,68 +203,51 @@ class DQNLearner:
             return self.replay.frames.nbytes < 2**30
         return self.cfg.save_replay == "always"
 
-    def save_checkpoint(self) -> None:
-        payload = {
-            "train_state": dataclasses.asdict(self.state),
-            "q": self.q.state_dict(),
-            "target": self.target.state_dict(),
-            "optimizer": self.opt.state_dict(),
-            "numpy_rng": self.rng.bit_generator.state,
-            "torch_rng": torch.get_rng_state(),
-            "replay_saved": self._replay_saved(),
-        }
-        if payload["replay_saved"]:
+    def extra_checkpoint(self) -> dict:
+        saved = self._replay_saved()
+        if saved:
             self.run.save_replay(self.replay.state_dict(), step=self.state.step)
-        self.run.save_checkpoint(payload)
+        return {"target": self.target.state_dict(), "numpy_rng": self.rng.bit_generator.state,
+                "replay_saved": saved}
 
-    def load_checkpoint(self, payload: dict) -> None:
-        self.q.load_state_dict(payload["q"])
+    def restore_extra(self, payload: dict) -> None:
         self.target.load_state_dict(payload["target"])
-        self.opt.load_state_dict(payload["optimizer"])
         self.rng.bit_generator.state = payload["numpy_rng"]
-        torch.set_rng_state(payload["torch_rng"])
-        self.state = TrainState(**payload["train_state"])
         self._restored_replay = self.run.load_replay(self.state.step) if payload["replay_saved"] else None
 
     # -- the loop ---------------------------------------------------------------------------
-    def train(self) -> None:
-        """The whole run: start (or continue) the episodes, train to the budget, save."""
-        self.begin()
-        self.train_until(self.total_steps)
-        self.run.save_weights(self.q.state_dict())
-        self.save_checkpoint()
-
     def begin(self) -> None:
-        """Reset the envs and build the replay (restoring it from the checkpoint if saved)."""
-        cfg, st, env = self.cfg, self.state, self.env
-        k = env.spec.frame_stack
-        # Seeds differ per resume point so a resumed run does not replay the same episodes.
-        self._obs = env.reset(seed=self.seed + st.step)
-        self.replay = ReplayBuffer(cfg.buffer_size, cfg.num_envs, env.frame_shape,
-                                   newest_frame(self._obs, k).dtype, k, seed=self.seed)
-        restored = getattr(self, "_restored_replay", None)
-        if restored is not None:
-            self.replay.load_state_dict(restored)
-            self.replay.end_episodes()
-        elif st.step > 0:
-            # The replay was not checkpointed: refill it before updating again.
-            self._resume_warmup_until = st.step + min(cfg.learning_starts, self.total_steps - st.step)
+        """Start fresh episodes; the first time, build the replay (from the checkpoint's, if
+        one was saved) and close every episode it holds, since its envs restart."""
+        cfg, st = self.cfg, self.state
+        super().begin()
+        if self.replay is None:
+            self.replay = ReplayBuffer(cfg.buffer_size, cfg.num_envs, self.env.frame_shape,
+                                       newest_frame(self.obs, self.env.spec.frame_stack).dtype,
+                                       self.env.spec.frame_stack, seed=stream_seed(self.seed, "replay"))
+            if self._restored_replay is not None:
+                self.replay.load_state_dict(self._restored_replay)
+                self._restored_replay = None  # one copy of the replay, not two
+            elif st.step > 0:
+                # The replay was not checkpointed: refill it before updating again.
+                self._resume_warmup_until = st.step + min(cfg.learning_starts, self.total_steps - st.step)
+        self.replay.end_episodes()
+        self._losses.clear()
 
     def train_until(self, limit: int) -> None:
         """Act, store and learn until `limit` agent steps (in whole vector steps)."""
         cfg, st, env = self.cfg, self.state, self.env
         k = env.spec.frame_stack
-        obs = self._obs
-        losses: list[float] = []
-        window = time.perf_counter(), st.step
-        steps_per_s = 0.0
+        losses = self._losses
+        rate = StepRate(st.step)
         while st.step < limit:
             eps = cfg.epsilon(st.step, self.total_steps)
+            obs = self.obs
             actions = self._act(obs, eps)
             out = env.step(actions)
             reward, terminal = training_signal(out, self.protocol)
             self.replay.add(newest_frame(obs, k), actions, reward, terminal, out.done, out.final_frame)
-            obs = out.obs
+            self.obs = out.obs
             st.step += env.num_envs
 
             while st.step >= st.next_train:
@@ -290,39 +259,13 @@ class DQNLearner:
                 self.target.load_state_dict(self.q.state_dict())
                 st.next_target += cfg.target_update_period
 
-            now = time.perf_counter()
-            if now - window[0] >= 2.0:
-                steps_per_s = (st.step - window[1]) / (now - window[0])
-                window = now, st.step
-            for _, score, length in out.finished:
-                st.episodes += 1
-                self.run.log_metric({
-                    "step": st.step, "frames": st.step * env.spec.frameskip, "episode": st.episodes,
-                    "episode_return": score, "episode_length": length, "epsilon": round(eps, 6),
-                    "loss": float(np.mean(losses)) if losses else None,
-                    "steps_per_s": round(steps_per_s, 1),
-                })
-                losses = []
+            rate.update(st.step)
+            if out.finished:
+                self.log_episodes([(st.step, score, length) for _, score, length in out.finished], rate.rate,
+                                  epsilon=round(eps, 6), loss=float(np.mean(losses)) if losses else None)
+                losses.clear()
                 if self.progress is not None:
-                    self.progress.set_postfix(ret=f"{score:.1f}", eps=f"{eps:.2f}", refresh=False)
-            if self.progress is not None:
+                    self.progress.set_postfix(ret=f"{out.finished[-1][1]:.1f}", eps=f"{eps:.2f}", refresh=False)
+            elif self.progress is not None:
                 self.progress.update(st.step - self.progress.n)
-
-            if st.step >= st.next_eval:
-                result = self.evaluate(self.protocol.periodic_eval_episodes, seed_offset=st.step)
-                self.run.log_eval({"step": st.step, "frames": st.step * env.spec.frameskip,
-                                   **result.summary()})
-                st.next_eval += self.protocol.eval_interval
-            if st.step >= st.next_checkpoint and st.step < self.total_steps:
-                st.next_checkpoint += self.checkpoint_interval
-                self.save_checkpoint()
-        self._obs = obs
-
-    def evaluate(self, episodes: int, seed_offset: int = 0):
-        """Score the current network under the protocol (separate env, unclipped score)."""
-        self.q.eval()
-        try:
-            return evaluate_policy(greedy_q_policy(self.q, self.device), self.env.spec, self.protocol,
-                                   episodes, seed=self.seed + 10_000 + seed_offset)
-        finally:
-            self.q.train()
+            self.on_schedule()

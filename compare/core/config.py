@@ -8,7 +8,7 @@ import types
 import typing
 from typing import Any, Literal
 
-from compare.errors import UsageError
+from compare.core.errors import UsageError
 
 
 def field_names(cls) -> list[str]:

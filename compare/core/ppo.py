@@ -10,8 +10,6 @@ minibatch updates with an entropy bonus and a (clipped) value loss.
 
 from __future__ import annotations
 
-import dataclasses
-import time
 from dataclasses import dataclass
 from typing import Literal
 
@@ -20,12 +18,11 @@ import torch
 from torch import nn
 from torch.distributions import Categorical
 
-from compare.config import unknown_name_message
-from compare.dqn import training_signal
-from compare.envs import VecEnv
-from compare.errors import UsageError
-from compare.evaluation import Policy, evaluate_policy
-from compare.protocols import Protocol
+from compare.core.errors import UsageError
+from compare.core.evaluation import Policy
+from compare.core.learner import Learner, LearnerState, StepRate, linear_decay, training_signal
+from compare.core.networks import build_ann
+from compare.core.protocols import Protocol
 
 
 @dataclass(frozen=True)
@@ -80,16 +77,6 @@ PPO_PRESETS: dict[str, PPOConfig] = {
 }
 
 
-def get_ppo_preset(name: str) -> PPOConfig:
-    if name not in PPO_PRESETS:
-        raise UsageError(unknown_name_message("preset", name, list(PPO_PRESETS)))
-    return PPO_PRESETS[name]
-
-
-def default_ppo_preset(family: str) -> str:
-    return {"atari": "atari", "minatar": "atari", "classic": "cartpole"}[family]
-
-
 def gae(rewards: torch.Tensor, values: torch.Tensor, nonterminal: torch.Tensor, last_value: torch.Tensor,
         gamma: float, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Generalized advantage estimation over a (T, N) rollout. `nonterminal[t]` is 0 when step
@@ -118,48 +105,47 @@ def actor_policy(actor: nn.Module, device: torch.device, mode: str, seed: int) -
     return act
 
 
-def evaluate_actor(actor: nn.Module, spec, protocol: Protocol, episodes: int, seed: int,
-                   device: torch.device):
-    """The protocol's evaluation for an actor: `actor_eval=sample` draws actions from the policy
-    with no extra epsilon (the PPO literature's convention); `greedy` takes the most probable
-    action with the protocol's eval_epsilon, as the Q-methods do."""
-    policy = actor_policy(actor, device, protocol.actor_eval, seed)
-    epsilon = 0.0 if protocol.actor_eval == "sample" else None
-    return evaluate_policy(policy, spec, protocol, episodes, seed, epsilon=epsilon)
-
-
 @dataclass
-class PPOState:
-    step: int = 0
-    episodes: int = 0
+class PPOState(LearnerState):
     updates: int = 0
-    next_eval: int = 0
-    next_checkpoint: int = 0
 
 
-class PPOLearner:
-    """Trains `actor` and `critic` in `env`; `run` (a `compare.runstore.Run`) records everything."""
+class PPOLearner(Learner):
+    """Trains an actor and its ANN critic in `env`; `run` (a `compare.core.runstore.Run`)
+    records everything."""
 
-    def __init__(self, actor: nn.Module, critic: nn.Module, env: VecEnv, config: PPOConfig,
-                 protocol: Protocol, total_steps: int, seed: int, device: torch.device, run, progress=None):
-        shared = {id(p) for p in actor.parameters()} & {id(p) for p in critic.parameters()}
-        if shared:
+    key = "ppo"
+    config_type = PPOConfig
+    presets = PPO_PRESETS
+    family_presets = {"atari": "atari", "minatar": "atari", "classic": "cartpole"}
+    deployed_role = "actor"
+    baseline = "ppo"
+    state_type = PPOState
+
+    @classmethod
+    def networks(cls, network: nn.Module, options, family: str, obs_shape: tuple[int, ...]) -> dict[str, nn.Module]:
+        """The actor and the ANN critic of every actor-critic method: the family's ANN with one
+        output (`critic_hidden` widths for vector observations), used only in training."""
+        return {"actor": network, "critic": build_ann(family, obs_shape, 1, options.critic_hidden)}
+
+    @classmethod
+    def policy(cls, network: nn.Module, protocol: Protocol, device: torch.device,
+               seed: int) -> tuple[Policy, float | None]:
+        """`actor_eval=sample` draws actions from the policy with no extra epsilon (the PPO
+        literature's convention); `greedy` takes the most probable action with the protocol's
+        eval_epsilon, as the Q-methods do."""
+        return actor_policy(network, device, protocol.actor_eval, seed), (
+            0.0 if protocol.actor_eval == "sample" else None)
+
+    def __init__(self, networks: dict[str, nn.Module], env, config: PPOConfig, protocol: Protocol,
+                 total_steps: int, seed: int, device: torch.device, run, progress=None):
+        actor, critic = networks["actor"], networks["critic"]
+        if {id(p) for p in actor.parameters()} & {id(p) for p in critic.parameters()}:
             raise ValueError("actor and critic must not share parameters")
-        self.cfg, self.protocol, self.env = config, protocol, env
-        self.total_steps, self.seed, self.device = total_steps, seed, device
-        self.run, self.progress = run, progress
-        self.actor, self.critic = actor.to(device), critic.to(device)
+        super().__init__(networks, env, config, protocol, total_steps, seed, device, run, progress)
+        self.actor, self.critic = self.networks["actor"], self.networks["critic"]
         self.params = [*self.actor.parameters(), *self.critic.parameters()]
         self.opt = torch.optim.Adam(self.params, lr=config.lr, eps=config.adam_eps)
-        self.state = PPOState(next_eval=protocol.eval_interval or total_steps + 1,
-                              next_checkpoint=self.checkpoint_interval)
-
-    @property
-    def checkpoint_interval(self) -> int:
-        return self.cfg.checkpoint_interval or max(1, self.total_steps // 10)
-
-    def _fraction_left(self) -> float:
-        return max(0.0, 1.0 - self.state.step / self.total_steps)
 
     # -- learning ---------------------------------------------------------------------------
     def loss(self, obs, actions, old_logprobs, advantages, returns, old_values, clip: float):
@@ -182,12 +168,11 @@ class PPOLearner:
         return total, {"pg_loss": pg_loss.item(), "v_loss": v_loss.item(), "entropy": entropy.item()}
 
     def _update(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
-        cfg = self.cfg
-        frac = self._fraction_left()
+        cfg, step = self.cfg, self.state.step
         if cfg.lr_schedule == "linear":
             for group in self.opt.param_groups:
-                group["lr"] = cfg.lr * frac
-        clip = cfg.clip_coef * (frac if cfg.clip_schedule == "linear" else 1.0)
+                group["lr"] = linear_decay(cfg.lr, step, self.total_steps)
+        clip = linear_decay(cfg.clip_coef, step, self.total_steps) if cfg.clip_schedule == "linear" else cfg.clip_coef
         clip = max(clip, 1e-8)
         n = len(batch["actions"])
         parts: list[dict[str, float]] = []
@@ -204,28 +189,15 @@ class PPOLearner:
                 parts.append(part)
         return {k: float(np.mean([p[k] for p in parts])) for k in parts[0]}
 
-    # -- checkpoints ------------------------------------------------------------------------
-    def save_checkpoint(self) -> None:
-        self.run.save_checkpoint({
-            "train_state": dataclasses.asdict(self.state), "actor": self.actor.state_dict(),
-            "critic": self.critic.state_dict(), "optimizer": self.opt.state_dict(),
-            "torch_rng": torch.get_rng_state()})
-
-    def load_checkpoint(self, payload: dict) -> None:
-        self.actor.load_state_dict(payload["actor"])
-        self.critic.load_state_dict(payload["critic"])
-        self.opt.load_state_dict(payload["optimizer"])
-        torch.set_rng_state(payload["torch_rng"])
-        self.state = PPOState(**payload["train_state"])
-
     # -- the loop ---------------------------------------------------------------------------
-    def train(self) -> None:
+    def train_until(self, limit: int) -> None:
+        """Collect a rollout, update on it, repeat until `limit` agent steps."""
         cfg, st, env, dev = self.cfg, self.state, self.env, self.device
-        obs = env.reset(seed=self.seed + st.step)  # a resumed run starts fresh episodes
-        window = time.perf_counter(), st.step
-        while st.step < self.total_steps:
+        rate = StepRate(st.step)
+        while st.step < limit:
             rollout = {k: [] for k in ("obs", "actions", "logprobs", "values", "rewards", "nonterminal")}
             finished = []
+            obs = self.obs
             for _ in range(cfg.num_steps):
                 x = torch.as_tensor(obs, device=dev)
                 with torch.no_grad():
@@ -244,6 +216,7 @@ class PPOLearner:
                 obs = out.obs
                 st.step += env.num_envs
                 finished += [(st.step, score, length) for _, score, length in out.finished]
+            self.obs = obs
             with torch.no_grad():
                 last_value = self.critic(torch.as_tensor(obs, device=dev)).squeeze(-1)
             stacked = {k: torch.stack(v) for k, v in rollout.items()}
@@ -253,33 +226,5 @@ class PPOLearner:
             batch["advantages"], batch["returns"] = advantages.flatten(0, 1), returns.flatten(0, 1)
             losses = self._update(batch)
             st.updates += 1
-
-            now = time.perf_counter()
-            steps_per_s = (st.step - window[1]) / max(now - window[0], 1e-9)
-            window = now, st.step
-            for step, score, length in finished:
-                st.episodes += 1
-                self.run.log_metric({"step": step, "frames": step * env.spec.frameskip, "episode": st.episodes,
-                                     "episode_return": score, "episode_length": length, **losses,
-                                     "steps_per_s": round(steps_per_s, 1)})
-            if self.progress is not None:
-                if finished:
-                    self.progress.set_postfix(ret=f"{finished[-1][1]:.1f}", refresh=False)
-                self.progress.update(min(st.step, self.total_steps) - self.progress.n)
-            if st.step >= st.next_eval:
-                result = self.evaluate(self.protocol.periodic_eval_episodes, seed_offset=st.step)
-                self.run.log_eval({"step": st.step, "frames": st.step * env.spec.frameskip, **result.summary()})
-                st.next_eval += self.protocol.eval_interval
-            if st.next_checkpoint <= st.step < self.total_steps:
-                st.next_checkpoint += self.checkpoint_interval
-                self.save_checkpoint()
-        self.run.save_weights({"actor": self.actor.state_dict(), "critic": self.critic.state_dict()})
-        self.save_checkpoint()
-
-    def evaluate(self, episodes: int, seed_offset: int = 0):
-        self.actor.eval()
-        try:
-            return evaluate_actor(self.actor, self.env.spec, self.protocol, episodes,
-                                  self.seed + 10_000 + seed_offset, self.device)
-        finally:
-            self.actor.train()
+            self.log_episodes(finished, rate.update(st.step), **losses)
+            self.on_schedule()

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from compare.table import Group, RunRecord, group_runs
+from compare.app.table import Group, RunRecord, group_runs
+from compare.core.runstore import ensure_writable_dir, read_jsonl
 
 BINS = 20
 
@@ -27,8 +28,6 @@ def _slug(text: str) -> str:
 
 def binned_curve(run: RunRecord, edges: np.ndarray) -> np.ndarray:
     """Mean training episode return of one run in each step bin (carried forward over empty bins)."""
-    from compare.runstore import read_jsonl
-
     records = read_jsonl(run.path / "metrics.jsonl")
     steps = np.array([r["step"] for r in records], dtype=np.float64)
     returns = np.array([r["episode_return"] for r in records], dtype=np.float64)
@@ -44,8 +43,6 @@ def binned_curve(run: RunRecord, edges: np.ndarray) -> np.ndarray:
 
 def _save(fig, path: Path) -> Path:
     """Atomically: into a temporary file beside `path`, then renamed over it."""
-    import os
-
     tmp = path.with_name(f".{path.name}.tmp")
     fig.savefig(tmp, dpi=100, format="png")
     os.replace(tmp, path)
@@ -149,8 +146,6 @@ def score_vs_energy(group: Group, path: Path) -> Path | None:
 
 
 def write_plots(records: list[RunRecord], out: Path) -> list[Path]:
-    from compare.runstore import ensure_writable_dir
-
     out = ensure_writable_dir(out)
     written = []
     for group in group_runs(records):

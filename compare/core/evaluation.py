@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from compare.envs import EnvSpec, VecEnv
-from compare.protocols import Protocol
+from compare.core.envs import EnvSpec, VecEnv
+from compare.core.protocols import Protocol
 
 Policy = Callable[[np.ndarray], np.ndarray]  # observation batch -> greedy actions
 

@@ -10,8 +10,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
-from compare.config import unknown_name_message
-from compare.errors import UsageError
+from compare.core.config import unknown_name_message
+from compare.core.errors import UsageError
 
 
 @dataclass(frozen=True)

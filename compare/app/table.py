@@ -11,6 +11,8 @@ for conversions.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import warnings
 from collections import defaultdict
@@ -18,8 +20,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from rliable import library as rly
+from rliable import metrics
 
-from compare.errors import UsageError
+from compare.app.robustness import ROBUSTNESS
+from compare.core.envs import resolve_env
+from compare.core.errors import UsageError
+from compare.core.registry import REGISTRY, get_method
+from compare.core.runstore import list_runs, read_json
+from compare.core.scores import human_normalized_score, reference_scores
 
 BOOTSTRAP_REPS = 2000
 
@@ -58,8 +67,6 @@ class Group:
 
     @property
     def methods(self) -> list[str]:
-        from compare.methods import REGISTRY
-
         present = {r.method for r in self.runs}
         return [m for m in REGISTRY if m in present]
 
@@ -67,10 +74,6 @@ class Group:
 def read_runs(results: Path, games: list[str] | None = None, methods: list[str] | None = None,
               timesteps: int | None = None) -> tuple[list[RunRecord], list[str]]:
     """Finished runs under RESULTS/runs that pass the filters, and one line per skipped run."""
-    from compare.envs import resolve_env
-    from compare.methods import REGISTRY, get_method
-    from compare.runstore import list_runs, read_json
-
     results = Path(results)
     if not (results / "runs").is_dir():
         raise UsageError(f"no run store at {results} (expected {results / 'runs'}); pass --results DIR")
@@ -134,17 +137,14 @@ def group_runs(records: list[RunRecord]) -> list[Group]:
 
 
 def run_score(r: RunRecord, score: str) -> float | None:
-    from compare.envs import resolve_env
-    from compare.scores import human_normalized_score
-
     raw = float(r.result["mean_return"])
     return raw if score == "raw" else human_normalized_score(resolve_env(r.game).ale_id, raw)
 
 
 def ann_baseline(method: str) -> str:
-    from compare.methods import ActorCriticMethod, get_method
-
-    return "ppo" if isinstance(get_method(method), ActorCriticMethod) else "dqn"
+    """The ANN method a method's energy is compared with (dqn for Q-methods and conversions,
+    ppo for actor-critic methods): the method's own declaration."""
+    return get_method(method).baseline
 
 
 def score_matrix(group: Group, method: str, games: list[str], score: str) -> np.ndarray | None:
@@ -168,10 +168,6 @@ def aggregates(group: Group, method: str, score: str) -> dict:
 
 
 def _aggregates(group: Group, method: str, score: str) -> dict:
-    from rliable import library as rly
-    from rliable import metrics
-
-
     games = [g for g in group.games if group.cell_runs(g, method)]
     runs = [r for r in group.runs if r.method == method]
     out: dict = {"games": len(games), "runs": len(runs)}
@@ -228,8 +224,6 @@ def cell(group: Group, game: str, method: str, score: str) -> dict | None:
 
 def robustness_cells(group: Group, game: str, method: str) -> dict[str, dict]:
     """eps -> mean +- std over seeds of the FGSM score (runs that stored robustness.json)."""
-    from compare.robustness import ROBUSTNESS
-
     per_eps: dict[str, list[float]] = defaultdict(list)
     for r in group.cell_runs(game, method):
         path = r.path / ROBUSTNESS
@@ -245,9 +239,6 @@ def robustness_cells(group: Group, game: str, method: str) -> dict[str, dict]:
 
 def build_tables(records: list[RunRecord], score: str, reference: bool, robustness: bool) -> list[dict]:
     """Every group's table as plain data (what `--format json` prints)."""
-    from compare.envs import resolve_env
-    from compare.scores import reference_scores
-
     tables = []
     for group in group_runs(records):
         # auto: human-normalized when every game has reference scores (raw returns of different
@@ -331,9 +322,6 @@ def robustness_rows(table: dict) -> tuple[list[str], list[list[str]]]:
 def render(header: list[str] | None, rows: list[list[str]], fmt: str) -> str:
     """md, csv or latex text; csv leaves the header out when it is None (a continued table)."""
     if fmt == "csv":
-        import csv
-        import io
-
         buffer = io.StringIO()
         csv.writer(buffer, lineterminator="\n").writerows(([header] if header else []) + rows)
         return buffer.getvalue()

@@ -17,8 +17,8 @@ from typing import Literal
 
 import numpy as np
 
-from compare.errors import UsageError
-from compare.protocols import Protocol
+from compare.core.errors import UsageError
+from compare.core.protocols import Protocol
 
 Family = Literal["atari", "classic", "minatar"]
 

@@ -1,0 +1,1 @@
+"""The application: the CLI, the settings resolver, table, plots, sweeps, export and the benchmark."""

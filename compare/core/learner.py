@@ -1,0 +1,210 @@
+"""The learner plug-in: what every learner declares, and the scaffolding they all share.
+
+A learner (`DQNLearner`, `PPOLearner`) is a class that declares, as class attributes,
+    key             the config.json section of its hyperparameters ("dqn", "ppo")
+    config_type     the typed dataclass of those hyperparameters
+    presets         named configs (`--preset`), and `family_presets`, the default per env family
+    deployed_role   the network a trained run deploys and evaluates ("q", "actor")
+    baseline        the ANN method trained by this learner (the table's reference for energy)
+and implements `networks` (the method's network plus whatever else it trains, by role),
+`policy` (how the deployed network acts under a protocol), `begin` and `train_until` (the
+loop), and the extra state its checkpoints hold. Logging, periodic evaluation, checkpoints,
+resumption and the saved weights are this module's, identical for every learner.
+
+Every checkpoint is an episode boundary: after saving, the learner starts fresh episodes in
+all its envs from a seed of that step, exactly as a resumed run does, so a run resumed from a
+checkpoint (with its replay) is identical to a run that was never interrupted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from compare.core.config import unknown_name_message
+from compare.core.envs import Step, VecEnv
+from compare.core.errors import UsageError
+from compare.core.evaluation import EvalResult, Policy, evaluate_policy
+from compare.core.protocols import Protocol
+from compare.core.seeding import stream_seed
+
+RATE_WINDOW_S = 2.0  # steps/s is measured over windows of at least this long
+
+
+def training_signal(step: Step, protocol: Protocol) -> tuple[np.ndarray, np.ndarray]:
+    """The reward and no-bootstrap flag a learner trains on; scores stay unclipped."""
+    reward = np.sign(step.reward) if protocol.clip_rewards else step.reward
+    terminal = step.terminated | (step.life_lost & protocol.life_loss_terminal)
+    return reward.astype(np.float32), terminal
+
+
+@dataclass
+class LearnerState:
+    """Counters every checkpoint restores; learners add their own fields."""
+
+    step: int = 0
+    episodes: int = 0
+    next_eval: int = 0
+    next_checkpoint: int = 0
+
+
+class StepRate:
+    """Agent steps per second over the latest window of at least RATE_WINDOW_S seconds."""
+
+    def __init__(self, step: int):
+        self._mark = time.perf_counter(), step
+        self.rate = 0.0
+
+    def update(self, step: int) -> float:
+        now = time.perf_counter()
+        if now - self._mark[0] >= RATE_WINDOW_S:
+            self.rate = (step - self._mark[1]) / (now - self._mark[0])
+            self._mark = now, step
+        return self.rate
+
+
+class Learner:
+    key: ClassVar[str]
+    config_type: ClassVar[type]
+    presets: ClassVar[dict[str, object]]
+    family_presets: ClassVar[dict[str, str]]
+    deployed_role: ClassVar[str]
+    baseline: ClassVar[str]
+    state_type: ClassVar[type[LearnerState]] = LearnerState
+
+    # -- what a learner declares ------------------------------------------------------------
+    @classmethod
+    def preset(cls, name: str):
+        if name not in cls.presets:
+            raise UsageError(unknown_name_message("preset", name, list(cls.presets)))
+        return cls.presets[name]
+
+    @classmethod
+    def networks(cls, network: nn.Module, options, family: str, obs_shape: tuple[int, ...]) -> dict[str, nn.Module]:
+        """Every network this learner trains, by role, around the method's own `network`."""
+        return {cls.deployed_role: network}
+
+    @classmethod
+    def policy(cls, network: nn.Module, protocol: Protocol, device: torch.device,
+               seed: int) -> tuple[Policy, float | None]:
+        """How the deployed network acts in an evaluation, and the epsilon of random actions
+        (None: the protocol's eval_epsilon)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def deployed_weights(saved: dict, roles: list[str], role: str) -> dict:
+        """The deployed network's state dict from model.pt (one network: its state dict;
+        several: a dict by role)."""
+        return saved if len(roles) == 1 else saved[role]
+
+    # -- shared scaffolding -----------------------------------------------------------------
+    def __init__(self, networks: dict[str, nn.Module], env: VecEnv, config, protocol: Protocol,
+                 total_steps: int, seed: int, device: torch.device, run, progress=None):
+        self.networks = {role: net.to(device) for role, net in networks.items()}
+        self.cfg, self.protocol, self.env = config, protocol, env
+        self.total_steps, self.seed, self.device = total_steps, seed, device
+        self.run, self.progress = run, progress
+        self.state = self.state_type(next_eval=protocol.eval_interval or total_steps + 1,
+                                     next_checkpoint=self.checkpoint_interval)
+        self.obs: np.ndarray | None = None
+
+    @property
+    def deployed(self) -> nn.Module:
+        return self.networks[self.deployed_role]
+
+    @property
+    def checkpoint_interval(self) -> int:
+        return self.cfg.checkpoint_interval or max(1, self.total_steps // 10)
+
+    def begin(self) -> None:
+        """Start episodes in every env (at step 0, after each checkpoint and on resume)."""
+        self.obs = self.env.reset(seed=stream_seed(self.seed, "train_env", self.state.step))
+
+    def train_until(self, limit: int) -> None:
+        raise NotImplementedError
+
+    def train(self) -> None:
+        """The whole run: start (or continue) the episodes, train to the budget, save."""
+        self.begin()
+        self.train_until(self.total_steps)
+        self.run.save_weights(self.saved_weights())
+        self.save_checkpoint()
+
+    def saved_weights(self) -> dict:
+        if len(self.networks) == 1:
+            return self.deployed.state_dict()
+        return {role: net.state_dict() for role, net in self.networks.items()}
+
+    def log_episodes(self, finished: list[tuple[int, float, int]], rate: float, **extra) -> None:
+        """One metrics record per finished episode (step it ended at, score, length)."""
+        st = self.state
+        for step, score, length in finished:
+            st.episodes += 1
+            self.run.log_metric({"step": step, "frames": step * self.env.spec.frameskip, "episode": st.episodes,
+                                 "episode_return": score, "episode_length": length, **extra,
+                                 "steps_per_s": round(rate, 1)})
+        if self.progress is not None:
+            if finished:
+                self.progress.set_postfix(ret=f"{finished[-1][1]:.1f}", refresh=False)
+            self.progress.update(min(st.step, self.total_steps) - self.progress.n)
+
+    def on_schedule(self) -> None:
+        """Periodic evaluation and checkpoint, when their step has come."""
+        st = self.state
+        if st.step >= st.next_eval:
+            result = self.evaluate(self.protocol.periodic_eval_episodes,
+                                   stream_seed(self.seed, "periodic_eval", st.step))
+            self.run.log_eval({"step": st.step, "frames": st.step * self.env.spec.frameskip, **result.summary()})
+            st.next_eval += self.protocol.eval_interval
+        if st.next_checkpoint <= st.step < self.total_steps:
+            st.next_checkpoint += self.checkpoint_interval
+            self.save_checkpoint()
+            self.begin()
+
+    def evaluate(self, episodes: int, seed: int) -> EvalResult:
+        """Score the deployed network under the protocol (separate env, unclipped score)."""
+        net = self.deployed
+        net.eval()
+        try:
+            policy, epsilon = self.policy(net, self.protocol, self.device, seed)
+            return evaluate_policy(policy, self.env.spec, self.protocol, episodes, seed, epsilon=epsilon)
+        finally:
+            net.train()
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def extra_checkpoint(self) -> dict:
+        """What this learner's checkpoint holds besides its networks, optimizer and counters."""
+        return {}
+
+    def restore_extra(self, payload: dict) -> None:
+        pass
+
+    def save_checkpoint(self) -> None:
+        payload = {"train_state": dataclasses.asdict(self.state),
+                   **{role: net.state_dict() for role, net in self.networks.items()},
+                   "optimizer": self.opt.state_dict(), "torch_rng": torch.get_rng_state(),
+                   **self.extra_checkpoint()}
+        self.run.save_checkpoint(payload)
+
+    def load_checkpoint(self, payload: dict) -> None:
+        for role, net in self.networks.items():
+            net.load_state_dict(payload[role])
+        self.opt.load_state_dict(payload["optimizer"])
+        torch.set_rng_state(payload["torch_rng"])
+        self.state = self.state_type(**payload["train_state"])
+        self.restore_extra(payload)
+
+
+def linear_decay(value: float, step: int, total_steps: int) -> float:
+    """`value` decayed linearly to 0 at `total_steps` (the lr and clip schedules)."""
+    return value * max(0.0, 1.0 - step / total_steps)
+
+
+PolicyFactory = Callable[[int], tuple[Policy, float | None]]  # seed -> (policy, epsilon)

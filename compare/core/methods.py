@@ -1,0 +1,118 @@
+"""The two kinds of method plug-in, with one interface the application uses for both.
+
+- `TrainedMethod`: a network builder and a learner (`compare.core.learner`). The learner
+  trains, checkpoints, resumes and evaluates; the method only says what network it deploys.
+- `DerivedMethod`: builds a run from a finished run of `source_method` (a conversion).
+
+Both answer the same questions, so nothing above this module asks which kind a method is:
+    section_types()          the typed config sections its runs record (`--set` keys)
+    base_settings(...)       settings before `--set` overrides
+    start(settings, ...)     make a finished run
+    resume(run, ...)         continue a killed one
+    deployed(run, device)    a finished run's deployed network and policy (`Deployed`)
+    baseline                 the ANN method whose energy the table compares it with
+    source_method            the method whose run it starts from (None: trains from scratch)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from torch import nn
+
+from compare.core.envs import resolve_env
+from compare.core.errors import UsageError
+from compare.core.learner import Learner
+from compare.core.protocols import get_protocol
+from compare.core.runstore import Run
+from compare.core.settings import Settings
+from compare.core.training import (Deployed, load_trained, resolve_device, resume_training_run,
+                                   start_training_run)
+
+NetworkBuilder = Callable[[object, str, tuple[int, ...], int], nn.Module]  # (options, family, obs shape, actions)
+
+
+@dataclass(frozen=True)
+class TrainedMethod:
+    name: str
+    description: str
+    options_type: type                 # dataclass of the method's own settings (`--set` keys)
+    learner: type[Learner]
+    build_network: NetworkBuilder      # the network the method deploys (Q-network or actor)
+    family_presets: dict[str, str] = field(default_factory=dict)  # learner preset per env family,
+                                                                  # where it differs from the learner's
+    option_presets: dict[str, object] = field(default_factory=dict)  # options a preset brings along
+    options_key: str = "method_options"
+    source_method: None = None
+
+    @property
+    def baseline(self) -> str:
+        return self.learner.baseline
+
+    def section_types(self) -> dict[str, type]:
+        return {self.learner.key: self.learner.config_type, self.options_key: self.options_type}
+
+    def base_settings(self, game: str, seed: int, steps: int | None, protocol_name: str, preset: str | None,
+                      device: str, source: Path | None) -> Settings:
+        if source is not None:
+            raise UsageError(f"--source is for methods that start from another run; {self.name} trains from scratch")
+        spec = resolve_env(game)
+        protocol = get_protocol(protocol_name)
+        preset = preset or self.family_presets.get(spec.family) or self.learner.family_presets[spec.family]
+        sections = {self.learner.key: self.learner.preset(preset),
+                    self.options_key: self.option_presets.get(preset, self.options_type())}
+        return Settings(self.name, spec.name, seed, steps if steps is not None else spec.budget(protocol),
+                        resolve_device(device), preset, protocol, sections)
+
+    def start(self, settings: Settings, results_root: Path, name: str | None = None, progress_factory=None) -> Run:
+        return start_training_run(self, settings, results_root, name, progress_factory)
+
+    def resume(self, run: Run, progress_factory=None) -> Run:
+        return resume_training_run(self, run, progress_factory)
+
+    def deployed(self, run: Run, device: str = "cpu") -> Deployed:
+        return load_trained(self, run, device)
+
+
+@dataclass(frozen=True)
+class DerivedMethod:
+    name: str
+    description: str
+    options_type: type
+    source_method: str                 # the method of the finished run it starts from
+    derive: Callable[..., Run]         # (settings, results root, name) -> finished run
+    load: Callable[[Run, str], Deployed]  # (finished run, device) -> its deployed network
+    baseline: str                      # the ANN method its energy is compared with
+    options_key: str = "method_options"
+
+    def section_types(self) -> dict[str, type]:
+        return {self.options_key: self.options_type}
+
+    def base_settings(self, game: str, seed: int, steps: int | None, protocol_name: str, preset: str | None,
+                      device: str, source: Path | None) -> Settings:
+        """Game, seed, budget and protocol come from the source run (read, never written)."""
+        if source is None:
+            raise UsageError(f"--method {self.name} needs --source RUN_DIR (a finished {self.source_method} run)")
+        run = Run.open(source)
+        method = run.config.get("method") if isinstance(run.config, dict) else None
+        if method != self.source_method:
+            raise UsageError(f"{source} is a {method!r} run; --method {self.name} needs a finished "
+                             f"{self.source_method} run")
+        if not run.finished:
+            raise UsageError(f"{source} has not finished (no eval.json); --method {self.name} needs a "
+                             f"finished {self.source_method} run")
+        origin = Settings.from_dict(run.config, f"{source}/config.json")
+        return Settings(self.name, origin.game, origin.seed, origin.total_steps, "cpu", None, origin.protocol,
+                        {self.options_key: self.options_type()}, source=str(run.path.resolve()))
+
+    def start(self, settings: Settings, results_root: Path, name: str | None = None, progress_factory=None) -> Run:
+        return self.derive(settings, results_root, name)
+
+    def resume(self, run: Run, progress_factory=None) -> Run:
+        raise UsageError(f"{run.path} is a {self.name!r} run; only training runs resume "
+                         f"(start the {self.name} run again instead)")
+
+    def deployed(self, run: Run, device: str = "cpu") -> Deployed:
+        return self.load(run, device)

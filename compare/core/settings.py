@@ -1,0 +1,66 @@
+"""`Settings`: everything that defines a run; `config.json` is its JSON form plus provenance.
+
+A run's settings are the method, the environment, the seed and budget, the protocol, and one
+typed config object per section the method declares (`method.section_types()`): a trained
+method has its learner's hyperparameters (under "dqn" or "ppo") and its own options (under
+"method_options"); a derived method has its options (e.g. under "convert") and its source run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from compare.core import config as cfgmod
+from compare.core.errors import UsageError
+from compare.core.protocols import Protocol
+from compare.core.registry import get_method
+
+
+@dataclass
+class Settings:
+    method: str
+    game: str
+    seed: int
+    total_steps: int
+    device: str
+    preset: str | None
+    protocol: Protocol
+    sections: dict[str, object] = field(default_factory=dict)  # section key -> config object
+    source: str | None = None   # derived methods: the run they start from
+
+    @property
+    def options(self):
+        """The method's own options (`--set` keys such as timesteps or mlp_hidden)."""
+        return self.sections[get_method(self.method).options_key]
+
+    @property
+    def learner(self):
+        """The learner's hyperparameters (trained methods)."""
+        return self.sections[get_method(self.method).learner.key]
+
+    def to_dict(self) -> dict:
+        data = {"method": self.method, "game": self.game, "seed": self.seed,
+                "total_steps": self.total_steps, "device": self.device}
+        if self.preset is not None:
+            data["preset"] = self.preset
+        if self.source is not None:
+            data["source"] = self.source
+        data["protocol"] = dataclasses.asdict(self.protocol)
+        return {**data, **{key: dataclasses.asdict(obj) for key, obj in self.sections.items()}}
+
+    @classmethod
+    def from_dict(cls, data: dict, where: str = "config.json") -> "Settings":
+        """Settings from a run's config.json; a file that is not one gets a UsageError."""
+        if not isinstance(data, dict):
+            raise UsageError(f"{where} is not a compare run config (not a JSON object)")
+        method = get_method(data.get("method", "?"))
+        try:
+            return cls(method=data["method"], game=data["game"], seed=int(data["seed"]),
+                       total_steps=int(data["total_steps"]), device=data["device"],
+                       preset=data.get("preset"), protocol=cfgmod.from_dict(Protocol, data["protocol"]),
+                       sections={key: cfgmod.from_dict(kind, data[key])
+                                 for key, kind in method.section_types().items()},
+                       source=data.get("source"))
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise UsageError(f"{where} is not a compare run config ({type(e).__name__}: {e})") from None

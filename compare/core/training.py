@@ -1,0 +1,194 @@
+"""Trained runs, start to finish: train (or resume) with the method's learner, evaluate the
+deployed network, record; and a finished run's deployed network read back for evaluation,
+attacks, conversion and export."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from compare.core.accounting import CostMeter
+from compare.core.envs import EnvSpec, VecEnv, resolve_env
+from compare.core.errors import UsageError
+from compare.core.evaluation import EvalResult, Policy, evaluate_policy, greedy_q_policy
+from compare.core.learner import Learner
+from compare.core.registry import get_method
+from compare.core.runstore import Run, ensure_writable_dir, provenance
+from compare.core.scores import human_normalized_score
+from compare.core.seeding import stream_seed
+from compare.core.settings import Settings
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda was asked for but no CUDA device is available; use auto or cpu")
+    return device
+
+
+@dataclass
+class Deployed:
+    """A finished run's deployed network and how it acts: what `compare eval`, FGSM and the
+    table's re-evaluations need, whatever the method."""
+
+    settings: Settings
+    spec: EnvSpec
+    network: nn.Module                 # acts; its cost per decision is measured
+    learner: type[Learner] | None      # whose policy rule it follows (None: greedy on Q-values)
+    device: torch.device
+    timesteps: int = 1                 # simulation steps per decision (1: an ANN)
+    attack_network: nn.Module | None = None  # FGSM takes its gradient here (default: `network`)
+    attack: str = "white-box"
+
+    def policy(self, seed: int) -> tuple[Policy, float | None]:
+        """(policy, epsilon) under the run's protocol; epsilon None: the protocol's eval_epsilon."""
+        if self.learner is None:
+            return greedy_q_policy(self.network, self.device), None
+        return self.learner.policy(self.network, self.settings.protocol, self.device, seed)
+
+
+def observation_shape(spec: EnvSpec, protocol) -> tuple[tuple[int, ...], int]:
+    """(observation shape, number of actions) of an environment under a protocol."""
+    env = VecEnv(spec, protocol, 1)
+    try:
+        env.reset(seed=0)
+        return tuple(env.obs_shape), env.n_actions
+    finally:
+        env.close()
+
+
+def build_networks(method, settings: Settings, spec: EnvSpec, obs_shape: tuple[int, ...],
+                   n_actions: int) -> dict[str, nn.Module]:
+    """Every network the method's learner trains, by role."""
+    network = method.build_network(settings.options, spec.family, obs_shape, n_actions)
+    return method.learner.networks(network, settings.options, spec.family, obs_shape)
+
+
+def start_training_run(method, settings: Settings, results_root: Path, name: str | None = None,
+                       progress_factory=None) -> Run:
+    ensure_writable_dir(results_root)
+    run = Run.create(results_root, resolve_env(settings.game).slug, settings.method, settings.seed,
+                     {**settings.to_dict(), **provenance()}, name=name)
+    _train(method, run, settings, checkpoint=None, progress_factory=progress_factory)
+    return run
+
+
+def resume_training_run(method, run: Run, progress_factory=None) -> Run:
+    if run.finished:
+        raise UsageError(f"run {run.path} has already finished (eval.json exists); nothing to resume")
+    settings = Settings.from_dict(run.config, f"{run.path}/config.json")
+    checkpoint = run.load_checkpoint()
+    run.truncate_logs(checkpoint["train_state"]["step"] if checkpoint else 0)
+    _train(method, run, settings, checkpoint=checkpoint, progress_factory=progress_factory)
+    return run
+
+
+def _train(method, run: Run, settings: Settings, checkpoint: dict | None, progress_factory) -> None:
+    spec = resolve_env(settings.game)
+    torch.manual_seed(stream_seed(settings.seed, "torch"))
+    device = torch.device(settings.device)
+    env = VecEnv(spec, settings.protocol, settings.learner.num_envs)
+    env.reset(seed=0)  # learns obs shape and action count; the learner starts its own episodes
+    nets = build_networks(method, settings, spec, env.obs_shape, env.n_actions)
+    progress = progress_factory(settings.total_steps) if progress_factory else None
+    learner = method.learner(nets, env, settings.learner, settings.protocol, settings.total_steps,
+                             settings.seed, device, run, progress)
+    if checkpoint is not None:
+        learner.load_checkpoint(checkpoint)
+        if progress is not None:
+            progress.update(learner.state.step)
+    try:
+        learner.train()
+    finally:
+        env.close()
+        if progress is not None:
+            progress.close()
+    for net in nets.values():
+        net.eval()
+    deployed = Deployed(settings, spec, learner.deployed, method.learner, device,
+                        timesteps=getattr(settings.options, "timesteps", 1))
+    training_only = {role: net for role, net in nets.items() if role != method.learner.deployed_role}
+    run.write_eval(evaluate_deployed(deployed, settings.protocol.eval_episodes,
+                                     stream_seed(settings.seed, "final_eval"), training_only))
+
+
+def eval_record(settings: Settings, spec: EnvSpec, result: EvalResult, neuro: dict) -> dict:
+    """The eval.json record of an evaluation: scores, protocol and the cost of a decision."""
+    return {"game": settings.game, "method": settings.method, "seed": settings.seed,
+            "step": settings.total_steps, **result.summary(),
+            "hns": human_normalized_score(spec.ale_id, result.summary()["mean_return"]),
+            "protocol": dataclasses.asdict(settings.protocol), "neuro": neuro}
+
+
+def evaluate_deployed(deployed: Deployed, episodes: int, seed: int,
+                      training_only: dict[str, nn.Module] | None = None) -> dict:
+    """Scores under the protocol and the cost of each decision (`neuro`). Networks used only
+    in training (an actor-critic's critic) are costed apart, per evaluated state, under
+    `<role>_neuro_training_only`."""
+    settings, spec = deployed.settings, deployed.spec
+    policy, epsilon = deployed.policy(seed)
+    with CostMeter(deployed.network, timesteps=deployed.timesteps) as meter:
+        result = evaluate_policy(policy, spec, settings.protocol, episodes, seed, epsilon=epsilon)
+    record = eval_record(settings, spec, result, meter.summary())
+    if training_only:
+        env = VecEnv(spec, settings.protocol, 1)
+        try:
+            obs = torch.as_tensor(env.reset(seed=seed), device=deployed.device)
+        finally:
+            env.close()
+        for role, net in training_only.items():
+            with CostMeter(net, timesteps=1) as role_meter, torch.inference_mode():
+                net(obs)
+            record[f"{role}_neuro_training_only"] = role_meter.summary()
+    return record
+
+
+def load_trained(method, run: Run, device: str = "cpu") -> Deployed:
+    """A finished trained run's deployed network (the Q-network of a Q-method, the actor of an
+    actor-critic method) with its trained weights."""
+    settings = Settings.from_dict(run.config, f"{run.path}/config.json")
+    spec = resolve_env(settings.game)
+    saved = run.load_weights(device)
+    obs_shape, n_actions = observation_shape(spec, settings.protocol)
+    nets = build_networks(method, settings, spec, obs_shape, n_actions)
+    role = method.learner.deployed_role
+    network = nets[role]
+    try:
+        network.load_state_dict(method.learner.deployed_weights(saved, list(nets), role))
+    except (KeyError, RuntimeError) as e:
+        raise UsageError(f"{run.path}/model.pt does not fit this run's network ({type(e).__name__})") from None
+    return Deployed(settings, spec, network.to(device).eval(), method.learner, torch.device(device),
+                    timesteps=getattr(settings.options, "timesteps", 1))
+
+
+def load_deployed(path: Path, device: str = "cpu", methods: tuple[str, ...] | None = None) -> Deployed:
+    """The deployed network of the finished run at `path`, whatever its method; `methods`
+    restricts which methods are accepted."""
+    run = Run.open(path)
+    method_name = run.config.get("method", "?") if isinstance(run.config, dict) else "?"
+    if methods is not None and method_name not in methods:
+        raise UsageError(f"{path} is a {method_name!r} run; this needs a finished {' or '.join(methods)} run")
+    if not run.finished:
+        raise UsageError(f"{path} has not finished (no eval.json); use a finished run")
+    return get_method(method_name).deployed(run, device)
+
+
+def resume_run(path: Path, progress_factory=None) -> Run:
+    """Continue the killed run at `path` from its last checkpoint, with its method."""
+    run = Run.open(path)
+    config = run.config
+    method_name = config.get("method", "?") if isinstance(config, dict) else "?"
+    return get_method(method_name).resume(run, progress_factory)
+
+
+def evaluate_saved_run(path: Path, episodes: int | None, seed: int | None, device: str) -> dict:
+    """`compare eval`: the run's deployed network evaluated again (the run is not modified)."""
+    deployed = load_deployed(path, resolve_device(device))
+    settings = deployed.settings
+    seed = stream_seed(settings.seed if seed is None else seed, "reevaluation")
+    return evaluate_deployed(deployed, episodes or settings.protocol.eval_episodes, seed)
