@@ -1,9 +1,15 @@
+import hashlib
+import json
 import os
+import signal
+import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
+import torch
 
 # samna must never be imported (see tests/tripwire). The tripwire goes first on the path here
 # and, through PYTHONPATH, in every `python -m compare` the tests start; each import attempt
@@ -21,3 +27,81 @@ def pytest_sessionfinish(session, exitstatus):
     if SAMNA_LOG.exists() and SAMNA_LOG.read_text().strip():
         print(f"\nsamna was imported during the tests; stacks in {SAMNA_LOG}:\n{SAMNA_LOG.read_text()}")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+# -- helpers shared by the test modules (`from conftest import ...`) ---------------------------
+
+def compare(*args, cwd=None, timeout=900):
+    """`python -m compare ARGS` as a user runs it: the completed process."""
+    return subprocess.run([sys.executable, "-m", "compare", *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd, timeout=timeout)
+
+
+def assert_clean_error(proc, *fragments):
+    """Exit code 2, one line on stderr naming the problem, no traceback."""
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def snapshot(directory: Path) -> dict[str, str]:
+    """sha256 of every file in `directory`: what a read-only command must leave unchanged."""
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(directory.iterdir()) if p.is_file()}
+
+
+def kill_after_first_checkpoint(cmd: list[str], out: Path) -> Path:
+    """Start a training run, SIGKILL it a second after its first checkpoint; its directory."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline, checkpoint = time.time() + 300, None
+        while time.time() < deadline and proc.poll() is None and checkpoint is None:
+            checkpoint = next(iter(out.glob("runs/*/checkpoint.pt")), None)
+            time.sleep(0.2)
+        assert checkpoint is not None and proc.poll() is None, "run ended before it could be killed"
+        time.sleep(1.0)  # past the first checkpoint, then killed mid-way
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return checkpoint.parent
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+def without_timing(records: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "steps_per_s"} for r in records]
+
+
+def same_tensors(a, b) -> bool:
+    """Equal state dicts (or dicts of them, by role), tensor by tensor."""
+    if isinstance(a, torch.Tensor):
+        return torch.equal(a, b)
+    return a.keys() == b.keys() and all(same_tensors(a[k], b[k]) for k in a)
+
+
+def resume_and_check(run_dir, uninterrupted=None):
+    """Resume a killed run; check that it continued from its checkpoint (not from step 0) and,
+    given the directory of the same run never interrupted, that it ended identical to it."""
+    checkpoint_step = torch.load(run_dir / "checkpoint.pt", weights_only=True)["train_state"]["step"]
+    kept = [r for r in read_jsonl(run_dir / "metrics.jsonl") if r["step"] <= checkpoint_step]
+    res = compare("run", "--resume", run_dir, "--quiet")
+    assert res.returncode == 0, res.stderr
+    steps = [r["step"] for r in read_jsonl(run_dir / "metrics.jsonl")]
+    assert steps == sorted(steps) and len(set(steps)) == len(steps)  # no duplicated records
+    assert steps[len(kept)] > checkpoint_step > 0  # the resumed process went on from the checkpoint
+    if uninterrupted is not None:
+        assert without_timing(read_jsonl(run_dir / "metrics.jsonl")) == without_timing(
+            read_jsonl(uninterrupted / "metrics.jsonl"))
+        for name in ("eval.json", "evals.jsonl"):
+            if (uninterrupted / name).exists():
+                assert (run_dir / name).read_text() == (uninterrupted / name).read_text(), name
+        resumed, whole = (torch.load(d / "model.pt", weights_only=True) for d in (run_dir, uninterrupted))
+        assert same_tensors(resumed, whole)
+    return json.loads((run_dir / "eval.json").read_text())

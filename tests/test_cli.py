@@ -1,34 +1,11 @@
-import hashlib
 import json
-import os
-import signal
-import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
 
+from conftest import assert_clean_error, compare, kill_after_first_checkpoint, resume_and_check, snapshot
+
 SHORT = ["--game", "CartPole-v1", "--quiet", "--set", "eval_episodes=2", "--set", "mlp_hidden=32,32"]
-
-
-def compare(*args, cwd=None, timeout=600):
-    return subprocess.run([sys.executable, "-m", "compare", *map(str, args)], capture_output=True,
-                          text=True, cwd=cwd, timeout=timeout)
-
-
-def assert_clean_error(proc, *fragments):
-    assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert "Traceback" not in proc.stderr
-    for fragment in fragments:
-        assert fragment in lines[0]
-
-
-def snapshot(directory: Path) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(directory.iterdir()) if p.is_file()}
 
 
 @pytest.mark.parametrize("args, fragments", [
@@ -56,43 +33,23 @@ def test_unwritable_out(tmp_path):
     assert_clean_error(compare("run", *SHORT, "--steps", "10", "--out", blocker / "sub"), "cannot write to")
 
 
-def kill_after_first_checkpoint(cmd: list[str], out: Path) -> Path:
-    """Start a training run, SIGKILL it a second after its first checkpoint; its directory."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline, checkpoint = time.time() + 300, None
-        while time.time() < deadline and proc.poll() is None and checkpoint is None:
-            checkpoint = next(iter(out.glob("runs/*/checkpoint.pt")), None)
-            time.sleep(0.2)
-        assert checkpoint is not None and proc.poll() is None, "run ended before it could be killed"
-        time.sleep(1.0)  # past the first checkpoint, then killed mid-way
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    return checkpoint.parent
-
-
 @pytest.mark.parametrize("save_replay", ["auto", "never"])  # replay restored / refilled
 def test_killed_run_resumes_from_its_checkpoint(tmp_path, save_replay):
-    """SIGKILL mid-training, then --resume: the run finishes at the requested step count."""
+    """SIGKILL mid-training, then --resume: the run goes on from its checkpoint; with its replay
+    saved it ends exactly as the same run never interrupted."""
+    args = ["run", *SHORT, "--steps", "20000", "--set", "checkpoint_interval=2000", "--set", "learning_starts=500",
+            "--set", "train_freq=16", "--set", "gradient_steps=4", "--set", f"save_replay={save_replay}",
+            "--set", "eval_interval=5000", "--set", "periodic_eval_episodes=2"]
+    uninterrupted = None
+    if save_replay == "auto":
+        res = compare(*args, "--out", tmp_path / "whole")
+        assert res.returncode == 0, res.stderr
+        (uninterrupted,) = (tmp_path / "whole").glob("runs/*")
     out = tmp_path / "results"
-    cmd = [sys.executable, "-m", "compare", "run", *SHORT, "--steps", "20000", "--out", str(out),
-           "--set", "checkpoint_interval=2000", "--set", "learning_starts=500",
-           "--set", "train_freq=16", "--set", "gradient_steps=4", "--set", f"save_replay={save_replay}"]
-    run_dir = kill_after_first_checkpoint(cmd, out)
+    run_dir = kill_after_first_checkpoint([sys.executable, "-m", "compare", *args, "--out", str(out)], out)
     assert not (run_dir / "eval.json").exists()
-    for name in ("config.json",):
-        json.loads((run_dir / name).read_text())
-    res = compare("run", "--resume", run_dir, "--quiet")
-    assert res.returncode == 0, res.stderr
-    result = json.loads((run_dir / "eval.json").read_text())
+    result = resume_and_check(run_dir, uninterrupted)
     assert result["step"] == 20000 and len(result["episode_returns"]) == 2
-    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    steps = [m["step"] for m in metrics]
-    assert steps == sorted(steps) and len(set(steps)) == len(steps)  # no duplicated records
-    assert steps[-1] > 18_000
     assert (run_dir / "replay.npz").exists() == (save_replay == "auto")
 
 

@@ -1,13 +1,12 @@
-import hashlib
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
+from conftest import compare as compare_cli
+from conftest import snapshot as digest
 from converters.convert import ConvertedSNN, ConvertOptions, layer_scales, normalize_ann
 
 
@@ -103,11 +102,6 @@ def test_lif_option_builds_leaky_sinabs_layers():
     assert q.shape == (7, 3) and torch.isfinite(q).all()
 
 
-def compare_cli(*args):
-    return subprocess.run([sys.executable, "-m", "compare", *map(str, args)], capture_output=True,
-                          text=True, timeout=900)
-
-
 @pytest.fixture(scope="module")
 def cartpole_dqn(tmp_path_factory):
     out = tmp_path_factory.mktemp("dqn")
@@ -116,10 +110,6 @@ def cartpole_dqn(tmp_path_factory):
                        "--set", "learning_starts=500")
     assert proc.returncode == 0, proc.stderr
     return next(out.glob("runs/*"))
-
-
-def digest(directory):
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(directory.iterdir())}
 
 
 def test_conversion_is_a_run_of_its_own_and_leaves_the_source_alone(cartpole_dqn, tmp_path):

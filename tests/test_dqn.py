@@ -1,8 +1,12 @@
+import numpy as np
 import pytest
+import torch
 
-from compare.core.dqn import DQNConfig, get_dqn_preset
+from compare.app.resolve import resolve_settings
+from compare.core.dqn import DQN_PRESETS, DQNConfig, DQNLearner, td_target
+from compare.core.envs import VecEnv, resolve_env
 from compare.core.errors import UsageError
-from compare.experiment import resolve_settings, start_run
+from compare.core.registry import get_method
 
 
 def test_epsilon_decays_linearly_then_stays():
@@ -20,7 +24,7 @@ def test_epsilon_decay_as_a_fraction_of_the_budget():
 
 
 def test_chen2022_preset_matches_the_dsqn_paper():
-    c = get_dqn_preset("chen2022")
+    c = DQN_PRESETS["chen2022"]
     assert (c.optimizer, c.lr, c.loss, c.gamma, c.buffer_size, c.learning_starts,
             c.target_update_period, c.batch_size, c.train_freq) == (
         "adam", 2.5e-4, "mse", 0.99, 1_000_000, 50_000, 10_000, 128, 4)
@@ -51,7 +55,7 @@ def short_cartpole(tmp_path, name):
     settings = resolve_settings("dqn", "CartPole-v1", 7, 3000, "nature", None,
                                 {"learning_starts": "500", "eval_episodes": "2", "mlp_hidden": "64,64",
                                  "train_freq": "64", "gradient_steps": "16"}, "cpu")
-    return start_run(settings, tmp_path / name)
+    return get_method("dqn").start(settings, tmp_path / name)
 
 
 def test_same_seed_gives_identical_metrics(tmp_path):
@@ -62,3 +66,46 @@ def test_same_seed_gives_identical_metrics(tmp_path):
     assert any(r["loss"] is not None for r in a.metrics())
     assert strip(a.metrics()) == strip(b.metrics())
     assert a.read_eval()["episode_returns"] == b.read_eval()["episode_returns"]
+
+
+def test_td_target_stops_bootstrapping_at_terminals():
+    rewards, terminals = torch.tensor([1.0, -1.0, 0.5]), torch.tensor([0.0, 1.0, 0.0])
+    next_q = torch.tensor([[2.0, 5.0], [7.0, 3.0], [-1.0, -4.0]])
+    # r + 0.9 * max_a Q(s', a), except where terminal: 1 + 4.5, -1, 0.5 - 0.9
+    torch.testing.assert_close(td_target(rewards, terminals, next_q, None, 0.9), torch.tensor([5.5, -1.0, -0.4]))
+
+
+def test_double_dqn_takes_the_action_from_the_online_net_and_its_value_from_the_target():
+    rewards, terminals = torch.zeros(2), torch.zeros(2)
+    target_q = torch.tensor([[2.0, 5.0], [7.0, 3.0]])
+    online_q = torch.tensor([[9.0, 0.0], [0.0, 9.0]])  # prefers action 0, then action 1
+    torch.testing.assert_close(td_target(rewards, terminals, target_q, online_q, 1.0), torch.tensor([2.0, 3.0]))
+    torch.testing.assert_close(td_target(rewards, terminals, target_q, None, 1.0), torch.tensor([5.0, 7.0]))
+
+
+def test_learning_rate_decays_linearly_to_zero_at_the_budget():
+    settings = resolve_settings("dqn", "CartPole-v1", 0, 1000, "nature", None,
+                                {"mlp_hidden": "16", "batch_size": "8", "lr": "0.01"}, "cpu")
+    assert settings.learner.lr_schedule == "linear"  # the cartpole preset's
+    env = VecEnv(resolve_env("CartPole-v1"), settings.protocol, 1)
+    try:
+        env.reset(seed=0)
+        net = get_method("dqn").build_network(settings.options, "classic", env.obs_shape, env.n_actions)
+        learner = DQNLearner({"q": net}, env, settings.learner, settings.protocol, 1000, 0,
+                             torch.device("cpu"), run=None)
+        learner.begin()
+        for _ in range(20):  # a few random transitions to update on
+            obs = learner.obs
+            actions = np.array([env.n_actions - 1])
+            out = env.step(actions)
+            learner.replay.add(obs, actions, out.reward.astype(np.float32), out.terminated, out.done,
+                               out.final_frame)
+            learner.obs = out.obs
+        rates = []
+        for step in (0, 250, 1000):
+            learner.state.step = step
+            learner._update()
+            rates.append(learner.opt.param_groups[0]["lr"])
+        assert rates == pytest.approx([0.01, 0.0075, 0.0])
+    finally:
+        env.close()

@@ -4,8 +4,10 @@ from norse.torch.functional.lif_box import (LIFBoxFeedForwardState, LIFBoxParame
                                             lif_box_feed_forward_step)
 from torch import nn
 
+from compare.app.resolve import resolve_settings
 from compare.core.accounting import JOULES_PER_AC, JOULES_PER_MAC, CostMeter, synaptic_ops
 from compare.core.errors import UsageError
+from compare.core.networks import build_ann
 from direct.dsqn import DSQNOptions, SpikingQNetwork, build_dsqn, decode
 from direct.neurons import LeakyIntegratorLayer, LIFLayer, LIFParameters, li_step, lif_step
 
@@ -145,9 +147,7 @@ def test_cost_of_a_tiny_spiking_network_matches_hand_count():
 
 
 def test_ann_cost_is_its_macs():
-    from compare.core.networks import NatureCNN
-
-    net = NatureCNN(6)
+    net = build_ann("atari", (4, 84, 84), 6)
     with CostMeter(net) as meter:
         net(torch.zeros(3, 4, 84, 84, dtype=torch.uint8))
     stats = meter.summary()
@@ -163,15 +163,11 @@ def test_ann_cost_is_its_macs():
     ({"reset": "zero"}, "choose one of: hard, soft"),
 ])
 def test_bad_dsqn_options_are_refused(overrides, message):
-    from compare.experiment import resolve_settings
-
     with pytest.raises(UsageError, match=message):
         resolve_settings("dsqn", "CartPole-v1", 0, 100, "nature", None, overrides, "cpu")
 
 
 def test_liu2022_preset_brings_its_network_and_its_hyperparameters():
-    from compare.experiment import resolve_settings
-
     s = resolve_settings("dsqn", "Breakout", 0, 100, "nature", "liu2022", {}, "cpu")
     assert (s.options.timesteps, s.options.readout) == (64, "rate")
     assert (s.learner.lr, s.learner.loss) == (1e-4, "huber")

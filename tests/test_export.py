@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 import subprocess
@@ -8,22 +9,13 @@ import pytest
 import torch
 
 from compare.core.runstore import Run
+from conftest import assert_clean_error as one_line_error
+from conftest import compare as compare_cli
 from converters.convert import ConvertedSNN, load_converted, spiking_model
-from converters.export import load_converted_nir
+from converters.hardware import ChipSNN
+from converters.nir_export import load_converted_nir
 from direct.dsqn import DSQNOptions, build_dsqn, decode
 from direct.nir_export import dsqn_to_nir, load_dsqn_nir
-
-
-def compare_cli(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "compare", *map(str, args)], capture_output=True,
-                          text=True, timeout=900, env=env)
-
-
-def one_line_error(proc, *fragments):
-    assert proc.returncode == 2, proc.stderr
-    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
-    for fragment in fragments:
-        assert fragment in proc.stderr, proc.stderr
 
 
 def finished_run(out, *args):
@@ -73,8 +65,6 @@ def test_speck_dqn_exports_to_speck2f(speck_breakout, tmp_path):
     assert "needs SynSense's samna" in record["chip_config"] and "--index-url" in record["chip_config"]
     assert "needs SynSense's samna" in proc.stdout
     # The exported discretized model runs in the harness' chip simulation.
-    from converters.hardware import ChipSNN
-
     q = ChipSNN(model, 4, 255.0, 1.0)(torch.randint(0, 255, (2, 4, 84, 84), dtype=torch.uint8))
     assert q.shape == (2, 4)
 
@@ -115,7 +105,7 @@ def test_converted_snn_nir_round_trip(cartpole_convert, tmp_path):
     proc = compare_cli("export", cartpole_convert, "--target", "nir", "--out", out)
     assert proc.returncode == 0, proc.stderr
     T, batch = 8, 5
-    settings, spec, ann_q, options, scales, normalized = load_converted(Run.open(cartpole_convert))
+    _, _, options, _, normalized = load_converted(Run.open(cartpole_convert))
     original = spiking_model(normalized, options, T).eval()
     loaded = load_converted_nir(out / "model.nir", batch_size=batch, timesteps=T).eval()
     torch.manual_seed(0)
@@ -127,8 +117,6 @@ def test_converted_snn_nir_round_trip(cartpole_convert, tmp_path):
     assert membranes > 0  # the comparison exercises real neuron dynamics
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
     # It is the converter's own SNN: the decision-level wrapper with zero start states agrees.
-    import dataclasses
-
     wrapper = ConvertedSNN(normalized, dataclasses.replace(options, initial_membrane=0.0), T, None, 1.0).eval()
     with torch.no_grad():
         torch.testing.assert_close(wrapper(obs), got.reshape(batch, T, -1).mean(1), atol=1e-5, rtol=0)

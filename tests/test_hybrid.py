@@ -6,12 +6,13 @@ import sys
 import pytest
 import torch
 
+from compare.app.resolve import resolve_settings
 from compare.core.envs import VecEnv, resolve_env
-from compare.experiment import build_networks, resolve_settings
-from compare.methods import get_method
 from compare.core.ppo import PPO_PRESETS, PPOLearner, gae
+from compare.core.registry import get_method
+from compare.core.training import build_networks
+from conftest import assert_clean_error, compare, kill_after_first_checkpoint, resume_and_check
 from direct.hybrid import PopulationEncoder
-from test_cli import assert_clean_error, compare, kill_after_first_checkpoint
 
 SHORT = ["--game", "CartPole-v1", "--quiet", "--set", "eval_episodes=2"]
 
@@ -44,7 +45,7 @@ def networks(method, game, **overrides):
     settings = resolve_settings(method, game, 0, 100, "nature", None, overrides, "cpu")
     env = VecEnv(resolve_env(game), settings.protocol, 2)
     obs = env.reset(seed=0)
-    nets = build_networks(get_method(method), settings, resolve_env(game), env)
+    nets = build_networks(get_method(method), settings, resolve_env(game), env.obs_shape, env.n_actions)
     return settings, env, obs, nets
 
 
@@ -54,8 +55,7 @@ def test_ppo_loss_gradients_reach_the_actors_first_layer_and_nets_share_nothing(
     try:
         actor, critic = nets["actor"], nets["critic"]
         assert not {id(p) for p in actor.parameters()} & {id(p) for p in critic.parameters()}
-        learner = PPOLearner(actor, critic, env, settings.learner, settings.protocol, 100, 0,
-                             torch.device("cpu"), run=None)
+        learner = PPOLearner(nets, env, settings.learner, settings.protocol, 100, 0, torch.device("cpu"), run=None)
         x = torch.as_tensor(obs)
         with torch.no_grad():
             old_logprobs = torch.log_softmax(actor(x), 1)[:, 0] - 0.1
@@ -67,7 +67,8 @@ def test_ppo_loss_gradients_reach_the_actors_first_layer_and_nets_share_nothing(
         if method == "hybrid" and game == "CartPole-v1":
             assert actor.encoder.mean.grad.abs().sum() > 0  # the receptive fields learn too
         with pytest.raises(ValueError, match="share"):
-            PPOLearner(actor, actor, env, settings.learner, settings.protocol, 100, 0, torch.device("cpu"), None)
+            PPOLearner({"actor": actor, "critic": actor}, env, settings.learner, settings.protocol, 100, 0,
+                       torch.device("cpu"), None)
     finally:
         env.close()
 
@@ -95,14 +96,12 @@ def test_ppo_run_is_reproducible_and_records_its_config(tmp_path):
     assert results[0]["critic_neuro_training_only"]["macs_per_decision"] > 0
 
 
-def test_killed_ppo_run_resumes_from_its_checkpoint(tmp_path):
-    out = tmp_path / "results"
-    cmd = [sys.executable, "-m", "compare", "run", "--method", "ppo", *SHORT, "--steps", "30000",
-           "--out", str(out), "--set", "checkpoint_interval=2000"]
-    run_dir = kill_after_first_checkpoint(cmd, out)
-    assert not (run_dir / "eval.json").exists()
-    res = compare("run", "--resume", run_dir, "--quiet")
+def test_killed_ppo_run_resumes_from_its_checkpoint_and_ends_as_if_never_killed(tmp_path):
+    args = ["run", "--method", "ppo", *SHORT, "--steps", "20000", "--set", "checkpoint_interval=2000"]
+    res = compare(*args, "--out", tmp_path / "whole")
     assert res.returncode == 0, res.stderr
-    assert json.loads((run_dir / "eval.json").read_text())["step"] == 30000
-    steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert steps == sorted(steps) and steps[-1] >= 28_000
+    (uninterrupted,) = (tmp_path / "whole").glob("runs/*")
+    out = tmp_path / "results"
+    run_dir = kill_after_first_checkpoint([sys.executable, "-m", "compare", *args, "--out", str(out)], out)
+    assert not (run_dir / "eval.json").exists()
+    assert resume_and_check(run_dir, uninterrupted)["step"] == 20000

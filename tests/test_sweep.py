@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from test_cli import assert_clean_error, compare
+from conftest import assert_clean_error, compare
 
 CELLS = ["--games", "CartPole-v1", "--methods", "dqn,dsqn,convert", "--seeds", "0-1", "--steps", "1000",
          "--set", "eval_episodes=2", "--set", "mlp_hidden=32,32", "--set", "learning_starts=300",
@@ -149,7 +149,7 @@ def test_a_launcher_without_its_extra_says_what_to_install(monkeypatch):
     import importlib.util
 
     from compare.core.errors import UsageError
-    from compare.sweep import check_launcher
+    from compare.app.sweep import check_launcher
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))

@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 import torch
 
+from compare.app.robustness import fgsm
 from compare.core.scores import human_normalized_score
-from test_cli import assert_clean_error, compare
+from compare.core.training import evaluate_saved_run, load_deployed
+from conftest import assert_clean_error, compare
 
 STEPS = ["--game", "CartPole-v1", "--steps", "1500", "--quiet", "--set", "eval_episodes=2",
          "--set", "mlp_hidden=32,32", "--set", "learning_starts=500"]
@@ -148,14 +150,8 @@ def test_plot_writes_the_three_kinds_of_figure(store, tmp_path):
 
 
 def test_fgsm_at_eps_zero_keeps_the_score_and_a_large_eps_changes_actions(store):
-    from compare.experiment import load_trained_network
-    from compare.robustness import fgsm
-    from compare.core.runstore import Run
-
     out, runs = store
     run_dir = runs["dqn", 0]
-    from compare.experiment import evaluate_saved_run
-
     clean = evaluate_saved_run(run_dir, 3, None, "cpu")
     attacked = compare("eval", run_dir, "--episodes", "3", "--attack", "fgsm", "--eps", "0,0.5")
     assert attacked.returncode == 0, attacked.stderr
@@ -166,7 +162,7 @@ def test_fgsm_at_eps_zero_keeps_the_score_and_a_large_eps_changes_actions(store)
     # surrogate gradient) for the DSQN.
     obs = torch.randn(256, 4).numpy()
     for key in (("dqn", 0), ("dsqn", 0)):
-        _, _, net = load_trained_network(Run.open(runs[key]))
+        net = load_deployed(runs[key]).network
         with torch.no_grad():
             before = net(torch.as_tensor(obs)).argmax(1)
             after = net(torch.as_tensor(fgsm(net, obs, 0.5, None))).argmax(1)

@@ -1,0 +1,138 @@
+"""The structure a new method relies on: one module and one registry line make a method; the
+ANN, DSQN and hybrid actor share one topology; imports point down the layers; seed streams
+never collide."""
+
+import ast
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from torch import nn
+
+from compare.app.cli import main
+from compare.core.dqn import DQNLearner
+from compare.core.methods import TrainedMethod
+from compare.core.networks import build_ann, synapse_stack
+from compare.core.ppo import PPOLearner
+from compare.core.registry import REGISTRY
+from compare.core.seeding import STREAMS, stream_seed
+from direct.dsqn import DSQNOptions, build_dsqn
+from direct.hybrid import HybridOptions, SpikingActor
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# -- a toy Q-method and a toy actor-critic method, registered from this test ------------------
+
+@dataclass(frozen=True)
+class ToyOptions:
+    width: int = 16
+    critic_hidden: tuple[int, ...] = (16,)  # the PPO learner's ANN critic
+
+
+def toy_network(options: ToyOptions, family: str, obs_shape: tuple[int, ...], n_actions: int) -> nn.Module:
+    return build_ann(family, obs_shape, n_actions, (options.width,))
+
+
+TOY_Q = TrainedMethod(name="toy_q", description="a toy Q-network", options_type=ToyOptions,
+                      learner=DQNLearner, build_network=toy_network)
+TOY_AC = TrainedMethod(name="toy_ac", description="a toy actor", options_type=ToyOptions,
+                       learner=PPOLearner, build_network=toy_network)
+
+
+def test_a_registered_toy_method_trains_and_tabulates_through_the_cli(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(REGISTRY, "toy_q", f"{__name__}:TOY_Q")
+    monkeypatch.setitem(REGISTRY, "toy_ac", f"{__name__}:TOY_AC")
+    for method in ("toy_q", "toy_ac"):
+        main(["run", "--method", method, "--game", "CartPole-v1", "--steps", "512", "--quiet",
+              "--out", str(tmp_path), "--set", "width=8", "--set", "eval_episodes=2",
+              "--set", "learning_starts=100" if method == "toy_q" else "num_steps=32"])
+    runs = {json.loads((p / "config.json").read_text())["method"]: p for p in (tmp_path / "runs").iterdir()}
+    assert set(runs) == {"toy_q", "toy_ac"}
+    assert json.loads((runs["toy_q"] / "config.json").read_text())["method_options"]["width"] == 8
+    assert "dqn" in json.loads((runs["toy_q"] / "config.json").read_text())  # its learner's section
+    assert "ppo" in json.loads((runs["toy_ac"] / "config.json").read_text())
+    critic = json.loads((runs["toy_ac"] / "eval.json").read_text())["critic_neuro_training_only"]
+    assert critic["macs_per_decision"] == 4 * 16 + 16 * 1  # the learner added its ANN critic
+    capsys.readouterr()
+    main(["table", "--results", str(tmp_path), "--format", "json"])
+    (table,) = json.loads(capsys.readouterr().out)
+    assert table["methods"] == ["toy_q", "toy_ac"]
+    for method in ("toy_q", "toy_ac"):
+        score = json.loads((runs[method] / "eval.json").read_text())["mean_return"]
+        assert table["cells"]["CartPole-v1"][method]["mean"] == pytest.approx(score)
+
+
+# -- one topology ------------------------------------------------------------------------------
+
+def weight_shapes(modules) -> list[tuple[int, ...]]:
+    return [tuple(m.weight.shape) for m in modules if isinstance(m, (nn.Conv2d, nn.Linear))]
+
+
+@pytest.mark.parametrize("family, obs_shape", [("atari", (4, 84, 84)), ("minatar", (6, 10, 10)), ("classic", (4,))])
+def test_ann_dsqn_and_hybrid_actor_share_the_synapse_stack(family, obs_shape):
+    n_actions, out_pop, pop = 5, 3, 7
+    stack = weight_shapes(synapse_stack(family, obs_shape, n_actions, (32, 32)))
+    ann = weight_shapes(build_ann(family, obs_shape, n_actions, (32, 32)).modules())
+    dsqn = weight_shapes(build_dsqn(DSQNOptions(mlp_hidden=(32, 32)), family, obs_shape, n_actions).synapses)
+    actor = weight_shapes(SpikingActor(HybridOptions(mlp_hidden=(32, 32), out_pop=out_pop, pop_size=pop),
+                                       family, obs_shape, n_actions).synapses)
+    assert ann == dsqn == stack
+    # The actor's output layer has a population per action, and vector inputs enter through
+    # the population encoder; every other layer is the same.
+    expected = list(stack)
+    expected[-1] = (n_actions * out_pop, expected[-1][1])
+    if family == "classic":
+        expected[0] = (expected[0][0], obs_shape[0] * pop)
+    assert actor == expected
+
+
+# -- layers --------------------------------------------------------------------------------------
+
+LAYERS = {"compare.core": 0, "compare.baselines": 1, "direct": 1, "converters": 1, "compare.app": 2}
+# Function-level imports of project modules that are deliberate (ARCHITECTURE.md lists them).
+DELIBERATE_LAZY = {"compare/app/cli.py"}
+
+
+def layer_of(module: str) -> int | None:
+    return next((rank for prefix, rank in LAYERS.items() if module == prefix or module.startswith(prefix + ".")), None)
+
+
+def project_imports(tree: ast.AST):
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and layer_of(node.module) is not None:
+            yield node, node.module
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if layer_of(alias.name) is not None:
+                    yield node, alias.name
+
+
+def test_imports_point_down_and_sit_at_module_level():
+    files = [p for folder in ("compare", "direct", "converters") for p in (ROOT / folder).rglob("*.py")]
+    assert len(files) > 20
+    upward, nested = [], []
+    for path in files:
+        relative = path.relative_to(ROOT).as_posix()
+        module = relative[:-3].replace("/", ".").removesuffix(".__init__")
+        own = layer_of(module)
+        tree = ast.parse(path.read_text())
+        top_level = {id(node) for node in tree.body}
+        for node, target in project_imports(tree):
+            if own is not None and layer_of(target) > own:
+                upward.append(f"{relative}:{node.lineno} imports {target}")
+            if id(node) not in top_level and relative not in DELIBERATE_LAZY:
+                nested.append(f"{relative}:{node.lineno} imports {target} inside a function")
+    assert not upward, upward
+    assert not nested, nested
+
+
+# -- seeds ---------------------------------------------------------------------------------------
+
+def test_seed_streams_never_collide():
+    seeds = [stream_seed(seed, stream, *index) for seed in (0, 1, 10_000) for stream in STREAMS
+             for index in ((), (0,), (1,), (10_000,))]
+    assert len(set(seeds)) == len(seeds)
+    assert stream_seed(3, "final_eval") == stream_seed(3, "final_eval")  # deterministic
+    assert all(0 <= s < 2**31 for s in seeds)
