@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from torch import nn
+
 from compare.core.dqn import DQNLearner
 from compare.core.methods import TrainedMethod
 from compare.core.networks import build_ann
@@ -19,14 +21,10 @@ class AnnOptions:
     arch: Literal["default", "speck"] = "default"  # speck: the chip-mappable Atari network
 
 
-DQN = TrainedMethod(
-    name="dqn",
-    description="ANN DQN (Nature CNN / MinAtar CNN / MLP)",
-    options_type=AnnOptions,
-    learner=DQNLearner,
-    build_network=lambda opts, family, obs_shape, n_actions: build_ann(
-        family, obs_shape, n_actions, opts.mlp_hidden, opts.arch),
-)
+def ann_network(options, family: str, obs_shape: tuple[int, ...], n_actions: int) -> nn.Module:
+    """The family's ANN (`mlp_hidden` widths for vector observations; `arch`, where the options
+    have it, picks the Speck network on Atari)."""
+    return build_ann(family, obs_shape, n_actions, options.mlp_hidden, getattr(options, "arch", "default"))
 
 
 @dataclass(frozen=True)
@@ -35,11 +33,6 @@ class AnnActorOptions:
     critic_hidden: tuple[int, ...] = (64, 64)  # critic widths for vector observations
 
 
-PPO = TrainedMethod(
-    name="ppo",
-    description="PPO with an ANN actor and a separate ANN critic (Schulman et al. 2017)",
-    options_type=AnnActorOptions,
-    learner=PPOLearner,
-    build_network=lambda opts, family, obs_shape, n_actions: build_ann(
-        family, obs_shape, n_actions, opts.mlp_hidden),
-)
+DQN = TrainedMethod("dqn", "ANN DQN (Nature CNN / MinAtar CNN / MLP)", AnnOptions, DQNLearner, ann_network)
+PPO = TrainedMethod("ppo", "PPO with an ANN actor and a separate ANN critic (Schulman et al. 2017)",
+                    AnnActorOptions, PPOLearner, ann_network)

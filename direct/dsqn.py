@@ -114,12 +114,9 @@ def build_dsqn(options: DSQNOptions, family: str, obs_shape: tuple[int, ...], n_
 
 
 DSQN = TrainedMethod(
-    name="dsqn",
-    description="deep spiking Q-network, surrogate gradients in Norse (Chen et al. 2022)",
-    options_type=DSQNOptions,
-    learner=DQNLearner,
-    build_network=build_dsqn,
-    family_presets={"atari": "chen2022"},
+    "dsqn", "deep spiking Q-network, surrogate gradients in Norse (Chen et al. 2022)", DSQNOptions, DQNLearner,
+    build_dsqn,
+    family_presets={"atari": "chen2022"},  # Chen et al.'s learner; MinAtar and CartPole: the DQN's
     option_presets={
         "liu2022": DSQNOptions(timesteps=64, readout="rate", input_divisor=255.0),
         # Vector-observation tasks: with the Atari defaults (ATan alpha 2, no biases) CartPole

@@ -135,10 +135,5 @@ class SpikingActor(nn.Module):
         return (populations * self.decoder_weight).sum(-1) + self.decoder_bias
 
 
-HYBRID = TrainedMethod(
-    name="hybrid",
-    description="spiking actor (population-coded, Norse LIF) + ANN critic, PPO (PopSAN, discrete)",
-    options_type=HybridOptions,
-    learner=PPOLearner,
-    build_network=SpikingActor,
-)
+HYBRID = TrainedMethod("hybrid", "spiking actor (population-coded, Norse LIF) + ANN critic, PPO (PopSAN, discrete)",
+                       HybridOptions, PPOLearner, SpikingActor)

@@ -105,3 +105,18 @@ def resume_and_check(run_dir, uninterrupted=None):
         resumed, whole = (torch.load(d / "model.pt", weights_only=True) for d in (run_dir, uninterrupted))
         assert same_tensors(resumed, whole)
     return json.loads((run_dir / "eval.json").read_text())
+
+
+def kill_and_resume(args: list[str], tmp_path: Path, exact: bool) -> tuple[Path, dict]:
+    """Run `compare ARGS` (a training run with frequent checkpoints), SIGKILL it after its first
+    checkpoint, resume it and check the resume (`resume_and_check`); with `exact`, against the
+    same run made once without interruption. Returns the run directory and its eval.json."""
+    uninterrupted = None
+    if exact:
+        res = compare(*args, "--out", tmp_path / "whole")
+        assert res.returncode == 0, res.stderr
+        (uninterrupted,) = (tmp_path / "whole").glob("runs/*")
+    out = tmp_path / "results"
+    run_dir = kill_after_first_checkpoint([sys.executable, "-m", "compare", *args, "--out", str(out)], out)
+    assert not (run_dir / "eval.json").exists()
+    return run_dir, resume_and_check(run_dir, uninterrupted)

@@ -1,9 +1,8 @@
 import json
-import sys
 
 import pytest
 
-from conftest import assert_clean_error, compare, kill_after_first_checkpoint, resume_and_check, snapshot
+from conftest import assert_clean_error, compare, kill_and_resume, snapshot
 
 SHORT = ["--game", "CartPole-v1", "--quiet", "--set", "eval_episodes=2", "--set", "mlp_hidden=32,32"]
 
@@ -40,15 +39,7 @@ def test_killed_run_resumes_from_its_checkpoint(tmp_path, save_replay):
     args = ["run", *SHORT, "--steps", "20000", "--set", "checkpoint_interval=2000", "--set", "learning_starts=500",
             "--set", "train_freq=16", "--set", "gradient_steps=4", "--set", f"save_replay={save_replay}",
             "--set", "eval_interval=5000", "--set", "periodic_eval_episodes=2"]
-    uninterrupted = None
-    if save_replay == "auto":
-        res = compare(*args, "--out", tmp_path / "whole")
-        assert res.returncode == 0, res.stderr
-        (uninterrupted,) = (tmp_path / "whole").glob("runs/*")
-    out = tmp_path / "results"
-    run_dir = kill_after_first_checkpoint([sys.executable, "-m", "compare", *args, "--out", str(out)], out)
-    assert not (run_dir / "eval.json").exists()
-    result = resume_and_check(run_dir, uninterrupted)
+    run_dir, result = kill_and_resume(args, tmp_path, exact=save_replay == "auto")
     assert result["step"] == 20000 and len(result["episode_returns"]) == 2
     assert (run_dir / "replay.npz").exists() == (save_replay == "auto")
 

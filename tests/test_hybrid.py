@@ -1,7 +1,6 @@
 import dataclasses
 import json
 import math
-import sys
 
 import pytest
 import torch
@@ -11,7 +10,7 @@ from compare.core.envs import VecEnv, resolve_env
 from compare.core.ppo import PPO_PRESETS, PPOLearner, gae
 from compare.core.registry import get_method
 from compare.core.training import build_networks
-from conftest import assert_clean_error, compare, kill_after_first_checkpoint, resume_and_check
+from conftest import assert_clean_error, compare, kill_and_resume
 from direct.hybrid import PopulationEncoder
 
 SHORT = ["--game", "CartPole-v1", "--quiet", "--set", "eval_episodes=2"]
@@ -98,10 +97,5 @@ def test_ppo_run_is_reproducible_and_records_its_config(tmp_path):
 
 def test_killed_ppo_run_resumes_from_its_checkpoint_and_ends_as_if_never_killed(tmp_path):
     args = ["run", "--method", "ppo", *SHORT, "--steps", "20000", "--set", "checkpoint_interval=2000"]
-    res = compare(*args, "--out", tmp_path / "whole")
-    assert res.returncode == 0, res.stderr
-    (uninterrupted,) = (tmp_path / "whole").glob("runs/*")
-    out = tmp_path / "results"
-    run_dir = kill_after_first_checkpoint([sys.executable, "-m", "compare", *args, "--out", str(out)], out)
-    assert not (run_dir / "eval.json").exists()
-    assert resume_and_check(run_dir, uninterrupted)["step"] == 20000
+    _, result = kill_and_resume(args, tmp_path, exact=True)
+    assert result["step"] == 20000

@@ -31,8 +31,8 @@ from compare.core.seeding import stream_seed
 from compare.core.training import load_deployed, observation_shape
 from converters.convert import (ConformanceMeter, ConvertOptions, calibrate, load_converted, normalize_ann,
                                 spiking_model, split_ann)
-from converters.hardware import (CHIP_TARGETS, ChipSNN, chip_layers, discretize_layers, map_to_cores,
-                                 report_text, resource_report, spiking_layers, write_chip_config)
+from converters.hardware import (CHIP_TARGETS, ChipSNN, chip_layers, discretize_layers, map_to_cores, report_text,
+                                 resource_report, spiking_layers, write_chip_config)
 from converters.nir_export import converted_to_nir
 from direct.nir_export import dsqn_to_nir
 

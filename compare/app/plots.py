@@ -11,6 +11,7 @@ Groups are the table's (one protocol and budget): runs made differently are neve
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 

@@ -131,16 +131,10 @@ class DQNState(LearnerState):
     next_target: int = 0
 
 
-class DQNLearner(Learner):
+class DQNLearner(Learner, key="dqn", config_type=DQNConfig, presets=DQN_PRESETS, deployed_role="q",
+                 family_presets={"atari": "nature", "minatar": "minatar", "classic": "cartpole"},
+                 state_type=DQNState):
     """Trains a Q-network in `env`; `run` (a `compare.core.runstore.Run`) records everything."""
-
-    key = "dqn"
-    config_type = DQNConfig
-    presets = DQN_PRESETS
-    family_presets = {"atari": "nature", "minatar": "minatar", "classic": "cartpole"}
-    deployed_role = "q"
-    baseline = "dqn"
-    state_type = DQNState
 
     @classmethod
     def policy(cls, network: nn.Module, protocol: Protocol, device: torch.device,

@@ -1,12 +1,13 @@
 """The learner plug-in: what every learner declares, and the scaffolding they all share.
 
-A learner (`DQNLearner`, `PPOLearner`) is a class that declares, as class attributes,
+A learner (`DQNLearner`, `PPOLearner`) is a class that declares, in its class statement,
     key             the config.json section of its hyperparameters ("dqn", "ppo")
     config_type     the typed dataclass of those hyperparameters
     presets         named configs (`--preset`), and `family_presets`, the default per env family
     deployed_role   the network a trained run deploys and evaluates ("q", "actor")
-    baseline        the ANN method trained by this learner (the table's reference for energy)
-and implements `networks` (the method's network plus whatever else it trains, by role),
+    state_type      its checkpointed counters (a `LearnerState` with fields of its own)
+Its key also names the ANN method it trains (dqn, ppo): the table's reference for the energy
+of every method this learner trains. A learner implements `networks` (the method's network plus whatever else it trains, by role),
 `policy` (how the deployed network acts under a protocol), `begin` and `train_until` (the
 loop), and the extra state its checkpoints hold. Logging, periodic evaluation, checkpoints,
 resumption and the saved weights are this module's, identical for every learner.
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -76,8 +76,14 @@ class Learner:
     presets: ClassVar[dict[str, object]]
     family_presets: ClassVar[dict[str, str]]
     deployed_role: ClassVar[str]
-    baseline: ClassVar[str]
-    state_type: ClassVar[type[LearnerState]] = LearnerState
+    state_type: ClassVar[type[LearnerState]]
+
+    def __init_subclass__(cls, *, key: str, config_type: type, presets: dict[str, object],
+                          family_presets: dict[str, str], deployed_role: str,
+                          state_type: type[LearnerState] = LearnerState, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.key, cls.config_type, cls.presets, cls.family_presets = key, config_type, presets, family_presets
+        cls.deployed_role, cls.state_type = deployed_role, state_type
 
     # -- what a learner declares ------------------------------------------------------------
     @classmethod
@@ -206,5 +212,3 @@ def linear_decay(value: float, step: int, total_steps: int) -> float:
     """`value` decayed linearly to 0 at `total_steps` (the lr and clip schedules)."""
     return value * max(0.0, 1.0 - step / total_steps)
 
-
-PolicyFactory = Callable[[int], tuple[Policy, float | None]]  # seed -> (policy, epsilon)

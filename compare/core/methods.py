@@ -28,8 +28,7 @@ from compare.core.learner import Learner
 from compare.core.protocols import get_protocol
 from compare.core.runstore import Run
 from compare.core.settings import Settings
-from compare.core.training import (Deployed, load_trained, resolve_device, resume_training_run,
-                                   start_training_run)
+from compare.core.training import Deployed, load_trained, resolve_device, resume_training_run, start_training_run
 
 NetworkBuilder = Callable[[object, str, tuple[int, ...], int], nn.Module]  # (options, family, obs shape, actions)
 
@@ -49,7 +48,8 @@ class TrainedMethod:
 
     @property
     def baseline(self) -> str:
-        return self.learner.baseline
+        """The ANN method of its learner, named by the learner's key (dqn, ppo)."""
+        return self.learner.key
 
     def section_types(self) -> dict[str, type]:
         return {self.learner.key: self.learner.config_type, self.options_key: self.options_type}

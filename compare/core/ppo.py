@@ -110,17 +110,12 @@ class PPOState(LearnerState):
     updates: int = 0
 
 
-class PPOLearner(Learner):
+class PPOLearner(Learner, key="ppo", config_type=PPOConfig, presets=PPO_PRESETS, deployed_role="actor",
+                 family_presets={"atari": "atari", "minatar": "atari", "classic": "cartpole"},
+                 state_type=PPOState):
     """Trains an actor and its ANN critic in `env`; `run` (a `compare.core.runstore.Run`)
-    records everything."""
-
-    key = "ppo"
-    config_type = PPOConfig
-    presets = PPO_PRESETS
-    family_presets = {"atari": "atari", "minatar": "atari", "classic": "cartpole"}
-    deployed_role = "actor"
-    baseline = "ppo"
-    state_type = PPOState
+    records everything. The method's options must have `critic_hidden` (the critic's widths
+    for vector observations)."""
 
     @classmethod
     def networks(cls, network: nn.Module, options, family: str, obs_shape: tuple[int, ...]) -> dict[str, nn.Module]:
