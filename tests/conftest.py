@@ -93,8 +93,10 @@ def resume_and_check(run_dir, uninterrupted=None):
     kept = [r for r in read_jsonl(run_dir / "metrics.jsonl") if r["step"] <= checkpoint_step]
     res = compare("run", "--resume", run_dir, "--quiet")
     assert res.returncode == 0, res.stderr
-    steps = [r["step"] for r in read_jsonl(run_dir / "metrics.jsonl")]
-    assert steps == sorted(steps) and len(set(steps)) == len(steps)  # no duplicated records
+    records = read_jsonl(run_dir / "metrics.jsonl")
+    steps = [r["step"] for r in records]
+    assert steps == sorted(steps)
+    assert [r["episode"] for r in records] == list(range(1, len(records) + 1))  # each episode once
     assert steps[len(kept)] > checkpoint_step > 0  # the resumed process went on from the checkpoint
     if uninterrupted is not None:
         assert without_timing(read_jsonl(run_dir / "metrics.jsonl")) == without_timing(
