@@ -9,6 +9,7 @@ from typing import Literal
 
 from torch import nn
 
+from compare.core.config import check_widths
 from compare.core.dqn import DQNLearner
 from compare.core.methods import TrainedMethod
 from compare.core.networks import build_ann
@@ -19,6 +20,9 @@ from compare.core.ppo import PPOLearner
 class AnnOptions:
     mlp_hidden: tuple[int, ...] = (256, 256)  # hidden widths for vector observations
     arch: Literal["default", "speck"] = "default"  # speck: the chip-mappable Atari network
+
+    def __post_init__(self):
+        check_widths(self, "mlp_hidden")
 
 
 def ann_network(options, family: str, obs_shape: tuple[int, ...], n_actions: int) -> nn.Module:
@@ -31,6 +35,9 @@ def ann_network(options, family: str, obs_shape: tuple[int, ...], n_actions: int
 class AnnActorOptions:
     mlp_hidden: tuple[int, ...] = (64, 64)     # actor widths for vector observations
     critic_hidden: tuple[int, ...] = (64, 64)  # critic widths for vector observations
+
+    def __post_init__(self):
+        check_widths(self, "mlp_hidden", "critic_hidden")
 
 
 DQN = TrainedMethod("dqn", "ANN DQN (Nature CNN / MinAtar CNN / MLP)", AnnOptions, DQNLearner, ann_network)

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from compare.core.accounting import CostMeter
+from compare.core.envs import resolve_env
 from compare.core.errors import UsageError
 from compare.core.evaluation import EvalResult, evaluate_policy
 from compare.core.methods import DerivedMethod
@@ -322,7 +323,18 @@ def run_conversion(settings: Settings, results_root: Path, name: str | None = No
     scales = calibrate(ann_q, spec, protocol, options, settings.seed)
     normalized = normalize_ann(ann, scales, keep_output_scale=options.readout == "membrane")
     config = {**settings.to_dict(), "layer_scales": [scale.tolist() for scale in scales], **provenance()}
-    run = Run.create(results_root, spec.slug, "convert", settings.seed, config, name=name)
+    run = Run.create(results_root, spec.slug, "convert", settings.seed, config, name=name, restart_unfinished=True)
+    try:
+        _evaluate_conversion(run, settings, ann_q, normalized, divisor, scales)
+    finally:
+        run.release()
+    return run
+
+
+def _evaluate_conversion(run: Run, settings: Settings, ann_q: nn.Module, normalized: nn.Sequential,
+                         divisor: float | None, scales: list[torch.Tensor]) -> None:
+    """One evaluation per T (each logged as soon as it is done), then eval.json with the best."""
+    options, protocol, spec = settings.options, settings.protocol, resolve_env(settings.game)
     sweep = []
     for timesteps in sorted(set(options.timesteps)):
         snn = converted_snn(normalized, options, timesteps, divisor, scales)
@@ -343,7 +355,6 @@ def run_conversion(settings: Settings, results_root: Path, name: str | None = No
                    **{key: best[key] for key in ("conformance", "conformance_decisive", "mean_abs_q_error")},
                    "sweep": sweep})
     run.write_eval(record)
-    return run
 
 
 CONVERT = DerivedMethod(

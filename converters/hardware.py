@@ -29,7 +29,7 @@ from torch import nn
 
 from compare.core.errors import UsageError
 from compare.core.networks import scale_input
-from compare.core.runstore import package_versions
+from compare.core.runstore import package_versions, read_json_object
 
 # target -> sinabs device name for make_config (None: sinabs 3.1 has no config builder for it)
 CHIP_TARGETS = {"speck2f": "speck2fdevkit", "speck2e": "speck2edevkit", "dynapcnn": None}
@@ -220,6 +220,44 @@ def discretize_layers(model: nn.Sequential) -> tuple[nn.Sequential, list[float]]
         modules += [q_conv, q_spk]
         scales.append(float(q_spk.spike_threshold) / threshold)
     return nn.Sequential(*modules), scales
+
+
+def describe_chip_model(model: nn.Sequential) -> list[dict]:
+    """Each core's convolution, as export.json records it for `load_chip_model`."""
+    return [{"in_channels": conv.in_channels, "out_channels": conv.out_channels,
+             "kernel_size": list(conv.kernel_size), "stride": list(conv.stride), "padding": list(conv.padding),
+             "bias": conv.bias is not None} for conv in model[0::2]]
+
+
+def chip_model_weights(model: nn.Sequential) -> dict[str, torch.Tensor]:
+    """What model.pt holds: every convolution's weights and every IAF layer's threshold and
+    membrane floor (tensors only; the membrane state is not part of the model)."""
+    return {key: value for key, value in model.state_dict().items() if not key.endswith("v_mem")}
+
+
+def load_chip_model(folder: Path) -> nn.Sequential:
+    """An exported chip model (`compare export --target speck2f ...`) rebuilt from its layer
+    description in export.json and its tensors in model.pt (loaded with weights_only=True):
+    Conv2d and sinabs IAFSqueeze layers, as `ChipSNN` runs them."""
+    record = read_json_object(Path(folder) / "export.json", "compare export record")
+    try:
+        layers, timesteps = record["chip_layers"], int(record["timesteps"])
+        modules: list[nn.Module] = []
+        for layer in layers:
+            modules += [nn.Conv2d(layer["in_channels"], layer["out_channels"], tuple(layer["kernel_size"]),
+                                  stride=tuple(layer["stride"]), padding=tuple(layer["padding"]), bias=layer["bias"]),
+                        sl.IAFSqueeze(spike_threshold=1.0, min_v_mem=-1.0, num_timesteps=timesteps)]  # values: model.pt
+    except (KeyError, TypeError, ValueError) as e:
+        raise UsageError(f"{folder}/export.json does not describe a chip model ({type(e).__name__}: {e})") from None
+    model = nn.Sequential(*modules)
+    try:
+        weights = torch.load(Path(folder) / "model.pt", map_location="cpu", weights_only=True)
+        missing, unexpected = model.load_state_dict(weights, strict=False)
+    except Exception as e:  # damaged, foreign or mismatched file
+        raise UsageError(f"{folder}/model.pt is not this chip model's tensors ({type(e).__name__})") from None
+    if unexpected or any(not key.endswith("v_mem") for key in missing):
+        raise UsageError(f"{folder}/model.pt does not match export.json's layers")
+    return model
 
 
 class ChipSNN(nn.Module):

@@ -19,6 +19,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from compare.core.config import check_widths
 from compare.core.dqn import DQNLearner
 from compare.core.errors import UsageError
 from compare.core.methods import TrainedMethod
@@ -45,6 +46,7 @@ class DSQNOptions(NeuronOptions):
         for name in ("out_tau_mem", "input_divisor"):
             if getattr(self, name) <= 0:
                 raise UsageError(f"{name}={getattr(self, name)} must be positive")
+        check_widths(self, "mlp_hidden")
 
 
 def decode(v: torch.Tensor, decoder: str) -> torch.Tensor:

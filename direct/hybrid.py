@@ -26,6 +26,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from compare.core.config import check_widths
 from compare.core.errors import UsageError
 from compare.core.methods import TrainedMethod
 from compare.core.networks import scale_input, synapse_stack
@@ -62,6 +63,7 @@ class HybridOptions(NeuronOptions):
                 raise UsageError(f"{name}={getattr(self, name)} must be positive")
         if self.encoder_mean_max <= self.encoder_mean_min:
             raise UsageError("encoder_mean_max must exceed encoder_mean_min")
+        check_widths(self, "mlp_hidden", "critic_hidden")
 
 
 class PopulationEncoder(nn.Module):

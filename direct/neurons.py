@@ -83,8 +83,9 @@ class NeuronOptions:
     def __post_init__(self):
         if self.surrogate not in SURROGATES:
             raise UsageError(f"surrogate={self.surrogate!r} is not allowed; choose one of: {', '.join(SURROGATES)}")
-        if self.tau_mem <= 0:
-            raise UsageError(f"tau_mem={self.tau_mem} must be positive")
+        for name in ("tau_mem", "v_th", "surrogate_alpha"):
+            if getattr(self, name) <= 0:
+                raise UsageError(f"{name}={getattr(self, name)} must be positive")
 
     @property
     def lif(self) -> LIFParameters:

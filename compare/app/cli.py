@@ -16,6 +16,7 @@ from compare.core.errors import UsageError
 from compare.core.registry import REGISTRY
 
 DEFAULT_RESULTS = Path("results")
+MAX_SEED = 2**32 - 1  # numpy's SeedSequence takes any, the environments' seeds 32 bits
 
 
 def _progress(total: int):
@@ -34,7 +35,7 @@ def cli():
 @click.option("--method", default="dqn", show_default=True, help="Method to train (`compare methods`).")
 @click.option("--game", default="CartPole-v1", show_default=True,
               help="Atari game (Pong, ALE/Pong-v5), classic control (CartPole-v1) or MinAtar/<Game>.")
-@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0, max=MAX_SEED))
 @click.option("--steps", type=click.IntRange(min=1),
               help="Agent steps to train [default: the environment's budget; Atari: the protocol's].")
 @click.option("--protocol", "protocol_name", default="nature", show_default=True,
@@ -79,9 +80,9 @@ def run(method, game, seed, steps, protocol_name, preset, overrides, eval_episod
                 pairs[key] = str(value)
         settings = resolve_settings(method, game, seed, steps, protocol_name, preset, pairs, device, source)
         if not quiet:
-            click.echo(f"run: {settings.method} on {settings.game}, seed {settings.seed}, "
-                       f"{settings.total_steps} steps, preset {settings.preset}, protocol "
-                       f"{settings.protocol.name}, device {settings.device}", err=True)
+            preset = f", preset {settings.preset}" if settings.preset else f", from {settings.source}"
+            click.echo(f"run: {settings.method} on {settings.game}, seed {settings.seed}, {settings.total_steps} "
+                       f"steps{preset}, protocol {settings.protocol.name}, device {settings.device}", err=True)
         run_ = get_method(method).start(settings, out, name=name, progress_factory=progress)
     _print_result(run_.path, run_.read_eval())
 
@@ -102,7 +103,8 @@ def _print_result(path: Path, result: dict) -> None:
 @cli.command("eval")
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--episodes", type=click.IntRange(min=1), help="[default: the run's protocol]")
-@click.option("--seed", type=int, default=None, help="Evaluation seed [default: the run's seed].")
+@click.option("--seed", type=click.IntRange(min=0, max=MAX_SEED), default=None,
+              help="Evaluation seed [default: the run's seed].")
 @click.option("--attack", type=click.Choice(["fgsm"]), help="Perturb every observation (stored in robustness.json).")
 @click.option("--eps", default="0.001,0.005,0.01", show_default=True, help="--attack: perturbation sizes.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
@@ -266,8 +268,9 @@ def sweep(sweep_file, games, methods, seeds, steps, protocol, overrides, launche
         print_plan(spec, click.echo)
         return
     summary = run_sweep(spec, click.echo)
+    elsewhere = f", {len(summary['elsewhere'])} running elsewhere" if summary["elsewhere"] else ""
     click.echo(f"sweep {spec.sweep_id}: {len(summary['done'])} done, {len(summary['skipped'])} skipped "
-               f"(finished earlier), {len(summary['failed'])} failed")
+               f"(finished earlier), {len(summary['failed'])} failed{elsewhere}")
     for cell, error in summary["failed"]:
         click.echo(f"  failed: {cell.label}: {error}")
     if summary["failed"]:
@@ -296,7 +299,7 @@ def list_(results):
             else:
                 last = read_jsonl(r.path / "metrics.jsonl")
                 status = f"unfinished at step {last[-1]['step'] if last else 0}/{cfg['total_steps']}"
-        except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
+        except (UsageError, OSError, ValueError, KeyError, TypeError, IndexError) as e:
             click.echo(f"{r.path.name}  skipped: unreadable config.json or eval.json ({type(e).__name__})")
             continue
         click.echo(f"{header} {status}")

@@ -31,8 +31,9 @@ from compare.core.seeding import stream_seed
 from compare.core.training import load_deployed, observation_shape
 from converters.convert import (ConformanceMeter, ConvertOptions, calibrate, load_converted, normalize_ann,
                                 spiking_model, split_ann)
-from converters.hardware import (CHIP_TARGETS, ChipSNN, chip_layers, discretize_layers, map_to_cores, report_text,
-                                 resource_report, spiking_layers, write_chip_config)
+from converters.hardware import (CHIP_TARGETS, ChipSNN, chip_layers, chip_model_weights, describe_chip_model,
+                                 discretize_layers, map_to_cores, report_text, resource_report, spiking_layers,
+                                 write_chip_config)
 from converters.nir_export import converted_to_nir
 from direct.nir_export import dsqn_to_nir
 
@@ -125,13 +126,14 @@ def _to_chip(run, target: str, folder: Path, options: ExportOptions, echo) -> di
                                episodes, seed)
     weights = torch.cat([m.weight.detach().flatten() for m in chip_model if isinstance(m, nn.Conv2d)])
 
-    torch.save(chip_model, folder / "model.pt")
+    torch.save(chip_model_weights(chip_model), folder / "model.pt")
     write_json(folder / "resources.json", report)
     (folder / "resources.txt").write_text(report_text(report))
     chip_config = write_chip_config(float_model, _chip_input_shape(shape), cores, target, folder)
     return {
         "game": settings.game, "seed": settings.seed, "timesteps": timesteps,
         "cores": {str(k): v for k, v in cores.items()},
+        "chip_layers": describe_chip_model(chip_model),
         "input_encoding": f"frame / {divisor:g}, deterministic IF rate code: floor(T x) spikes per "
                           "pixel over T steps" if divisor else "binary frame, deterministic IF rate code",
         "readout": "output spike count / T x output_scale; argmax is the action",

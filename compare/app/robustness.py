@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from compare.core.errors import UsageError
 from compare.core.evaluation import Policy, evaluate_policy
 from compare.core.networks import pixel_divisor
-from compare.core.runstore import read_json, write_json
+from compare.core.runstore import Run, read_json, write_json
 from compare.core.seeding import stream_seed
 from compare.core.training import load_deployed
 
@@ -80,12 +80,13 @@ def run_fgsm(run_dir: Path, eps_values: list[float], episodes: int | None, seed:
         result = evaluate_policy(attacked(policy, attack_net, eps, pixel_scale), spec, settings.protocol,
                                  episodes, seed, epsilon=epsilon)
         results[f"{eps:g}"] = {**result.summary(), "seed": seed}
-    path = Path(run_dir) / ROBUSTNESS
-    stored = read_json(path) if path.is_file() else {}
-    entry = stored.get("fgsm", {"results": {}})
-    entry.update({"attack": deployed.attack,
-                  "eps_unit": "fraction of the pixel range" if pixel_scale else "raw observation units"})
-    entry["results"].update(results)
-    stored["fgsm"] = entry
-    write_json(path, stored)
+    with Run.open(run_dir).writing() as run:
+        path = run.path / ROBUSTNESS
+        stored = read_json(path) if path.is_file() else {}
+        entry = stored.get("fgsm", {"results": {}})
+        entry.update({"attack": deployed.attack,
+                      "eps_unit": "fraction of the pixel range" if pixel_scale else "raw observation units"})
+        entry["results"].update(results)
+        stored["fgsm"] = entry
+        write_json(path, stored)
     return entry

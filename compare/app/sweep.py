@@ -15,11 +15,12 @@ or a local one), `slurm` (one submitit job array).
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import hashlib
 import importlib.util
 import json
-import shutil
+import signal
 import subprocess
 import sys
 import tomllib
@@ -28,15 +29,17 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
-from compare.app.resolve import parse_overrides, setting_owners
+from compare.app.resolve import parse_overrides, resolve_settings, setting_owners
 from compare.core.config import unknown_name_message
 from compare.core.envs import resolve_env
 from compare.core.errors import UsageError
 from compare.core.protocols import get_protocol
 from compare.core.registry import get_method
-from compare.core.runstore import ensure_writable_dir
+from compare.core.runstore import BUSY_MARK, ensure_writable_dir
 
 LAUNCHERS = ("local", "ray", "slurm")
+PR_SET_PDEATHSIG = 1
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
 EXTRAS = {"ray": ("ray", "pip install -e '.[ray]'"), "slurm": ("submitit", "pip install -e '.[slurm]'")}
 
 
@@ -107,8 +110,8 @@ def parse_seeds(text: str) -> tuple[int, ...]:
                 seeds.append(int(part))
     except ValueError:
         raise UsageError(f"--seeds {text!r} is not a seed range; use e.g. 0-4 or 0,2,5") from None
-    if not seeds or any(s < 0 for s in seeds):
-        raise UsageError(f"--seeds {text!r} must name seeds >= 0, e.g. 0-4")
+    if not seeds or any(not 0 <= s < 2**32 for s in seeds):
+        raise UsageError(f"--seeds {text!r} must name seeds from 0 to 2**32-1, e.g. 0-4")
     return tuple(dict.fromkeys(seeds))
 
 
@@ -117,37 +120,65 @@ def _list(value) -> tuple[str, ...]:
     return tuple(str(v).strip() for v in items if str(v).strip())
 
 
+def _number(name: str, value, kind: type, minimum: float):
+    """`value` (from the command line or TOML) as an int or float of at least `minimum`."""
+    try:
+        number = kind(value)
+        if isinstance(value, bool) or (kind is int and float(value) != number):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise UsageError(f"{name}={value!r} must be {'an integer' if kind is int else 'a number'}") from None
+    if number < minimum:
+        raise UsageError(f"{name}={value!r} must be at least {minimum:g}")
+    return number
+
+
+def _text(name: str, value) -> str:
+    if not isinstance(value, str):
+        raise UsageError(f"{name}={value!r} must be a string")
+    return value
+
+
 def make_spec(games, methods, seeds, steps=None, protocol="nature", overrides=(), launcher="local",
               workers=1, results="results", ray_address=None, cpus_per_run=1.0, gpus_per_run=0.0,
               slurm_cluster="slurm") -> SweepSpec:
-    """A checked sweep: every name known before anything starts."""
+    """A checked sweep: every name and every cell's settings known good before anything starts."""
     games_, methods_ = _list(games), _list(methods)
     if not games_ or not methods_:
         raise UsageError("a sweep needs at least one game and one method")
     games_ = tuple(resolve_env(g).name for g in games_)
     for m in methods_:
-        get_method(m)
-    for m in methods_:
         source = get_method(m).source_method
         if source is not None and source not in methods_:
             raise UsageError(f"{m} cells start from the {source} cell of their game and seed: add {source} "
                              "to the methods")
+    protocol = _text("protocol", protocol)
     get_protocol(protocol)
     if launcher not in LAUNCHERS:
         raise UsageError(f"unknown launcher {launcher!r}; allowed: {', '.join(LAUNCHERS)}")
-    if int(workers) < 1:
-        raise UsageError(f"--workers {workers} must be at least 1")
-    if steps is not None and int(steps) < 1:
-        raise UsageError(f"--steps {steps} must be a positive integer")
-    pairs = parse_overrides(tuple(overrides)) if not isinstance(overrides, dict) else {
-        str(k): str(v) for k, v in overrides.items()}
-    spec = SweepSpec(games_, methods_, parse_seeds(seeds), None if steps is None else int(steps), protocol,
-                     tuple(sorted(pairs.items())), launcher, int(workers), str(results), ray_address,
-                     float(cpus_per_run), float(gpus_per_run), slurm_cluster)
+    if isinstance(overrides, dict):
+        pairs = {str(k): str(v).lower() if isinstance(v, bool) else str(v) for k, v in overrides.items()}
+    elif isinstance(overrides, (list, tuple)):
+        pairs = parse_overrides(tuple(str(o) for o in overrides))
+    else:
+        raise UsageError(f"set={overrides!r} must be a table of KEY = VALUE settings")
+    spec = SweepSpec(games_, methods_, parse_seeds(seeds), None if steps is None else _number("steps", steps, int, 1),
+                     protocol, tuple(sorted(pairs.items())), launcher, _number("workers", workers, int, 1),
+                     _text("results", str(results)), ray_address, _number("cpus_per_run", cpus_per_run, float, 0),
+                     _number("gpus_per_run", gpus_per_run, float, 0), slurm_cluster)
     for key, _ in spec.overrides:
         if not any(key in accepted_keys(m) for m in methods_):
             raise UsageError(f"--set {key}: no method of this sweep has a setting of that name")
+    for m in methods_:  # every value parses and passes its checks, for every kind of cell
+        if get_method(m).source_method is None:
+            resolve_settings(m, games_[0], 0, spec.steps, protocol, None, cell_overrides(spec, m), "cpu")
     return spec
+
+
+def cell_overrides(spec: SweepSpec, method: str) -> dict[str, str]:
+    """The sweep's `--set` pairs that a cell of `method` takes."""
+    keys = accepted_keys(method)
+    return {key: value for key, value in spec.overrides if key in keys}
 
 
 def from_toml(path: Path, **cli) -> SweepSpec:
@@ -156,6 +187,8 @@ def from_toml(path: Path, **cli) -> SweepSpec:
         data = tomllib.loads(Path(path).read_text())
     except FileNotFoundError:
         raise UsageError(f"sweep file {path} does not exist") from None
+    except IsADirectoryError:
+        raise UsageError(f"sweep file {path} is a directory; give a TOML file") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise UsageError(f"{path} is not valid TOML ({e})") from None
     allowed = {f.name for f in dataclasses.fields(SweepSpec)} - {"overrides"} | {"set"}
@@ -178,7 +211,7 @@ def accepted_keys(method: str) -> set[str]:
 def cell_command(spec: SweepSpec, cell: Cell) -> list[str]:
     """The `compare run` arguments of a cell: a new run, or the resume of an interrupted one."""
     run_dir = spec.run_dir(cell)
-    if run_dir.is_dir() and cell.source is None:
+    if (run_dir / "config.json").is_file() and cell.source is None:
         return ["run", "--resume", str(run_dir), "--quiet"]
     args = ["run", "--method", cell.method, "--game", cell.game, "--seed", str(cell.seed),
             "--protocol", spec.protocol, "--out", spec.results, "--name", spec.run_name(cell), "--quiet"]
@@ -186,15 +219,21 @@ def cell_command(spec: SweepSpec, cell: Cell) -> list[str]:
         args += ["--source", str(spec.run_dir(cell.source))]
     elif spec.steps is not None:
         args += ["--steps", str(spec.steps)]
-    for key, value in spec.overrides:
-        if key in accepted_keys(cell.method):
-            args += ["--set", f"{key}={value}"]
+    for key, value in cell_overrides(spec, cell.method).items():
+        args += ["--set", f"{key}={value}"]
     return args
+
+
+def _die_with_parent() -> None:
+    """Runs in the cell's process before it starts: Linux sends it SIGTERM when the thread that
+    started it ends (PR_SET_PDEATHSIG), so a killed sweep never leaves its cells running."""
+    _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def run_cell(args: list[str]) -> tuple[int, str]:
     """One cell as a subprocess (in whichever worker the launcher chose): exit code, last error line."""
-    proc = subprocess.run([sys.executable, "-m", "compare", *args], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "compare", *args], capture_output=True, text=True,
+                          preexec_fn=_die_with_parent if _LIBC is not None else None)
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     return proc.returncode, (lines[-1] if lines and proc.returncode else "")
 
@@ -261,43 +300,44 @@ def check_launcher(launcher: str) -> None:
 
 
 def run_sweep(spec: SweepSpec, echo: Callable[[str], None]) -> dict[str, list]:
-    """Run every cell not finished yet; returns done / skipped / failed cells."""
+    """Run every cell not finished yet; returns done / skipped / failed cells, and those another
+    process is writing (`elsewhere`: a sweep rerun while the first still runs; not failures)."""
     check_launcher(spec.launcher)
     ensure_writable_dir(Path(spec.results))
     cells = spec.cells()
-    summary: dict[str, list] = {"done": [], "skipped": [], "failed": []}
+    summary: dict[str, list] = {"done": [], "skipped": [], "failed": [], "elsewhere": []}
     progress = {"n": 0}
 
     def finished(cell: Cell) -> bool:
         return (spec.run_dir(cell) / "eval.json").is_file()
+
+    def report(cell: Cell, status: str) -> None:
+        progress["n"] += 1
+        echo(f"[{progress['n']}/{len(cells)}] {cell.label}: {status}")
 
     def stage(batch: list[Cell]) -> None:
         todo = []
         for cell in batch:
             if finished(cell):
                 summary["skipped"].append(cell)
-                progress["n"] += 1
-                echo(f"[{progress['n']}/{len(cells)}] {cell.label}: finished earlier, skipped")
+                report(cell, "finished earlier, skipped")
             elif cell.source is not None and not finished(cell.source):
                 summary["failed"].append((cell, f"its {cell.source.method} cell did not finish"))
-                progress["n"] += 1
-                echo(f"[{progress['n']}/{len(cells)}] {cell.label}: not run (its {cell.source.method} cell did "
-                     "not finish)")
+                report(cell, f"not run (its {cell.source.method} cell did not finish)")
             else:
-                run_dir = spec.run_dir(cell)
-                if run_dir.is_dir() and (cell.source is not None or not (run_dir / "config.json").is_file()):
-                    shutil.rmtree(run_dir)  # an interrupted derived run, or a run killed at birth, restarts
                 todo.append(cell)
 
         def on_done(i: int, result: tuple[int, str]) -> None:
             cell, (code, error) = todo[i], result
-            progress["n"] += 1
             if code == 0 and finished(cell):
                 summary["done"].append(cell)
-                echo(f"[{progress['n']}/{len(cells)}] {cell.label}: done")
+                report(cell, "done")
+            elif code == 2 and BUSY_MARK in error:
+                summary["elsewhere"].append(cell)
+                report(cell, f"running elsewhere ({error.split(': ', 1)[-1]})")
             else:
                 summary["failed"].append((cell, error or f"exit code {code}"))
-                echo(f"[{progress['n']}/{len(cells)}] {cell.label}: FAILED: {error or f'exit code {code}'}")
+                report(cell, f"FAILED: {error or f'exit code {code}'}")
 
         if todo:
             _launch(spec, [cell_command(spec, c) for c in todo], on_done)

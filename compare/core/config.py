@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from typing import Any, Literal
@@ -47,10 +48,21 @@ def _parse_value(name: str, raw: str, annotation: Any) -> Any:
         return int(number)
     if annotation is float:
         try:
-            return float(raw)
+            number = float(raw)
         except ValueError:
             raise UsageError(f"{name}={raw!r} is not a number") from None
+        if not math.isfinite(number):
+            raise UsageError(f"{name}={raw!r} must be a finite number")
+        return number
     return raw
+
+
+def check_widths(obj, *names: str) -> None:
+    """Layer widths (tuples of ints such as mlp_hidden) must be positive."""
+    for name in names:
+        widths = getattr(obj, name)
+        if any(w <= 0 for w in widths):
+            raise UsageError(f"{name}={','.join(map(str, widths))} must list positive layer widths, e.g. 256,256")
 
 
 def apply_overrides(obj, overrides: dict[str, str]):

@@ -9,6 +9,7 @@ update from replay every `train_freq` agent steps, copy the target every
 from __future__ import annotations
 
 import copy
+import os
 from dataclasses import dataclass
 from typing import Literal
 
@@ -46,7 +47,7 @@ class DQNConfig:
     epsilon_end: float = 0.01
     epsilon_decay_steps: int = 0      # linear decay length in agent steps; 0: use the fraction
     exploration_fraction: float = 0.10  # decay length as a fraction of the budget
-    checkpoint_interval: int = 0      # agent steps between checkpoints; 0: ten per run
+    checkpoint_interval: int = 0      # agent steps between checkpoints; 0: ten per run, >= 10k apart
     save_replay: Literal["auto", "always", "never"] = "auto"  # auto: when it is under 1 GiB
 
     def __post_init__(self):
@@ -62,6 +63,11 @@ class DQNConfig:
             raise UsageError(f"lr={self.lr} must be positive")
         if not 0 <= self.gamma <= 1:
             raise UsageError(f"gamma={self.gamma} must lie in [0, 1]")
+        for name in ("epsilon_start", "epsilon_end"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise UsageError(f"{name}={getattr(self, name)} must lie in [0, 1]")
+        if not 0 < self.exploration_fraction <= 1:
+            raise UsageError(f"exploration_fraction={self.exploration_fraction} must lie in (0, 1]")
         if self.batch_size > self.buffer_size:
             raise UsageError(f"batch_size={self.batch_size} exceeds buffer_size={self.buffer_size}")
 
@@ -141,6 +147,17 @@ class DQNLearner(Learner, key="dqn", config_type=DQNConfig, presets=DQN_PRESETS,
                seed: int) -> tuple[Policy, float | None]:
         return greedy_q_policy(network, device), None
 
+    @classmethod
+    def check_resources(cls, config: DQNConfig, env) -> None:
+        """The replay must fit in this machine's memory (it is allocated lazily, so a larger one
+        would fail hours into a run)."""
+        frame_bytes = int(np.prod(env.frame_shape)) * np.dtype(env.frame_dtype).itemsize
+        needed = config.buffer_size * frame_bytes
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        if needed > memory:
+            raise UsageError(f"buffer_size={config.buffer_size} needs {needed / 2**30:,.1f} GiB of frames; this "
+                             f"machine has {memory / 2**30:,.1f} GiB of memory")
+
     def __init__(self, networks: dict[str, nn.Module], env, config: DQNConfig, protocol: Protocol,
                  total_steps: int, seed: int, device: torch.device, run, progress=None):
         super().__init__(networks, env, config, protocol, total_steps, seed, device, run, progress)
@@ -216,8 +233,7 @@ class DQNLearner(Learner, key="dqn", config_type=DQNConfig, presets=DQN_PRESETS,
         cfg, st = self.cfg, self.state
         super().begin()
         if self.replay is None:
-            self.replay = ReplayBuffer(cfg.buffer_size, cfg.num_envs, self.env.frame_shape,
-                                       newest_frame(self.obs, self.env.spec.frame_stack).dtype,
+            self.replay = ReplayBuffer(cfg.buffer_size, cfg.num_envs, self.env.frame_shape, self.env.frame_dtype,
                                        self.env.spec.frame_stack, seed=stream_seed(self.seed, "replay"))
             if self._restored_replay is not None:
                 self.replay.load_state_dict(self._restored_replay)
@@ -262,4 +278,4 @@ class DQNLearner(Learner, key="dqn", config_type=DQNConfig, presets=DQN_PRESETS,
                     self.progress.set_postfix(ret=f"{out.finished[-1][1]:.1f}", eps=f"{eps:.2f}", refresh=False)
             elif self.progress is not None:
                 self.progress.update(st.step - self.progress.n)
-            self.on_schedule()
+            self.on_schedule(episode_ended=bool(out.done.all()))

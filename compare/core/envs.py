@@ -192,6 +192,10 @@ class VecEnv:
         return self._frame_shape
 
     @property
+    def frame_dtype(self) -> np.dtype:
+        return self._stacker.stack.dtype
+
+    @property
     def obs_shape(self) -> tuple[int, ...]:
         k = self.spec.frame_stack
         return (k, *self._frame_shape) if k > 1 else self._frame_shape

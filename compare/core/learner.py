@@ -14,7 +14,10 @@ resumption and the saved weights are this module's, identical for every learner.
 
 Every checkpoint is an episode boundary: after saving, the learner starts fresh episodes in
 all its envs from a seed of that step, exactly as a resumed run does, so a run resumed from a
-checkpoint (with its replay) is identical to a run that was never interrupted.
+checkpoint (with its replay) is identical to a run that was never interrupted. With one env
+(every DQN preset) a due checkpoint waits for the episode to end, so nothing is cut; with
+several (PPO), the episodes in flight are cut there and not logged, which is why automatic
+checkpoints are at least AUTO_CHECKPOINT_MIN steps apart.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from compare.core.protocols import Protocol
 from compare.core.seeding import stream_seed
 
 RATE_WINDOW_S = 2.0  # steps/s is measured over windows of at least this long
+AUTO_CHECKPOINT_MIN = 10_000  # agent steps between automatic checkpoints, at least
 
 
 def training_signal(step: Step, protocol: Protocol) -> tuple[np.ndarray, np.ndarray]:
@@ -104,6 +108,11 @@ class Learner:
         (None: the protocol's eval_epsilon)."""
         raise NotImplementedError
 
+    @classmethod
+    def check_resources(cls, config, env: VecEnv) -> None:
+        """Raise a UsageError if `config` cannot run on this machine in `env` (before a run
+        directory is made)."""
+
     @staticmethod
     def deployed_weights(saved: dict, roles: list[str], role: str) -> dict:
         """The deployed network's state dict from model.pt (one network: its state dict;
@@ -127,7 +136,7 @@ class Learner:
 
     @property
     def checkpoint_interval(self) -> int:
-        return self.cfg.checkpoint_interval or max(1, self.total_steps // 10)
+        return self.cfg.checkpoint_interval or max(AUTO_CHECKPOINT_MIN, self.total_steps // 10)
 
     def begin(self) -> None:
         """Start episodes in every env (at step 0, after each checkpoint and on resume)."""
@@ -161,16 +170,18 @@ class Learner:
                 self.progress.set_postfix(ret=f"{finished[-1][1]:.1f}", refresh=False)
             self.progress.update(min(st.step, self.total_steps) - self.progress.n)
 
-    def on_schedule(self) -> None:
-        """Periodic evaluation and checkpoint, when their step has come."""
+    def on_schedule(self, episode_ended: bool) -> None:
+        """Periodic evaluation and checkpoint, when their step has come (`episode_ended`: the
+        last step ended an episode in every env, a point where a checkpoint cuts nothing)."""
         st = self.state
         if st.step >= st.next_eval:
             result = self.evaluate(self.protocol.periodic_eval_episodes,
                                    stream_seed(self.seed, "periodic_eval", st.step))
             self.run.log_eval({"step": st.step, "frames": st.step * self.env.spec.frameskip, **result.summary()})
             st.next_eval += self.protocol.eval_interval
-        if st.next_checkpoint <= st.step < self.total_steps:
-            st.next_checkpoint += self.checkpoint_interval
+        if st.next_checkpoint <= st.step < self.total_steps and (episode_ended or self.env.num_envs > 1):
+            while st.next_checkpoint <= st.step:
+                st.next_checkpoint += self.checkpoint_interval
             self.save_checkpoint()
             self.begin()
 

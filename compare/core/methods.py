@@ -103,6 +103,7 @@ class DerivedMethod:
         if not run.finished:
             raise UsageError(f"{source} has not finished (no eval.json); --method {self.name} needs a "
                              f"finished {self.source_method} run")
+        run.read_eval()  # a damaged source is refused before any work
         origin = Settings.from_dict(run.config, f"{source}/config.json")
         return Settings(self.name, origin.game, origin.seed, origin.total_steps, "cpu", None, origin.protocol,
                         {self.options_key: self.options_type()}, source=str(run.path.resolve()))
@@ -111,8 +112,8 @@ class DerivedMethod:
         return self.derive(settings, results_root, name)
 
     def resume(self, run: Run, progress_factory=None) -> Run:
-        raise UsageError(f"{run.path} is a {self.name!r} run; only training runs resume "
-                         f"(start the {self.name} run again instead)")
+        raise UsageError(f"{run.path} is a {self.name!r} run; only training runs resume (start it again: "
+                         f"the same command with --name {run.path.name} replaces it)")
 
     def deployed(self, run: Run, device: str = "cpu") -> Deployed:
         return self.load(run, device)

@@ -43,7 +43,7 @@ class PPOConfig:
     ent_coef: float = 0.01
     vf_coef: float = 0.5
     max_grad_norm: float = 0.5
-    checkpoint_interval: int = 0      # agent steps between checkpoints; 0: ten per run
+    checkpoint_interval: int = 0      # agent steps between checkpoints; 0: ten per run, >= 10k apart
 
     def __post_init__(self):
         for name in ("num_envs", "num_steps", "minibatch_size", "update_epochs"):
@@ -222,4 +222,4 @@ class PPOLearner(Learner, key="ppo", config_type=PPOConfig, presets=PPO_PRESETS,
             losses = self._update(batch)
             st.updates += 1
             self.log_episodes(finished, rate.update(st.step), **losses)
-            self.on_schedule()
+            self.on_schedule(episode_ended=bool(out.done.all()))

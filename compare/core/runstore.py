@@ -11,11 +11,18 @@
 
 JSON files are replaced with a rename, never rewritten in place; the .jsonl logs grow by one
 whole line per `write` call, and a resume first cuts them back to the checkpoint's step.
+A process that writes a run holds an exclusive OS lock on its `.lock` file (released by the
+OS when the process dies, so a killed run leaves no stale lock); a second writer is refused.
+Files are created with the usual mode (0644 under a 022 umask). Nothing read back executes
+code: torch files load with `weights_only=True`, numpy files without pickles.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import errno
+import fcntl
+import io
 import json
 import os
 import platform
@@ -23,7 +30,8 @@ import secrets
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
@@ -32,8 +40,23 @@ import torch
 
 from compare.core.errors import UsageError
 
-CONFIG, METRICS, EVALS, EVAL, CHECKPOINT, REPLAY, WEIGHTS = (
-    "config.json", "metrics.jsonl", "evals.jsonl", "eval.json", "checkpoint.pt", "replay.npz", "model.pt")
+CONFIG, METRICS, EVALS, EVAL, CHECKPOINT, REPLAY, WEIGHTS, LOCK = (
+    "config.json", "metrics.jsonl", "evals.jsonl", "eval.json", "checkpoint.pt", "replay.npz", "model.pt",
+    ".lock")
+MAX_NAME = 200  # characters in a run name (file systems allow 255 bytes)
+FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}  # out of space, quota or file-size limit
+BUSY_MARK = "is being written by process"  # in the one-line error a second writer gets (sweeps read it)
+
+
+def _file_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def out_of_space(path: Path, error: OSError) -> UsageError:
+    return UsageError(f"cannot write {path}: {os.strerror(error.errno)}; the files written before are intact "
+                      "(free space, then continue with --resume)")
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -41,14 +64,27 @@ def _atomic_write(path: Path, write) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, _file_mode())  # mkstemp makes the file private; results are shared
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        if e.errno in FULL:
+            raise out_of_space(path, e) from None
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _write_torch(path: Path, obj) -> None:
+    # Serialized in memory first: torch's zip writer reports a full disk as a bare RuntimeError.
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    _atomic_write(path, lambda f: f.write(buffer.getbuffer()))
 
 
 def write_json(path: Path, obj) -> None:
@@ -59,12 +95,34 @@ def read_json(path: Path):
     return json.loads(Path(path).read_text())
 
 
+def read_json_object(path: Path, what: str) -> dict:
+    """A JSON object from `path`; anything else (truncated, not JSON, not an object) is a
+    UsageError naming the file."""
+    try:
+        data = read_json(path)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UsageError(f"{path} is unreadable or truncated ({type(e).__name__}); it is not a {what}") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{path} holds a JSON {type(data).__name__}, not a {what}")
+    return data
+
+
 def append_jsonl(path: Path, record: dict) -> None:
-    # One write() of one whole line on an O_APPEND descriptor: a kill leaves no half record.
+    """One write() of one whole line on an O_APPEND descriptor: a kill leaves no half record,
+    and a short write (a full disk) is cut back off and reported, never taken as success."""
     line = (json.dumps(record) + "\n").encode()
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        os.write(fd, line)
+        size = os.fstat(fd).st_size
+        try:
+            written = os.write(fd, line)
+        except OSError as e:
+            if e.errno in FULL:
+                raise out_of_space(path, e) from None
+            raise
+        if written != len(line):
+            os.ftruncate(fd, size)
+            raise out_of_space(path, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))
     finally:
         os.close(fd)
 
@@ -126,25 +184,56 @@ def ensure_writable_dir(path: Path) -> Path:
 @dataclass
 class Run:
     path: Path
+    _lock_fd: int | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def create(cls, results_root: Path, game_slug: str, method: str, seed: int, config: dict,
-               name: str | None = None) -> "Run":
-        """A new run directory, named `name` when given (sweeps), else game__method__seed__time-id."""
+               name: str | None = None, restart_unfinished: bool = False) -> "Run":
+        """A new run directory, named `name` when given (sweeps), else game__method__seed__time-id,
+        returned holding its writer lock (`release` it when done). A named directory that a kill
+        left without config.json is taken over; with `restart_unfinished` (runs that restart
+        rather than resume, such as conversions) so is an unfinished run of the same method."""
         runs = ensure_writable_dir(Path(results_root) / "runs")
         if name is None:
             stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
             name = f"{game_slug}__{method}__seed{seed}__{stamp}-{secrets.token_hex(3)}"
-        elif "/" in name or name.startswith(".") or not name.strip():
+        elif "/" in name or "\0" in name or name.startswith(".") or not name.strip():
             raise UsageError(f"run name {name!r} must be a plain folder name")
+        elif len(name) > MAX_NAME:
+            raise UsageError(f"run name of {len(name)} characters is too long; at most {MAX_NAME}")
         path = runs / name
         try:
             path.mkdir()
         except FileExistsError:
-            raise UsageError(f"{path} already exists; resume it with --resume or choose another name") from None
-        run = cls(path)
-        write_json(path / CONFIG, config)
+            path = cls._take_over(path, method, restart_unfinished)
+        run = cls(path).acquire()
+        try:
+            write_json(path / CONFIG, config)
+        except BaseException:
+            run.release()
+            raise
         return run
+
+    @classmethod
+    def _take_over(cls, path: Path, method: str, restart_unfinished: bool) -> Path:
+        """Reuse a named directory that holds no run to continue: one a kill left before its
+        config.json, or (with `restart_unfinished`) an unfinished run of `method`."""
+        born = (path / CONFIG).is_file()
+        if born:
+            try:
+                same = read_json(path / CONFIG).get("method") == method
+            except (OSError, ValueError, AttributeError):
+                same = False
+            if not (restart_unfinished and same and not (path / EVAL).is_file()):
+                raise UsageError(f"{path} already exists; resume it with --resume or choose another name")
+        run = cls(path).acquire()  # refuses if another process writes it
+        try:
+            for child in path.iterdir():
+                if child.name != LOCK and child.is_file():
+                    child.unlink()
+        finally:
+            run.release()
+        return path
 
     @classmethod
     def open(cls, path: Path) -> "Run":
@@ -152,12 +241,44 @@ class Run:
         if not path.is_dir():
             raise UsageError(f"run directory {path} does not exist")
         if not (path / CONFIG).is_file():
-            raise UsageError(f"{path} is not a run directory (no {CONFIG})")
-        try:
-            read_json(path / CONFIG)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise UsageError(f"{path / CONFIG} is not valid JSON ({e})") from None
+            raise UsageError(f"{path} is not a run directory (no {CONFIG}); if a kill left it, start the run "
+                             f"again with --name {path.name}")
+        if "method" not in read_json_object(path / CONFIG, "compare run config"):
+            raise UsageError(f"{path / CONFIG} is not a compare run config (no method)")
         return cls(path)
+
+    # -- one writer ---------------------------------------------------------------------------
+    def acquire(self) -> "Run":
+        """Take this run's writer lock, or fail with one line naming the process that holds
+        it. Temporary files a killed write left behind are removed."""
+        fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, _file_mode())
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise UsageError(f"{self.path} {BUSY_MARK} {holder} (one writer per run); wait for it to end or "
+                             "stop it") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+        for leftover in self.path.glob(".*.tmp"):
+            leftover.unlink(missing_ok=True)
+        return self
+
+    def release(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor drops the lock
+            self._lock_fd = None
+
+    @contextmanager
+    def writing(self):
+        """Hold the writer lock for a block (e.g. adding robustness.json to a finished run)."""
+        self.acquire()
+        try:
+            yield self
+        finally:
+            self.release()
 
     @property
     def config(self) -> dict:
@@ -187,7 +308,7 @@ class Run:
             _atomic_write(self.path / name, lambda f: f.write(text.encode()))
 
     def save_checkpoint(self, payload: dict) -> None:
-        _atomic_write(self.path / CHECKPOINT, lambda f: torch.save(payload, f))
+        _write_torch(self.path / CHECKPOINT, payload)
 
     def load_checkpoint(self) -> dict | None:
         """The latest checkpoint, None if the run was killed before its first one. Loaded with
@@ -197,9 +318,9 @@ class Run:
             return None
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # torch raises several types for damaged files
-            raise UsageError(f"checkpoint {path} is truncated or corrupt ({type(e).__name__}); "
-                             "delete it to restart the run from scratch") from None
+        except Exception as e:  # torch raises several types for damaged or foreign files
+            raise UsageError(f"checkpoint {path} is truncated, corrupt or holds more than tensors "
+                             f"({type(e).__name__}); delete it to restart the run from scratch") from None
 
     def save_replay(self, state: dict, step: int) -> None:
         _atomic_write(self.path / REPLAY, lambda f: np.savez(f, step=np.int64(step), **state))
@@ -208,13 +329,17 @@ class Run:
         path = self.path / REPLAY
         if not path.exists():
             return None
-        with np.load(path, allow_pickle=False) as data:
-            if int(data["step"]) != step:
-                return None  # written for another checkpoint: do not mix the two
-            return {key: data[key] for key in data.files if key != "step"}
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                if int(data["step"]) != step:
+                    return None  # written for another checkpoint: do not mix the two
+                return {key: data[key] for key in data.files if key != "step"}
+        except Exception as e:  # zipfile, numpy and OS errors of a damaged file
+            raise UsageError(f"{path} is truncated or corrupt ({type(e).__name__}); delete it to resume "
+                             "without it (the replay then refills before updates resume)") from None
 
     def save_weights(self, state_dict: dict) -> None:
-        _atomic_write(self.path / WEIGHTS, lambda f: torch.save(state_dict, f))
+        _write_torch(self.path / WEIGHTS, state_dict)
 
     def load_weights(self, device: str = "cpu") -> dict:
         """The trained weights (model.pt), tensors only (`weights_only=True`)."""
@@ -223,14 +348,17 @@ class Run:
             raise UsageError(f"{self.path} has no trained weights ({WEIGHTS}); has the run finished?")
         try:
             return torch.load(path, map_location=device, weights_only=True)
-        except Exception as e:  # torch raises several types for damaged files
-            raise UsageError(f"{path} is truncated or corrupt ({type(e).__name__})") from None
+        except Exception as e:  # torch raises several types for damaged or foreign files
+            raise UsageError(f"{path} is truncated, corrupt or holds more than tensors ({type(e).__name__})") from None
 
     def write_eval(self, result: dict) -> None:
         write_json(self.path / EVAL, result)
 
     def read_eval(self) -> dict:
-        return read_json(self.path / EVAL)
+        result = read_json_object(self.path / EVAL, "run's final evaluation")
+        if "mean_return" not in result:
+            raise UsageError(f"{self.path / EVAL} is not a final evaluation (no mean_return)")
+        return result
 
 
 def list_runs(results_root: Path) -> list[Run]:

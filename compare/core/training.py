@@ -5,6 +5,7 @@ attacks, conversion and export."""
 from __future__ import annotations
 
 import dataclasses
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,19 +73,41 @@ def build_networks(method, settings: Settings, spec: EnvSpec, obs_shape: tuple[i
 def start_training_run(method, settings: Settings, results_root: Path, name: str | None = None,
                        progress_factory=None) -> Run:
     ensure_writable_dir(results_root)
-    run = Run.create(results_root, resolve_env(settings.game).slug, settings.method, settings.seed,
+    spec = resolve_env(settings.game)
+    preflight(method, settings, spec)
+    run = Run.create(results_root, spec.slug, settings.method, settings.seed,
                      {**settings.to_dict(), **provenance()}, name=name)
-    _train(method, run, settings, checkpoint=None, progress_factory=progress_factory)
+    try:
+        _train(method, run, settings, checkpoint=None, progress_factory=progress_factory)
+    finally:
+        run.release()
     return run
 
 
+def preflight(method, settings: Settings, spec: EnvSpec) -> None:
+    """Refuse, before any file is written, settings the machine cannot run (the learner's
+    `check_resources`, e.g. a replay larger than memory)."""
+    env = VecEnv(spec, settings.protocol, 1)
+    try:
+        env.reset(seed=0)
+        method.learner.check_resources(settings.learner, env)
+    finally:
+        env.close()
+
+
 def resume_training_run(method, run: Run, progress_factory=None) -> Run:
-    if run.finished:
-        raise UsageError(f"run {run.path} has already finished (eval.json exists); nothing to resume")
-    settings = Settings.from_dict(run.config, f"{run.path}/config.json")
-    checkpoint = run.load_checkpoint()
-    run.truncate_logs(checkpoint["train_state"]["step"] if checkpoint else 0)
-    _train(method, run, settings, checkpoint=checkpoint, progress_factory=progress_factory)
+    run.acquire()
+    try:
+        if run.finished:
+            raise UsageError(f"run {run.path} has already finished (eval.json exists); nothing to resume")
+        settings = Settings.from_dict(run.config, f"{run.path}/config.json")
+        if settings.device == "cuda" and not torch.cuda.is_available():
+            print(f"compare: {run.path.name} was trained on cuda; no CUDA device here, continuing on the cpu",
+                  file=sys.stderr)
+            settings = dataclasses.replace(settings, device="cpu")
+        _train(method, run, settings, checkpoint=run.load_checkpoint(), progress_factory=progress_factory)
+    finally:
+        run.release()
     return run
 
 
@@ -95,13 +118,15 @@ def _train(method, run: Run, settings: Settings, checkpoint: dict | None, progre
     env = VecEnv(spec, settings.protocol, settings.learner.num_envs)
     env.reset(seed=0)  # learns obs shape and action count; the learner starts its own episodes
     nets = build_networks(method, settings, spec, env.obs_shape, env.n_actions)
-    progress = progress_factory(settings.total_steps) if progress_factory else None
     learner = method.learner(nets, env, settings.learner, settings.protocol, settings.total_steps,
-                             settings.seed, device, run, progress)
+                             settings.seed, device, run)
     if checkpoint is not None:
-        learner.load_checkpoint(checkpoint)
-        if progress is not None:
-            progress.update(learner.state.step)
+        learner.load_checkpoint(checkpoint)  # everything it needs is read before the logs are cut
+    if run.metrics() or run.evals():  # a resumed run's logs, cut back to its checkpoint
+        run.truncate_logs(learner.state.step)
+    progress = learner.progress = progress_factory(settings.total_steps) if progress_factory else None
+    if progress is not None:
+        progress.update(learner.state.step)
     try:
         learner.train()
     finally:

@@ -1,0 +1,359 @@
+"""Hostile files, concurrent writers, killed processes and bad values: each is refused with one
+line and exit 2, executes nothing, and leaves the files already on disk as they were."""
+
+import json
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import assert_clean_error, compare, read_jsonl, snapshot
+
+SHORT = ["--game", "CartPole-v1", "--quiet", "--set", "eval_episodes=2", "--set", "mlp_hidden=16"]
+LONG_RUN = ["run", *SHORT, "--steps", "20000", "--set", "learning_starts=500", "--set", "train_freq=16",
+            "--set", "gradient_steps=4", "--set", "checkpoint_interval=2000"]
+
+
+@pytest.fixture(scope="module")
+def finished_dqn(tmp_path_factory):
+    """A finished short CartPole DQN run with a checkpoint and a replay."""
+    out = tmp_path_factory.mktemp("dqn")
+    res = compare("run", *SHORT, "--steps", "600", "--out", out, "--set", "checkpoint_interval=300",
+                  "--set", "learning_starts=100")
+    assert res.returncode == 0, res.stderr
+    (run_dir,) = out.glob("runs/*")
+    assert {"checkpoint.pt", "replay.npz", "model.pt", "eval.json"} <= {p.name for p in run_dir.iterdir()}
+    return run_dir
+
+
+def copy_run(run_dir: Path, tmp_path: Path, finished: bool = True) -> Path:
+    copy = tmp_path / "results" / "runs" / run_dir.name
+    shutil.copytree(run_dir, copy)
+    if not finished:
+        (copy / "eval.json").unlink()
+    return copy
+
+
+def truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+class Plant:
+    """Unpickling this creates a file: what a crafted checkpoint or model would do."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+# -- nothing read back executes code ------------------------------------------------------------
+
+@pytest.mark.parametrize("target", ["resume", "eval", "export", "convert", "sweep"])
+def test_a_crafted_checkpoint_or_model_is_refused_and_runs_nothing(finished_dqn, tmp_path, target):
+    marker = tmp_path / "pwned"
+    run_dir = copy_run(finished_dqn, tmp_path, finished=target != "resume")
+    name = "checkpoint.pt" if target == "resume" else "model.pt"
+    torch.save({"train_state": {"step": 1}, "q": Plant(marker)}, run_dir / name)
+    before = snapshot(run_dir)
+    if target == "resume":
+        res = compare("run", "--resume", run_dir)
+    elif target == "eval":
+        res = compare("eval", run_dir, "--episodes", "1")
+    elif target == "export":
+        res = compare("export", run_dir, "--target", "speck2f", "--out", tmp_path / "export")
+    elif target == "convert":
+        res = compare("run", "--method", "convert", "--source", run_dir, "--out", tmp_path / "snn", "--quiet")
+    else:  # a sweep whose cell is this run: its rerun resumes the cell
+        (run_dir / "eval.json").unlink()
+        torch.save({"train_state": {"step": 1}, "q": Plant(marker)}, run_dir / "checkpoint.pt")
+        before = snapshot(run_dir)
+        res = sweep_over(run_dir)
+    if target == "sweep":
+        assert res.returncode == 1 and "FAILED" in res.stdout and "holds more than tensors" in res.stdout
+    else:
+        assert_clean_error(res, "holds more than tensors")
+    assert not marker.exists()
+    assert snapshot(run_dir) == before
+
+
+def sweep_over(run_dir: Path) -> subprocess.CompletedProcess:
+    """Rerun the one-cell sweep whose cell is `run_dir` (moved to the cell's name and back)."""
+    results, args = run_dir.parent.parent, ["--games", "CartPole-v1", "--methods", "dqn", "--seeds", "0"]
+    plan = compare("sweep", *args, "--results", results, "--dry-run")
+    cell = results / "runs" / f"CartPole-v1__dqn__seed0__sweep-{plan.stdout.split()[1].rstrip(':')}"
+    os.rename(run_dir, cell)
+    try:
+        return compare("sweep", *args, "--results", results)
+    finally:
+        os.rename(cell, run_dir)
+
+
+# -- one writer per run -------------------------------------------------------------------------
+
+def wait_for(predicate, seconds=300):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_a_second_writer_is_refused_and_the_log_stays_whole(tmp_path):
+    out = tmp_path / "results"
+    first = subprocess.Popen([sys.executable, "-m", "compare", *LONG_RUN, "--out", str(out)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_for(lambda: any(out.glob("runs/*/metrics.jsonl")))
+        (run_dir,) = out.glob("runs/*")
+        second = compare("run", "--resume", run_dir)
+        assert_clean_error(second, f"is being written by process {first.pid}")
+        assert first.wait(timeout=900) == 0, first.stderr.read()
+    finally:
+        if first.poll() is None:
+            first.kill()
+    records = read_jsonl(run_dir / "metrics.jsonl")
+    steps = [r["step"] for r in records]
+    assert steps == sorted(steps) and len(set(steps)) == len(steps)
+    assert [r["episode"] for r in records] == list(range(1, len(records) + 1))
+
+
+SWEEP = ["sweep", "--games", "CartPole-v1", "--methods", "dqn", "--seeds", "0", "--steps", "100000",
+         "--set", "mlp_hidden=16", "--set", "eval_episodes=2", "--set", "learning_starts=500",
+         "--set", "train_freq=16", "--set", "gradient_steps=4"]
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat_file.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat_file.parent.name))
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signals are Linux's")
+def test_a_sweep_rerun_reports_a_running_cell_and_a_killed_controller_takes_its_cell_along(tmp_path):
+    results = tmp_path / "results"
+    controller = subprocess.Popen([sys.executable, "-m", "compare", *SWEEP, "--results", str(results)],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_for(lambda: any(results.glob("runs/*/metrics.jsonl")))
+        (cell,) = children(controller.pid)
+        rerun = compare(*SWEEP, "--results", results)
+        assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+        assert "running elsewhere" in rerun.stdout and "0 failed, 1 running elsewhere" in rerun.stdout
+        os.kill(controller.pid, signal.SIGKILL)  # the controller alone, not its process group
+        controller.wait()
+        assert wait_for(lambda: not Path(f"/proc/{cell}").exists() or
+                        Path(f"/proc/{cell}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z", 30)
+    finally:
+        if controller.poll() is None:
+            controller.kill()
+
+
+# -- clean errors -------------------------------------------------------------------------------
+
+def test_list_skips_damaged_runs_and_shows_the_others(finished_dqn, tmp_path):
+    good = copy_run(finished_dqn, tmp_path)
+    damage = {"truncated": lambda d: truncate(d / "eval.json"),
+              "a-list": lambda d: (d / "eval.json").write_text("[1, 2]"),
+              "no-keys": lambda d: (d / "config.json").write_text(json.dumps({"method": "dqn"}))}
+    for label, spoil in damage.items():
+        broken = good.parent / f"{good.name}-{label}"
+        shutil.copytree(good, broken)
+        spoil(broken)
+    res = compare("list", "--results", tmp_path / "results")
+    assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr
+    lines = res.stdout.splitlines()
+    assert any(line.startswith(good.name + " ") and "finished" in line for line in lines)
+    for label in damage:
+        assert any(line.startswith(f"{good.name}-{label}") and "skipped" in line for line in lines), label
+
+
+def spoiled(run_dir: Path, tmp_path: Path, how: str) -> tuple[Path, list[str]]:
+    """A copy of the run damaged `how`, and the command that must refuse it."""
+    if how == "source-eval":
+        copy = copy_run(run_dir, tmp_path)
+        truncate(copy / "eval.json")
+        return copy, ["run", "--method", "convert", "--source", copy, "--out", tmp_path / "snn", "--quiet"]
+    if how == "replay":
+        copy = copy_run(run_dir, tmp_path, finished=False)
+        truncate(copy / "replay.npz")
+        return copy, ["run", "--resume", copy]
+    if how == "foreign-config":
+        copy = copy_run(run_dir, tmp_path)
+        (copy / "config.json").write_text(json.dumps({"method": "dqn", "hello": "world"}))
+        return copy, ["eval", copy]
+    copy = copy_run(run_dir, tmp_path)  # a config that is JSON but no object
+    (copy / "config.json").write_text("[]")
+    return copy, ["eval", copy]
+
+
+@pytest.mark.parametrize("how, fragment", [
+    ("source-eval", "eval.json is unreadable or truncated"),
+    ("replay", "replay.npz is truncated or corrupt"),
+    ("foreign-config", "is not a compare run config"),
+    ("list-config", "holds a JSON list"),
+])
+def test_corrupt_or_foreign_files_are_refused(finished_dqn, tmp_path, how, fragment):
+    run_dir, command = spoiled(finished_dqn, tmp_path, how)
+    before = snapshot(run_dir)
+    assert_clean_error(compare(*command), fragment)
+    assert snapshot(run_dir) == before
+
+
+def test_export_of_a_conversion_with_a_truncated_eval_json(finished_dqn, tmp_path):
+    res = compare("run", "--method", "convert", "--source", finished_dqn, "--timesteps", "4",
+                  "--calibration-frames", "200", "--set", "eval_episodes=1", "--out", tmp_path)
+    assert res.returncode == 0, res.stderr
+    (run_dir,) = tmp_path.glob("runs/*convert*")
+    truncate(run_dir / "eval.json")
+    before = snapshot(run_dir)
+    assert_clean_error(compare("export", run_dir, "--target", "nir", "--out", tmp_path / "nir"),
+                       "eval.json is unreadable or truncated")
+    assert snapshot(run_dir) == before and not (tmp_path / "nir").exists()
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--set", "lr=nan"], "lr='nan' must be a finite number"),
+    (["--set", "lr=inf"], "lr='inf' must be a finite number"),
+    (["--set", "buffer_size=1e12"], "buffer_size=1000000000000 needs"),
+    (["--set", "mlp_hidden=-5"], "mlp_hidden=-5 must list positive layer widths"),
+    (["--set", "mlp_hidden=0"], "mlp_hidden=0 must list positive layer widths"),
+    (["--set", "epsilon_start=2"], "epsilon_start=2.0 must lie in [0, 1]"),
+    (["--set", "exploration_fraction=-1"], "exploration_fraction=-1.0 must lie in (0, 1]"),
+    (["--method", "dsqn", "--set", "v_th=-1"], "v_th=-1.0 must be positive"),
+    (["--seed", str(2**32)], "--seed"),
+    (["--name", "x" * 300], "too long; at most 200"),
+])
+def test_bad_values_for_a_run(tmp_path, args, fragment):
+    out = tmp_path / "results"
+    assert_clean_error(compare("run", "--game", "CartPole-v1", "--steps", "100", "--quiet", "--out", out, *args),
+                       fragment)
+    assert not (out / "runs").exists() or not any((out / "runs").iterdir())  # no run half-made
+
+
+def test_bad_evaluation_seed(finished_dqn):
+    before = snapshot(finished_dqn)
+    assert_clean_error(compare("eval", finished_dqn, "--seed", "-100000"), "--seed")
+    assert snapshot(finished_dqn) == before
+
+
+@pytest.mark.parametrize("toml, fragment", [
+    ('steps = "abc"', "steps='abc' must be an integer"),
+    ('workers = "x"', "workers='x' must be an integer"),
+    ("protocol = 5", "protocol=5 must be a string"),
+    ('cpus_per_run = "x"', "cpus_per_run='x' must be a number"),
+    ("set = 5", "set=5 must be a table"),
+    ('[set]\nlr = "abc"', "lr='abc' is not a number"),
+])
+def test_bad_sweep_files_are_refused_before_any_cell_starts(tmp_path, toml, fragment):
+    path = tmp_path / "sweep.toml"
+    path.write_text(f'games = "CartPole-v1"\nmethods = "dqn"\nseeds = "0"\nresults = "{tmp_path / "r"}"\n{toml}\n')
+    assert_clean_error(compare("sweep", path), fragment)
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_directory_as_the_sweep_file(tmp_path):
+    assert_clean_error(compare("sweep", tmp_path), "is a directory")
+
+
+def test_a_full_disk_is_one_line_and_keeps_what_was_written(tmp_path):
+    """The file-size limit (RLIMIT_FSIZE) stands in for a full disk: the first checkpoint's
+    replay does not fit."""
+    import resource
+
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+
+    out = tmp_path / "results"
+    proc = subprocess.run([sys.executable, "-m", "compare", *LONG_RUN, "--out", str(out)], capture_output=True,
+                          text=True, timeout=900, preexec_fn=limit)
+    assert_clean_error(proc, "File too large", "free space, then continue with --resume")
+    (run_dir,) = out.glob("runs/*")
+    json.loads((run_dir / "config.json").read_text())
+    read_jsonl(run_dir / "metrics.jsonl")  # every line whole
+    assert not list(run_dir.glob(".*.tmp"))
+
+
+def test_a_short_append_is_cut_back_and_reported(tmp_path):
+    log = tmp_path / "metrics.jsonl"
+    log.write_text('{"step": 1}\n')
+    script = (
+        "import resource, signal, sys\n"
+        "from compare.core.errors import UsageError\n"
+        "from compare.core.runstore import append_jsonl\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (40, 40))\n"
+        "try:\n"
+        f"    append_jsonl({str(log)!r}, {{'step': 2, 'pad': 'x' * 60}})\n"
+        "except UsageError as e:\n"
+        "    print(e)\n"
+        "    sys.exit(2)\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert log.read_text() == '{"step": 1}\n'  # the partial line is gone
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_cuda_run_resumes_on_the_cpu_with_one_line(finished_dqn, tmp_path):
+    run_dir = copy_run(finished_dqn, tmp_path, finished=False)
+    config = json.loads((run_dir / "config.json").read_text())
+    (run_dir / "config.json").write_text(json.dumps({**config, "device": "cuda"}))
+    res = compare("run", "--resume", run_dir)
+    assert res.returncode == 0, res.stderr
+    assert "no CUDA device here, continuing on the cpu" in res.stderr
+    assert (run_dir / "eval.json").is_file()
+
+
+# -- no dead ends -------------------------------------------------------------------------------
+
+def test_a_run_killed_at_birth_is_started_again_by_name(tmp_path):
+    out = tmp_path / "results"
+    stub = out / "runs" / "mine"
+    stub.mkdir(parents=True)
+    (stub / ".config.json.abc.tmp").write_text("{")
+    assert_clean_error(compare("run", "--resume", stub), "start the run again with --name mine")
+    res = compare("run", *SHORT, "--steps", "300", "--set", "learning_starts=100", "--out", out, "--name", "mine")
+    assert res.returncode == 0, res.stderr
+    assert (stub / "eval.json").is_file() and not list(stub.glob(".*.tmp"))
+
+
+def test_a_killed_named_conversion_is_replaced_by_the_same_command(finished_dqn, tmp_path):
+    command = ["run", "--method", "convert", "--source", finished_dqn, "--timesteps", "4", "--calibration-frames",
+               "200", "--set", "eval_episodes=1", "--out", tmp_path, "--name", "snn", "--quiet"]
+    assert compare(*command).returncode == 0
+    run_dir = tmp_path / "runs" / "snn"
+    (run_dir / "eval.json").unlink()  # as if killed before it finished
+    assert_clean_error(compare("run", "--resume", run_dir), "the same command with --name snn replaces it")
+    res = compare(*command)
+    assert res.returncode == 0, res.stderr
+    assert (run_dir / "eval.json").is_file()
+    assert_clean_error(compare(*command), "already exists")  # a finished one is never replaced
+
+
+def test_leftover_temp_files_go_and_results_are_world_readable(finished_dqn, tmp_path):
+    run_dir = copy_run(finished_dqn, tmp_path, finished=False)
+    (run_dir / ".checkpoint.pt.x1.tmp").write_bytes(b"half")
+    res = compare("run", "--resume", run_dir)
+    assert res.returncode == 0, res.stderr
+    assert not list(run_dir.glob(".*.tmp"))
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("config.json", "eval.json", "model.pt", "checkpoint.pt", "metrics.jsonl"):
+        assert stat.S_IMODE((run_dir / name).stat().st_mode) == 0o666 & ~umask, name
