@@ -4,6 +4,7 @@ never collide."""
 
 import ast
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -136,3 +137,28 @@ def test_seed_streams_never_collide():
     assert len(set(seeds)) == len(seeds)
     assert stream_seed(3, "final_eval") == stream_seed(3, "final_eval")  # deterministic
     assert all(0 <= s < 2**31 for s in seeds)
+
+
+# -- the run store is unchanged ------------------------------------------------------------------
+
+LANDED = Path(__file__).parent / "data" / "landed_runs"  # made by the code before the restructuring (baa1880)
+
+
+def test_runs_made_by_the_landed_code_are_still_read(tmp_path, capsys):
+    runs = tmp_path / "results" / "runs"
+    shutil.copytree(LANDED, runs)
+    config = json.loads((runs / "convert" / "config.json").read_text())
+    (runs / "convert" / "config.json").write_text(json.dumps({**config, "source": str(runs / "dqn")}))  # moved
+    main(["table", "--results", str(tmp_path / "results"), "--format", "json"])
+    tables = json.loads(capsys.readouterr().out)  # budgets 300 (Q-methods) and 256 (ppo)
+    cells = {m: t["cells"]["CartPole-v1"][m] for t in tables for m in t["methods"]}
+    assert sorted(cells) == ["convert", "dqn", "dsqn", "ppo"]
+    for method, cell in cells.items():
+        stored = json.loads((runs / method / "eval.json").read_text())["mean_return"]
+        assert cell["mean"] == pytest.approx(stored)
+    for method in cells:
+        main(["eval", str(runs / method), "--episodes", "2"])
+        assert f"{method} CartPole-v1: mean return" in capsys.readouterr().out
+    for method in ("dsqn", "convert"):
+        main(["export", str(runs / method), "--target", "nir", "--out", str(tmp_path / f"nir-{method}")])
+        assert (tmp_path / f"nir-{method}" / "model.nir").is_file()
