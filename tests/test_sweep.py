@@ -137,19 +137,27 @@ def test_sweep_file_with_an_unknown_key(tmp_path):
     assert_clean_error(compare("sweep", path), "unknown key 'workerz'", "workers")
 
 
-def test_a_failing_cell_is_reported_with_its_error_line(tmp_path):
+def test_a_bad_setting_is_refused_before_any_cell_starts(tmp_path):
     res = compare("sweep", "--games", "CartPole-v1", "--methods", "dsqn", "--seeds", "0", "--steps", "100",
                   "--set", "timesteps=0", "--results", tmp_path / "r")
+    assert_clean_error(res, "timesteps=0 must be a positive integer")
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_failing_cell_is_reported_with_its_error_line(tmp_path):
+    # Valid as a setting, refused by the cell itself: the replay does not fit in memory.
+    res = compare("sweep", "--games", "CartPole-v1", "--methods", "dsqn", "--seeds", "0", "--steps", "100",
+                  "--set", "buffer_size=1e12", "--results", tmp_path / "r")
     assert res.returncode == 1
     assert "0 done, 0 skipped (finished earlier), 1 failed" in res.stdout
-    assert "failed: CartPole-v1 dsqn seed 0: compare: error: timesteps=0 must be a positive integer" in res.stdout
+    assert "failed: CartPole-v1 dsqn seed 0: compare: error: buffer_size=1000000000000 needs" in res.stdout
 
 
 def test_a_launcher_without_its_extra_says_what_to_install(monkeypatch):
     import importlib.util
 
-    from compare.core.errors import UsageError
     from compare.app.sweep import check_launcher
+    from compare.core.errors import UsageError
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))

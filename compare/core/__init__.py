@@ -1,1 +1,2 @@
-"""The core: environments, protocols, replay, accounting, run store, configs, seeds, learners and the method plug-in interface. Imports nothing above it."""
+"""The core: environments, protocols, replay, accounting, run store, configs, seed streams,
+learners and the method plug-in interface. It imports nothing from the layers above."""

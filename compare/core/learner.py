@@ -7,10 +7,11 @@ A learner (`DQNLearner`, `PPOLearner`) is a class that declares, in its class st
     deployed_role   the network a trained run deploys and evaluates ("q", "actor")
     state_type      its checkpointed counters (a `LearnerState` with fields of its own)
 Its key also names the ANN method it trains (dqn, ppo): the table's reference for the energy
-of every method this learner trains. A learner implements `networks` (the method's network plus whatever else it trains, by role),
-`policy` (how the deployed network acts under a protocol), `begin` and `train_until` (the
-loop), and the extra state its checkpoints hold. Logging, periodic evaluation, checkpoints,
-resumption and the saved weights are this module's, identical for every learner.
+of every method this learner trains. A learner implements `networks` (the method's network
+plus whatever else it trains, by role), `policy` (how the deployed network acts under a
+protocol), `begin` and `train_until` (the loop), and the extra state its checkpoints hold.
+Logging, periodic evaluation, checkpoints, resumption and the saved weights are this module's,
+identical for every learner.
 
 Every checkpoint is an episode boundary: after saving, the learner starts fresh episodes in
 all its envs from a seed of that step, exactly as a resumed run does, so a run resumed from a

@@ -319,7 +319,7 @@ class Run:
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # torch raises several types for damaged or foreign files
-            raise UsageError(f"checkpoint {path} is truncated, corrupt or holds more than tensors "
+            raise UsageError(f"checkpoint {path} is truncated or corrupt, or holds more than tensors "
                              f"({type(e).__name__}); delete it to restart the run from scratch") from None
 
     def save_replay(self, state: dict, step: int) -> None:
@@ -349,7 +349,8 @@ class Run:
         try:
             return torch.load(path, map_location=device, weights_only=True)
         except Exception as e:  # torch raises several types for damaged or foreign files
-            raise UsageError(f"{path} is truncated, corrupt or holds more than tensors ({type(e).__name__})") from None
+            raise UsageError(f"{path} is truncated or corrupt, or holds more than tensors "
+                             f"({type(e).__name__})") from None
 
     def write_eval(self, result: dict) -> None:
         write_json(self.path / EVAL, result)
