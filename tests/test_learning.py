@@ -74,8 +74,7 @@ def test_dsqn_on_breakout_records_scores_and_the_cost_of_each_decision(tmp_path)
 def test_converted_cartpole_dqn_keeps_its_score_and_its_choices(cartpole_dqn, tmp_path):
     """Issue 4 on the DQN above (trained to >= 150), with channel-wise normalization: at some
     T <= 64 the SNN reaches 90% of the ANN's return with conformance_decisive >= 0.95, and its
-    Q error falls from T=8 to T=64. (Layer-wise normalization, the default, reached 84% of the
-    return at T=64: see the README.)"""
+    Q error falls from T=8 to T=64. (The README compares it with layer-wise normalization.)"""
     ann_return = json.loads((cartpole_dqn / "eval.json").read_text())["mean_return"]
     run_dir = compare_run(tmp_path, "--method", "convert", "--source", str(cartpole_dqn),
                           "--timesteps", "8,64", "--calibration-frames", "5000",
