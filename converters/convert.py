@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from compare.core.accounting import CostMeter
+from compare.core.dqn import DQNLearner
 from compare.core.envs import resolve_env
 from compare.core.errors import UsageError
 from compare.core.evaluation import EvalResult, evaluate_policy
@@ -309,7 +310,7 @@ def load_converted_run(run: Run, device: str = "cpu") -> Deployed:
     settings, source, options, scales, normalized = load_converted(run)
     timesteps = int(run.read_eval()["best_timesteps"])
     snn = converted_snn(normalized, options, timesteps, split_ann(source.network)[1], scales)
-    return Deployed(settings, source.spec, snn, None, torch.device("cpu"), timesteps=timesteps,
+    return Deployed(settings, source.spec, snn, DQNLearner, torch.device("cpu"), timesteps=timesteps,
                     attack_network=source.network, attack=f"transfer from the source ANN (SNN at T={timesteps})")
 
 
@@ -323,11 +324,9 @@ def run_conversion(settings: Settings, results_root: Path, name: str | None = No
     scales = calibrate(ann_q, spec, protocol, options, settings.seed)
     normalized = normalize_ann(ann, scales, keep_output_scale=options.readout == "membrane")
     config = {**settings.to_dict(), "layer_scales": [scale.tolist() for scale in scales], **provenance()}
-    run = Run.create(results_root, spec.slug, "convert", settings.seed, config, name=name, restart_unfinished=True)
-    try:
+    with Run.create(results_root, spec.slug, "convert", settings.seed, config, name=name,
+                    restart_unfinished=True) as run:
         _evaluate_conversion(run, settings, ann_q, normalized, divisor, scales)
-    finally:
-        run.release()
     return run
 
 

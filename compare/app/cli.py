@@ -14,9 +14,9 @@ import click
 
 from compare.core.errors import UsageError
 from compare.core.registry import REGISTRY
+from compare.core.seeding import MAX_SEED
 
 DEFAULT_RESULTS = Path("results")
-MAX_SEED = 2**32 - 1  # numpy's SeedSequence takes any, the environments' seeds 32 bits
 
 
 def _progress(total: int):

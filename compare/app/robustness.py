@@ -70,17 +70,16 @@ def run_fgsm(run_dir: Path, eps_values: list[float], episodes: int | None, seed:
     seeds are `compare eval`'s, so eps = 0 reproduces its clean score."""
     deployed = load_deployed(Path(run_dir), "cpu")
     settings, spec = deployed.settings, deployed.spec
-    attack_net = deployed.attack_network or deployed.network
     episodes = episodes or settings.protocol.eval_episodes
     seed = stream_seed(settings.seed if seed is None else seed, "reevaluation")
     pixel_scale = pixel_divisor(spec.family)
     results = {}
     for eps in eps_values:
         policy, epsilon = deployed.policy(seed)
-        result = evaluate_policy(attacked(policy, attack_net, eps, pixel_scale), spec, settings.protocol,
+        result = evaluate_policy(attacked(policy, deployed.attack_network, eps, pixel_scale), spec, settings.protocol,
                                  episodes, seed, epsilon=epsilon)
         results[f"{eps:g}"] = {**result.summary(), "seed": seed}
-    with Run.open(run_dir).writing() as run:
+    with Run.open(run_dir).acquire() as run:
         path = run.path / ROBUSTNESS
         stored = read_json(path) if path.is_file() else {}
         entry = stored.get("fgsm", {"results": {}})

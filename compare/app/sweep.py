@@ -8,8 +8,7 @@ training cell is resumed (`compare run --resume`), a failed or interrupted conve
 
 Cells run in two stages: training cells, then cells of derived methods (`convert`), each given
 the cell of its source method (`dqn`) with the same game and seed as `--source` (only when that
-cell finished). Within a stage the launcher runs
-the cells in parallel: `local` (K worker processes here), `ray` (Ray tasks on a running cluster
+cell finished). Within a stage the launcher runs the cells in parallel: `local` (K worker processes here), `ray` (Ray tasks on a running cluster
 or a local one), `slurm` (one submitit job array).
 """
 
@@ -36,6 +35,7 @@ from compare.core.errors import UsageError
 from compare.core.protocols import get_protocol
 from compare.core.registry import get_method
 from compare.core.runstore import BUSY_MARK, ensure_writable_dir
+from compare.core.seeding import MAX_SEED
 
 LAUNCHERS = ("local", "ray", "slurm")
 PR_SET_PDEATHSIG = 1
@@ -110,8 +110,8 @@ def parse_seeds(text: str) -> tuple[int, ...]:
                 seeds.append(int(part))
     except ValueError:
         raise UsageError(f"--seeds {text!r} is not a seed range; use e.g. 0-4 or 0,2,5") from None
-    if not seeds or any(not 0 <= s < 2**32 for s in seeds):
-        raise UsageError(f"--seeds {text!r} must name seeds from 0 to 2**32-1, e.g. 0-4")
+    if not seeds or any(not 0 <= s <= MAX_SEED for s in seeds):
+        raise UsageError(f"--seeds {text!r} must name seeds from 0 to {MAX_SEED}, e.g. 0-4")
     return tuple(dict.fromkeys(seeds))
 
 

@@ -95,8 +95,8 @@ class DerivedMethod:
         """Game, seed, budget and protocol come from the source run (read, never written)."""
         if source is None:
             raise UsageError(f"--method {self.name} needs --source RUN_DIR (a finished {self.source_method} run)")
-        run = Run.open(source)
-        method = run.config.get("method") if isinstance(run.config, dict) else None
+        run = Run.open(source)  # its config is a JSON object with a method
+        method = run.config["method"]
         if method != self.source_method:
             raise UsageError(f"{source} is a {method!r} run; --method {self.name} needs a finished "
                              f"{self.source_method} run")

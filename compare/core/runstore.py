@@ -190,7 +190,7 @@ class Run:
     def create(cls, results_root: Path, game_slug: str, method: str, seed: int, config: dict,
                name: str | None = None, restart_unfinished: bool = False) -> "Run":
         """A new run directory, named `name` when given (sweeps), else game__method__seed__time-id,
-        returned holding its writer lock (`release` it when done). A named directory that a kill
+        returned holding its writer lock (use it as `with Run.create(...) as run:`). A named directory that a kill
         left without config.json is taken over; with `restart_unfinished` (runs that restart
         rather than resume, such as conversions) so is an unfinished run of the same method."""
         runs = ensure_writable_dir(Path(results_root) / "runs")
@@ -204,22 +204,19 @@ class Run:
         path = runs / name
         try:
             path.mkdir()
+            run = cls(path).acquire()
         except FileExistsError:
-            path = cls._take_over(path, method, restart_unfinished)
-        run = cls(path).acquire()
-        try:
+            run = cls._take_over(path, method, restart_unfinished)
+        with run.released_on_error():
             write_json(path / CONFIG, config)
-        except BaseException:
-            run.release()
-            raise
         return run
 
     @classmethod
-    def _take_over(cls, path: Path, method: str, restart_unfinished: bool) -> Path:
+    def _take_over(cls, path: Path, method: str, restart_unfinished: bool) -> "Run":
         """Reuse a named directory that holds no run to continue: one a kill left before its
-        config.json, or (with `restart_unfinished`) an unfinished run of `method`."""
-        born = (path / CONFIG).is_file()
-        if born:
+        config.json, or (with `restart_unfinished`) an unfinished run of `method`. Returned
+        emptied and holding its lock."""
+        if (path / CONFIG).is_file():
             try:
                 same = read_json(path / CONFIG).get("method") == method
             except (OSError, ValueError, AttributeError):
@@ -227,13 +224,11 @@ class Run:
             if not (restart_unfinished and same and not (path / EVAL).is_file()):
                 raise UsageError(f"{path} already exists; resume it with --resume or choose another name")
         run = cls(path).acquire()  # refuses if another process writes it
-        try:
+        with run.released_on_error():
             for child in path.iterdir():
                 if child.name != LOCK and child.is_file():
                     child.unlink()
-        finally:
-            run.release()
-        return path
+        return run
 
     @classmethod
     def open(cls, path: Path) -> "Run":
@@ -271,14 +266,21 @@ class Run:
             os.close(self._lock_fd)  # closing the descriptor drops the lock
             self._lock_fd = None
 
+    # `with run.acquire():` / `with Run.create(...) as run:` hold the lock for the block.
+    def __enter__(self) -> "Run":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
     @contextmanager
-    def writing(self):
-        """Hold the writer lock for a block (e.g. adding robustness.json to a finished run)."""
-        self.acquire()
+    def released_on_error(self):
+        """Drop the lock if the block fails; keep it if it succeeds."""
         try:
-            yield self
-        finally:
+            yield
+        except BaseException:
             self.release()
+            raise
 
     @property
     def config(self) -> dict:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
+MAX_SEED = 2**32 - 1  # largest run seed: the environments take 32-bit seeds
+
 STREAMS = {
     "torch": 0,             # network initialisation and torch's sampling during training
     "train_env": 1,         # training environments; indexed by the step they (re)start at

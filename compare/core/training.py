@@ -6,16 +6,19 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
 from compare.core.accounting import CostMeter
 from compare.core.envs import EnvSpec, VecEnv, resolve_env
 from compare.core.errors import UsageError
-from compare.core.evaluation import EvalResult, Policy, evaluate_policy, greedy_q_policy
+from compare.core.evaluation import EvalResult, Policy, evaluate_policy
 from compare.core.learner import Learner
 from compare.core.registry import get_method
 from compare.core.runstore import Run, ensure_writable_dir, provenance
@@ -34,33 +37,46 @@ def resolve_device(device: str) -> str:
 
 @dataclass
 class Deployed:
-    """A finished run's deployed network and how it acts: what `compare eval`, FGSM and the
-    table's re-evaluations need, whatever the method."""
+    """A finished run's deployed network and how it acts: what `compare eval`, FGSM, conversion
+    and export need, whatever the method."""
 
     settings: Settings
     spec: EnvSpec
     network: nn.Module                 # acts; its cost per decision is measured
-    learner: type[Learner] | None      # whose policy rule it follows (None: greedy on Q-values)
+    learner: type[Learner]             # whose policy rule it follows (a conversion: the DQN's)
     device: torch.device
     timesteps: int = 1                 # simulation steps per decision (1: an ANN)
-    attack_network: nn.Module | None = None  # FGSM takes its gradient here (default: `network`)
+    attack_network: nn.Module | None = None  # FGSM takes its gradient here (None: `network`)
     attack: str = "white-box"
+
+    def __post_init__(self):
+        self.attack_network = self.attack_network or self.network
 
     def policy(self, seed: int) -> tuple[Policy, float | None]:
         """(policy, epsilon) under the run's protocol; epsilon None: the protocol's eval_epsilon."""
-        if self.learner is None:
-            return greedy_q_policy(self.network, self.device), None
         return self.learner.policy(self.network, self.settings.protocol, self.device, seed)
+
+
+def decision_timesteps(options) -> int:
+    """Simulation steps per decision of a method's network (1 for an ANN)."""
+    return getattr(options, "timesteps", 1)
+
+
+@contextmanager
+def probe_env(spec: EnvSpec, protocol, seed: int = 0) -> Iterator[tuple[VecEnv, np.ndarray]]:
+    """One env of `spec` and its first observation, for what only a live env tells: shapes,
+    dtypes, a state to cost a network on."""
+    env = VecEnv(spec, protocol, 1)
+    try:
+        yield env, env.reset(seed=seed)
+    finally:
+        env.close()
 
 
 def observation_shape(spec: EnvSpec, protocol) -> tuple[tuple[int, ...], int]:
     """(observation shape, number of actions) of an environment under a protocol."""
-    env = VecEnv(spec, protocol, 1)
-    try:
-        env.reset(seed=0)
+    with probe_env(spec, protocol) as (env, _):
         return tuple(env.obs_shape), env.n_actions
-    finally:
-        env.close()
 
 
 def build_networks(method, settings: Settings, spec: EnvSpec, obs_shape: tuple[int, ...],
@@ -75,29 +91,21 @@ def start_training_run(method, settings: Settings, results_root: Path, name: str
     ensure_writable_dir(results_root)
     spec = resolve_env(settings.game)
     preflight(method, settings, spec)
-    run = Run.create(results_root, spec.slug, settings.method, settings.seed,
-                     {**settings.to_dict(), **provenance()}, name=name)
-    try:
+    with Run.create(results_root, spec.slug, settings.method, settings.seed,
+                    {**settings.to_dict(), **provenance()}, name=name) as run:
         _train(method, run, settings, checkpoint=None, progress_factory=progress_factory)
-    finally:
-        run.release()
     return run
 
 
 def preflight(method, settings: Settings, spec: EnvSpec) -> None:
     """Refuse, before any file is written, settings the machine cannot run (the learner's
     `check_resources`, e.g. a replay larger than memory)."""
-    env = VecEnv(spec, settings.protocol, 1)
-    try:
-        env.reset(seed=0)
+    with probe_env(spec, settings.protocol) as (env, _):
         method.learner.check_resources(settings.learner, env)
-    finally:
-        env.close()
 
 
 def resume_training_run(method, run: Run, progress_factory=None) -> Run:
-    run.acquire()
-    try:
+    with run.acquire():
         if run.finished:
             raise UsageError(f"run {run.path} has already finished (eval.json exists); nothing to resume")
         settings = Settings.from_dict(run.config, f"{run.path}/config.json")
@@ -106,8 +114,6 @@ def resume_training_run(method, run: Run, progress_factory=None) -> Run:
                   file=sys.stderr)
             settings = dataclasses.replace(settings, device="cpu")
         _train(method, run, settings, checkpoint=run.load_checkpoint(), progress_factory=progress_factory)
-    finally:
-        run.release()
     return run
 
 
@@ -136,7 +142,7 @@ def _train(method, run: Run, settings: Settings, checkpoint: dict | None, progre
     for net in nets.values():
         net.eval()
     deployed = Deployed(settings, spec, learner.deployed, method.learner, device,
-                        timesteps=getattr(settings.options, "timesteps", 1))
+                        timesteps=decision_timesteps(settings.options))
     training_only = {role: net for role, net in nets.items() if role != method.learner.deployed_role}
     run.write_eval(evaluate_deployed(deployed, settings.protocol.eval_episodes,
                                      stream_seed(settings.seed, "final_eval"), training_only))
@@ -161,11 +167,8 @@ def evaluate_deployed(deployed: Deployed, episodes: int, seed: int,
         result = evaluate_policy(policy, spec, settings.protocol, episodes, seed, epsilon=epsilon)
     record = eval_record(settings, spec, result, meter.summary())
     if training_only:
-        env = VecEnv(spec, settings.protocol, 1)
-        try:
-            obs = torch.as_tensor(env.reset(seed=seed), device=deployed.device)
-        finally:
-            env.close()
+        with probe_env(spec, settings.protocol, seed) as (_, first):
+            obs = torch.as_tensor(first, device=deployed.device)
         for role, net in training_only.items():
             with CostMeter(net, timesteps=1) as role_meter, torch.inference_mode():
                 net(obs)
@@ -188,14 +191,14 @@ def load_trained(method, run: Run, device: str = "cpu") -> Deployed:
     except (KeyError, RuntimeError) as e:
         raise UsageError(f"{run.path}/model.pt does not fit this run's network ({type(e).__name__})") from None
     return Deployed(settings, spec, network.to(device).eval(), method.learner, torch.device(device),
-                    timesteps=getattr(settings.options, "timesteps", 1))
+                    timesteps=decision_timesteps(settings.options))
 
 
 def load_deployed(path: Path, device: str = "cpu", methods: tuple[str, ...] | None = None) -> Deployed:
     """The deployed network of the finished run at `path`, whatever its method; `methods`
     restricts which methods are accepted."""
-    run = Run.open(path)
-    method_name = run.config.get("method", "?") if isinstance(run.config, dict) else "?"
+    run = Run.open(path)  # its config is a JSON object with a method
+    method_name = run.config["method"]
     if methods is not None and method_name not in methods:
         raise UsageError(f"{path} is a {method_name!r} run; this needs a finished {' or '.join(methods)} run")
     if not run.finished:
@@ -205,10 +208,8 @@ def load_deployed(path: Path, device: str = "cpu", methods: tuple[str, ...] | No
 
 def resume_run(path: Path, progress_factory=None) -> Run:
     """Continue the killed run at `path` from its last checkpoint, with its method."""
-    run = Run.open(path)
-    config = run.config
-    method_name = config.get("method", "?") if isinstance(config, dict) else "?"
-    return get_method(method_name).resume(run, progress_factory)
+    run = Run.open(path)  # its config is a JSON object with a method
+    return get_method(run.config["method"]).resume(run, progress_factory)
 
 
 def evaluate_saved_run(path: Path, episodes: int | None, seed: int | None, device: str) -> dict:
