@@ -169,6 +169,7 @@ class ConvertedSNN(nn.Module):
         self.output_scale = output_scale
         self.initial_membrane = options.initial_membrane
         self.first = normalized[0]
+        self.first.static_input = True  # compare.core.accounting: the same current at every step
         self.rest = spiking_model(nn.Sequential(*list(normalized)[1:]), options, timesteps)
         self.spiking_layers = [m for m in self.rest.modules() if isinstance(m, sl.StatefulLayer)]
         for layer in self.spiking_layers:
@@ -323,7 +324,9 @@ def run_conversion(settings: Settings, results_root: Path, name: str | None = No
     ann, divisor = split_ann(ann_q)
     scales = calibrate(ann_q, spec, protocol, options, settings.seed)
     normalized = normalize_ann(ann, scales, keep_output_scale=options.readout == "membrane")
-    config = {**settings.to_dict(), "layer_scales": [scale.tolist() for scale in scales], **provenance()}
+    # The source's settings make the conversion's identity in `compare table` (a conversion of
+    # a different DQN is a different variant), even if the source run is later moved.
+    config = {**settings.to_dict(), "source_settings": source.settings.to_dict(), "layer_scales": [scale.tolist() for scale in scales], **provenance()}
     with Run.create(results_root, spec.slug, "convert", settings.seed, config, name=name,
                     restart_unfinished=True) as run:
         _evaluate_conversion(run, settings, ann_q, normalized, divisor, scales)
@@ -365,4 +368,10 @@ CONVERT = DerivedMethod(
     load=load_converted_run,
     baseline="dqn",
     options_key="convert",
+    presets={
+        # Tan, Patel, Kozma 2021 (their code): IF neurons with subtractive reset from rest, layer-wise
+        # 99.9th-percentile normalization, the robust firing-rate readout, T = 500.
+        "tan2021": ConvertOptions(timesteps=(500,), readout="robust", percentile=99.9, normalization="layer",
+                                  initial_membrane=0.0),
+    },
 )

@@ -71,8 +71,10 @@ class SpikingQNetwork(nn.Module):
         self.lifs = nn.ModuleList(LIFLayer(options.lif) for _ in synapses[:-1])
         membrane = options.readout == "membrane"
         for i, layer in enumerate(self.synapses):
-            # What compare.core.accounting counts as accumulates: layers driven by spikes.
+            # What compare.core.accounting counts as accumulates (layers driven by spikes), and
+            # the layer that sees the static observation at every step.
             layer.spike_input = 0 < i < len(synapses) - 1 or (i > 0 and membrane)
+            layer.static_input = i == 0
         self.output = LeakyIntegratorLayer(options.out_tau_mem) if membrane else None
 
     def _input(self, obs: torch.Tensor) -> torch.Tensor:
@@ -118,7 +120,6 @@ def build_dsqn(options: DSQNOptions, family: str, obs_shape: tuple[int, ...], n_
 DSQN = TrainedMethod(
     "dsqn", "deep spiking Q-network, surrogate gradients in Norse (Chen et al. 2022)", DSQNOptions, DQNLearner,
     build_dsqn,
-    family_presets={"atari": "chen2022"},  # Chen et al.'s learner; MinAtar and CartPole: the DQN's
     option_presets={
         "liu2022": DSQNOptions(timesteps=64, readout="rate", input_divisor=255.0),
         # Vector-observation tasks: with the Atari defaults (ATan alpha 2, no biases) CartPole

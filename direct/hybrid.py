@@ -120,6 +120,7 @@ class SpikingActor(nn.Module):
         self.output = None if spiking_out else LeakyIntegratorLayer(options.out_tau_mem)
         for i, layer in enumerate(self.synapses):
             layer.spike_input = i > 0 or self.encoder is not None  # compare.core.accounting
+            layer.static_input = i == 0 and self.encoder is None
         # PopSAN's decoder: one learnable weight per output neuron and a bias per action.
         self.decoder_weight = nn.Parameter(torch.full((n_actions, options.out_pop), 1.0 / options.out_pop))
         self.decoder_bias = nn.Parameter(torch.zeros(n_actions))

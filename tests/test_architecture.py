@@ -59,10 +59,11 @@ def test_a_registered_toy_method_trains_and_tabulates_through_the_cli(tmp_path, 
     capsys.readouterr()
     main(["table", "--results", str(tmp_path), "--format", "json"])
     (table,) = json.loads(capsys.readouterr().out)
-    assert table["methods"] == ["toy_q", "toy_ac"]
+    columns = {m: c for c, m in table["column_methods"].items()}
+    assert list(columns) == ["toy_q", "toy_ac"] and columns["toy_q"].startswith("toy_q [")
     for method in ("toy_q", "toy_ac"):
         score = json.loads((runs[method] / "eval.json").read_text())["mean_return"]
-        assert table["cells"]["CartPole-v1"][method]["mean"] == pytest.approx(score)
+        assert table["cells"]["CartPole-v1"][columns[method]]["mean"] == pytest.approx(score)
 
 
 # -- one topology ------------------------------------------------------------------------------
@@ -151,7 +152,7 @@ def test_runs_made_by_the_landed_code_are_still_read(tmp_path, capsys):
     (runs / "convert" / "config.json").write_text(json.dumps({**config, "source": str(runs / "dqn")}))  # moved
     main(["table", "--results", str(tmp_path / "results"), "--format", "json"])
     tables = json.loads(capsys.readouterr().out)  # budgets 300 (Q-methods) and 256 (ppo)
-    cells = {m: t["cells"]["CartPole-v1"][m] for t in tables for m in t["methods"]}
+    cells = {t["column_methods"][c]: t["cells"]["CartPole-v1"][c] for t in tables for c in t["columns"]}
     assert sorted(cells) == ["convert", "dqn", "dsqn", "ppo"]
     for method, cell in cells.items():
         stored = json.loads((runs / method / "eval.json").read_text())["mean_return"]

@@ -38,18 +38,26 @@ def read(run_dir, name="eval.json"):
     return json.loads((run_dir / name).read_text())
 
 
+def column(table, method):
+    """The one column of `method` in a table (its label lists the settings STEPS changed)."""
+    (name,) = [c for c, m in table["column_methods"].items() if m == method]
+    return name
+
+
 def test_table_cells_and_aggregates_match_the_run_files(store):
     out, runs = store
     res = compare("table", "--results", out, "--format", "json")
     assert res.returncode == 0, res.stderr
     (table,) = json.loads(res.stdout)
-    assert table["methods"] == ["dqn", "dsqn", "convert"] and table["games"] == ["CartPole-v1"]
+    assert list(table["column_methods"].values()) == ["dqn", "dsqn", "convert"]
+    assert table["games"] == ["CartPole-v1"]
+    assert column(table, "dqn") == "dqn [learning_starts=500, mlp_hidden=32,32]"
     for method in ("dqn", "dsqn", "convert"):
         scores = [read(runs[m, s])["mean_return"] for (m, s) in runs if m == method]
-        c = table["cells"]["CartPole-v1"][method]
+        c = table["cells"]["CartPole-v1"][column(table, method)]
         assert c["seeds"] == len(scores)
         assert c["mean"] == pytest.approx(np.mean(scores)) and c["std"] == pytest.approx(np.std(scores))
-    agg = table["aggregates"]
+    agg = {m: table["aggregates"][column(table, m)] for m in ("dqn", "dsqn", "convert")}
     for method in ("dqn", "dsqn"):  # one game: the IQM is the IQM of that game's seeds
         from rliable import metrics
 
@@ -61,7 +69,8 @@ def test_table_cells_and_aggregates_match_the_run_files(store):
     convert = read(runs["convert", 0])
     assert agg["convert"]["timesteps"] == [convert["best_timesteps"]]
     assert agg["convert"]["conformance"] == pytest.approx(convert["conformance"])
-    dsqn_energy = np.mean([read(runs["dsqn", s])["neuro"]["energy_per_decision_j"] for s in (0, 1)])
+    dsqn_energy = np.mean([read(runs["dsqn", s])["neuro"]["first_layer"]["per_step"]["energy_per_decision_j"]
+                           for s in (0, 1)])
     dqn_energy = np.mean([read(runs["dqn", s])["neuro"]["energy_per_decision_j"] for s in (0, 1)])
     assert agg["dsqn"]["energy_uj"] == pytest.approx(dsqn_energy * 1e6)
     assert agg["dsqn"]["energy_ratio_to_ann"] == pytest.approx(dsqn_energy / dqn_energy)
@@ -72,7 +81,7 @@ def test_markdown_table_prints_every_cell_and_says_what_it_read(store):
     res = compare("table", "--results", out, "--reference")
     assert res.returncode == 0, res.stderr
     for (method, seed), run_dir in runs.items():
-        assert f"{method:<8} CartPole-v1" in res.stderr
+        assert f"{method} [" in res.stderr
     dqn = [read(runs["dqn", s])["mean_return"] for s in (0, 1)]
     assert f"{np.mean(dqn):.2f} +- {np.std(dqn):.2f} (n=2)" in res.stdout
     for label in ("IQM score [95% CI]", "P(improvement over dqn)", "| T |", "mean firing rate",
@@ -81,7 +90,8 @@ def test_markdown_table_prints_every_cell_and_says_what_it_read(store):
     row = next(line for line in res.stdout.splitlines() if line.startswith("| CartPole-v1"))
     assert row.rstrip().endswith("| - | - | - |")  # no published scores for CartPole: dashes, not zeros
     csv = compare("table", "--results", out, "--format", "csv", "--methods", "dqn,convert")
-    assert csv.returncode == 0 and csv.stdout.splitlines()[0] == "group,game,dqn,convert"
+    header = csv.stdout.splitlines()[0]
+    assert csv.returncode == 0 and header.startswith('group,game,"dqn [') and ',"convert [' in header
     latex = compare("table", "--results", out, "--format", "latex", "--timesteps", "4")
     assert latex.returncode == 0 and "\\begin{tabular}" in latex.stdout and "$\\pm$" in latex.stdout
 
@@ -99,7 +109,8 @@ def test_broken_and_unfinished_runs_are_skipped_with_a_reason(store, tmp_path):
     assert res.returncode == 0, res.stderr
     assert f"{broken.name}: unreadable eval.json" in res.stderr
     assert f"{unfinished.name}: unfinished" in res.stderr
-    assert json.loads(res.stdout)[0]["cells"]["CartPole-v1"]["dsqn"]["seeds"] == 1
+    (table,) = json.loads(res.stdout)
+    assert table["cells"]["CartPole-v1"][column(table, "dsqn")]["seeds"] == 1
 
 
 def test_runs_under_different_protocols_are_never_pooled(store, tmp_path):
@@ -110,7 +121,7 @@ def test_runs_under_different_protocols_are_never_pooled(store, tmp_path):
     res = compare("table", "--results", copy, "--format", "json", "--methods", "dqn")
     tables = json.loads(res.stdout)
     assert len(tables) == 2
-    assert sorted(t["cells"]["CartPole-v1"]["dqn"]["seeds"] for t in tables) == [1, 2]
+    assert sorted(t["cells"]["CartPole-v1"][column(t, "dqn")]["seeds"] for t in tables) == [1, 2]
     assert any("eval_episodes=3" in t["group"] for t in tables), [t["group"] for t in tables]
 
 
@@ -168,7 +179,7 @@ def test_fgsm_at_eps_zero_keeps_the_score_and_a_large_eps_changes_actions(store)
             after = net(torch.as_tensor(fgsm(net, obs, 0.5, None))).argmax(1)
         assert (before != after).any(), key
     table = compare("table", "--results", out, "--robustness", "--methods", "dqn")
-    assert "FGSM" in table.stdout and "dqn eps=0.5" in table.stdout
+    assert "FGSM" in table.stdout and "mlp_hidden=32,32] eps=0.5" in table.stdout
 
 
 def test_fgsm_on_a_converted_run_is_a_transfer_attack(store):
@@ -183,8 +194,8 @@ def test_atari_tables_default_to_human_normalized_scores(tmp_path):
                    "--set", "eval_episodes=1", "--set", "learning_starts=100")
     res = compare("table", "--results", tmp_path, "--format", "json")
     (table,) = json.loads(res.stdout)
-    assert table["score"] == "hns"
+    assert table["unit"] == "hns"
     raw = read(run)["mean_return"]
-    assert table["cells"]["Breakout"]["dqn"]["mean"] == pytest.approx((raw - 1.7) / (30.5 - 1.7))
-    raw_table = json.loads(compare("table", "--results", tmp_path, "--format", "json", "--score", "raw").stdout)
-    assert raw_table[0]["cells"]["Breakout"]["dqn"]["mean"] == pytest.approx(raw)
+    assert table["cells"]["Breakout"][column(table, "dqn")]["mean"] == pytest.approx((raw - 1.7) / (30.5 - 1.7))
+    (raw_table,) = json.loads(compare("table", "--results", tmp_path, "--format", "json", "--normalize", "raw").stdout)
+    assert raw_table["cells"]["Breakout"][column(raw_table, "dqn")]["mean"] == pytest.approx(raw)

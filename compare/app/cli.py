@@ -39,9 +39,11 @@ def cli():
 @click.option("--steps", type=click.IntRange(min=1),
               help="Agent steps to train [default: the environment's budget; Atari: the protocol's].")
 @click.option("--protocol", "protocol_name", default="nature", show_default=True,
-              help="Evaluation protocol preset: nature, machado, atari100k.")
-@click.option("--preset", help="Hyperparameter preset: nature, chen2022, liu2022, cleanrl, minatar, "
-              "cartpole [default: chosen by method and environment].")
+              help="Evaluation protocol preset: nature, chen2022, machado, atari100k.")
+@click.option("--preset", help="A paper's settings. DQN learner (dqn, dsqn): nature, chen2022, liu2022, "
+              "cleanrl, minatar, cartpole; PPO learner (ppo, hybrid): atari, cartpole; convert: tan2021 "
+              "[default: the learner's preset for the environment family, the same for every method].")
+@click.option("--label", help="Name this variant in `compare table` (letters, digits, spaces, _.,:=+()-).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override one hyperparameter, protocol field or method option (repeatable).")
 @click.option("--eval-episodes", type=click.IntRange(min=1), help="Shorthand for --set eval_episodes=N.")
@@ -60,7 +62,7 @@ def cli():
 @click.option("--resume", "resume_dir", type=click.Path(path_type=Path),
               help="Continue a killed run from its last checkpoint (other options are ignored).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def run(method, game, seed, steps, protocol_name, preset, overrides, eval_episodes, arch, timesteps,
+def run(method, game, seed, steps, protocol_name, preset, label, overrides, eval_episodes, arch, timesteps,
         source, percentile, readout, calibration_frames, device, out, name, resume_dir, quiet):
     """Train one agent (or convert one, `--method convert`) and evaluate it under the protocol;
     prints the final score."""
@@ -78,9 +80,10 @@ def run(method, game, seed, steps, protocol_name, preset, overrides, eval_episod
                            ("calibration_frames", calibration_frames)):
             if value is not None:
                 pairs[key] = str(value)
-        settings = resolve_settings(method, game, seed, steps, protocol_name, preset, pairs, device, source)
+        settings = resolve_settings(method, game, seed, steps, protocol_name, preset, pairs, device, source, label)
         if not quiet:
-            preset = f", preset {settings.preset}" if settings.preset else f", from {settings.source}"
+            preset = "".join([f", preset {settings.preset}" if settings.preset else "",
+                              f", from {settings.source}" if settings.source else ""])
             click.echo(f"run: {settings.method} on {settings.game}, seed {settings.seed}, {settings.total_steps} "
                        f"steps{preset}, protocol {settings.protocol.name}, device {settings.device}", err=True)
         run_ = get_method(method).start(settings, out, name=name, progress_factory=progress)
@@ -179,15 +182,21 @@ def _read_for_report(results: Path, games, methods, timesteps: int | None):
 @click.option("--format", "fmt", type=click.Choice(["md", "csv", "latex", "json"]), default="md", show_default=True)
 @click.option("--games", help="Comma-separated games to include [default: all].")
 @click.option("--methods", help="Comma-separated methods to include [default: all].")
-@click.option("--score", type=click.Choice(["auto", "raw", "hns"]), default="auto", show_default=True,
+@click.option("--normalize", "unit", type=click.Choice(["auto", "raw", "hns"]), default="auto", show_default=True,
               help="Raw returns or human-normalized scores (Atari); auto: hns when every game of a "
               "table has reference scores, else raw.")
+@click.option("--score", "kind", type=click.Choice(["final", "best-eval"]), default="final", show_default=True,
+              help="final: the final evaluation; best-eval: the best periodic evaluation (Chen et al. 2022's "
+              "reporting, optimistic).")
+@click.option("--energy", type=click.Choice(["per-step", "once"]), default="per-step", show_default=True,
+              help="First-layer energy convention of SNNs: charged at every time step, or once per decision.")
 @click.option("--timesteps", default="best", show_default=True, metavar="best|N",
               help="convert runs: their best T, or the sweep entry at T=N.")
 @click.option("--reference", is_flag=True, help="Add published random, human and Nature DQN 2015 scores.")
 @click.option("--robustness", is_flag=True, help="Also show FGSM scores stored by `compare eval --attack`.")
-def table(results, fmt, games, methods, score, timesteps, reference, robustness):
-    """The methods side by side: one table per protocol and budget, with aggregate rows."""
+def table(results, fmt, games, methods, unit, kind, energy, timesteps, reference, robustness):
+    """The methods side by side: one table per protocol and budget, one column per method variant,
+    with aggregate rows."""
     import json as _json
 
     from compare.app.table import build_tables, render, robustness_rows, table_rows
@@ -195,14 +204,15 @@ def table(results, fmt, games, methods, score, timesteps, reference, robustness)
     if timesteps != "best" and not timesteps.isdigit():
         raise UsageError(f"--timesteps {timesteps!r} must be 'best' or a positive integer")
     records = _read_for_report(results, games, methods, None if timesteps == "best" else int(timesteps))
-    tables = build_tables(records, score, reference, robustness)
+    tables = build_tables(records, unit, kind, energy, reference, robustness)
     if fmt == "json":
         click.echo(_json.dumps(tables, indent=2))
         return
     for t in tables:
         parts = [table_rows(t)] + ([robustness_rows(t)] if robustness else [])
         for i, (header, rows) in enumerate(parts):
-            title = t["group"] + (": FGSM, mean return at each eps" if i else "")
+            title = "; ".join([t["group"], t["conventions"], *t["notes"]]) + (
+                ": FGSM, mean return at each eps" if i else "")
             if fmt == "csv":  # one CSV: the group is a column
                 header, rows = ["group", *header], [[title, *row] for row in rows]
                 if i or t is not tables[0]:
@@ -218,13 +228,17 @@ def table(results, fmt, games, methods, score, timesteps, reference, robustness)
               show_default=True)
 @click.option("--games", help="Comma-separated games to include [default: all].")
 @click.option("--methods", help="Comma-separated methods to include [default: all].")
-def plot(results, out, games, methods):
+@click.option("--score", "kind", type=click.Choice(["final", "best-eval"]), default="final", show_default=True,
+              help="Score of the score-vs-energy figure (as in `compare table`).")
+@click.option("--energy", type=click.Choice(["per-step", "once"]), default="per-step", show_default=True,
+              help="First-layer energy convention (as in `compare table`).")
+def plot(results, out, games, methods, kind, energy):
     """PNG figures: learning curves, converted score and conformance against T, score against
     energy per decision."""
     from compare.app.plots import write_plots
 
     records = _read_for_report(results, games, methods, None)
-    for path in write_plots(records, out):
+    for path in write_plots(records, out, kind, energy):
         click.echo(str(path))
 
 
@@ -235,6 +249,9 @@ def plot(results, out, games, methods):
 @click.option("--seeds", help="Seed range: 0-4, or a list: 0,2,5.")
 @click.option("--steps", type=int, help="Agent steps per training cell [default: each environment's budget].")
 @click.option("--protocol", help="Evaluation protocol [default: nature].")
+@click.option("--preset", "presets", metavar="NAME[,NAME...]",
+              help="Preset for every cell whose method has it (e.g. nature: dqn and dsqn alike) "
+              "[default: each learner's family preset, shared by its methods].")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Setting for every cell whose method has it (repeatable).")
 @click.option("--launcher", help="local (default), ray or slurm.")
@@ -246,7 +263,7 @@ def plot(results, out, games, methods):
 @click.option("--slurm-cluster", type=click.Choice(["slurm", "local"]),
               help="slurm: 'local' runs the job array with submitit's local executor.")
 @click.option("--dry-run", is_flag=True, help="Print the cells, their order and the steps; run nothing.")
-def sweep(sweep_file, games, methods, seeds, steps, protocol, overrides, launcher, workers, results,
+def sweep(sweep_file, games, methods, seeds, steps, protocol, presets, overrides, launcher, workers, results,
           ray_address, cpus_per_run, gpus_per_run, slurm_cluster, dry_run):
     """Run games x methods x seeds as ordinary runs; rerun the same command to finish an
     interrupted sweep (finished cells are skipped, interrupted ones resumed)."""
@@ -254,7 +271,7 @@ def sweep(sweep_file, games, methods, seeds, steps, protocol, overrides, launche
     from compare.app.sweep import from_toml, make_spec, run_sweep
 
     options = {"games": games, "methods": methods, "seeds": seeds, "steps": steps, "protocol": protocol,
-               "launcher": launcher, "workers": workers, "results": results, "ray_address": ray_address,
+               "presets": presets, "launcher": launcher, "workers": workers, "results": results, "ray_address": ray_address,
                "cpus_per_run": cpus_per_run, "gpus_per_run": gpus_per_run, "slurm_cluster": slurm_cluster}
     if overrides:
         options["overrides"] = overrides

@@ -1,11 +1,12 @@
 """`compare plot`: PNG figures from the run store (matplotlib, headless).
 
 - learning_curves__<group>__<game>.png: training episode return against agent steps, one line
-  per method: the mean over seeds of each seed's binned curve, with a 95% confidence band
+  per method variant (the table's columns): the mean over seeds of each seed's binned curve, with a 95% confidence band
   (mean +- 1.96 standard errors; none for a single seed);
-- conversion__<group>__<game>.png: converted SNN score and conformance against T;
-- score_vs_energy__<group>.png: final score against energy per decision, one point per method
-  and game (log energy axis).
+- conversion__<group>__<game>.png: converted SNN score and conformance against T (one figure
+  per conversion variant);
+- score_vs_energy__<group>.png: score against energy per decision, one point per variant and
+  game (log energy axis), under the table's score and energy conventions.
 Groups are the table's (one protocol and budget): runs made differently are never drawn together.
 """
 
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from compare.app.table import Group, RunRecord, group_runs
+from compare.app.table import ENERGY_CONVENTIONS, Group, RunRecord, check_conventions, group_runs
 from compare.core.runstore import ensure_writable_dir, read_jsonl
 
 BINS = 20
@@ -65,15 +66,15 @@ def learning_curves(group: Group, game: str, path: Path) -> Path | None:
     centres = (edges[:-1] + edges[1:]) / 2
     fig, ax = plt.subplots(figsize=(6, 4))
     drawn = False
-    for method in group.methods:
-        curves = [binned_curve(r, edges) for r in group.cell_runs(game, method)
+    for column in group.columns:
+        curves = [binned_curve(r, edges) for r in group.cell_runs(game, column)
                   if (r.path / "metrics.jsonl").is_file()]
         curves = [c for c in curves if not np.isnan(c).all()]
         if not curves:
             continue  # conversions have no training curve
         stack = np.vstack(curves)
         mean = np.nanmean(stack, axis=0)
-        ax.plot(centres, mean, label=f"{method} (n={len(curves)})")
+        ax.plot(centres, mean, label=f"{column} (n={len(curves)})")
         if len(curves) > 1:
             sem = np.nanstd(stack, axis=0, ddof=1) / np.sqrt(np.sum(~np.isnan(stack), axis=0))
             ax.fill_between(centres, mean - 1.96 * sem, mean + 1.96 * sem, alpha=0.2)
@@ -89,8 +90,8 @@ def learning_curves(group: Group, game: str, path: Path) -> Path | None:
     return path
 
 
-def conversion_curve(group: Group, game: str, path: Path) -> Path | None:
-    runs = group.cell_runs(game, "convert")
+def conversion_curve(group: Group, game: str, column: str, path: Path) -> Path | None:
+    runs = group.cell_runs(game, column)
     by_t: dict[int, list[dict]] = {}
     for r in runs:
         for entry in r.result.get("sweep", []):
@@ -107,7 +108,7 @@ def conversion_curve(group: Group, game: str, path: Path) -> Path | None:
     if ann:
         ax.axhline(np.mean(ann), color="tab:blue", linestyle="--", label="source ANN")
     ax.set(xscale="log", xlabel="simulation time steps T (per decision)", ylabel="mean return (evaluation)",
-           title=f"{game}: conversion, {group.label}")
+           title=f"{game}: {column}, {group.label}")
     ax.set_xticks(ts, [str(t) for t in ts])
     twin = ax.twinx()
     twin.plot(ts, conformance, "s-", color="tab:orange", label="conformance")
@@ -120,43 +121,46 @@ def conversion_curve(group: Group, game: str, path: Path) -> Path | None:
     return path
 
 
-def score_vs_energy(group: Group, path: Path) -> Path | None:
+def score_vs_energy(group: Group, path: Path, kind: str = "final", energy: str = "per-step") -> Path | None:
     points = []
-    for method in group.methods:
+    for column in group.columns:
         for game in group.games:
-            runs = [r for r in group.cell_runs(game, method) if r.neuro.get("energy_per_decision_j")]
+            runs = [r for r in group.cell_runs(game, column) if r.energy(energy)]
             if runs:
-                points.append((method, game, np.mean([r.neuro["energy_per_decision_j"] for r in runs]) * 1e6,
-                               np.mean([r.result["mean_return"] for r in runs])))
+                points.append((column, game, np.mean([r.energy(energy) for r in runs]) * 1e6,
+                               np.mean([r.score(kind) for r in runs])))
     if not points:
         return None
     plt = _figure()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for method in dict.fromkeys(p[0] for p in points):
-        mine = [p for p in points if p[0] == method]
-        ax.scatter([p[2] for p in mine], [p[3] for p in mine], label=method)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for column in dict.fromkeys(p[0] for p in points):
+        mine = [p for p in points if p[0] == column]
+        ax.scatter([p[2] for p in mine], [p[3] for p in mine], label=column)
         for _, game, x, y in mine:
             ax.annotate(game, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    ax.set(xscale="log", xlabel="energy per decision (uJ, 45 nm compute estimate)",
-           ylabel="final mean return (evaluation)", title=f"score vs energy: {group.label}")
-    ax.legend()
+    ax.set(xscale="log", xlabel=f"energy per decision (uJ, 45 nm compute estimate; {ENERGY_CONVENTIONS[energy][1]})",
+           ylabel=f"mean return ({kind.replace('-', ' ')} evaluation)", title=f"score vs energy: {group.label}")
+    ax.xaxis.label.set_fontsize(8)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     _save(fig, path)
     plt.close(fig)
     return path
 
 
-def write_plots(records: list[RunRecord], out: Path) -> list[Path]:
+def write_plots(records: list[RunRecord], out: Path, kind: str = "final", energy: str = "per-step") -> list[Path]:
+    check_conventions(kind, energy)
     out = ensure_writable_dir(out)
     written = []
     for group in group_runs(records):
         tag = _slug(group.label)
         for game in group.games:
-            for make, kind in ((learning_curves, "learning_curves"), (conversion_curve, "conversion")):
-                path = make(group, game, out / f"{kind}__{tag}__{_slug(game)}.png")
-                if path is not None:
-                    written.append(path)
-        path = score_vs_energy(group, out / f"score_vs_energy__{tag}.png")
+            path = learning_curves(group, game, out / f"learning_curves__{tag}__{_slug(game)}.png")
+            written += [path] if path is not None else []
+            for column in group.columns:
+                path = conversion_curve(group, game, column, out / f"conversion__{tag}__{_slug(game)}__{_slug(column)}.png")
+                written += [path] if path is not None else []
+        path = score_vs_energy(group, out / f"score_vs_energy__{tag}.png", kind, energy)
         if path is not None:
             written.append(path)
     return written

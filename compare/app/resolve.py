@@ -15,7 +15,7 @@ from compare.core import config as cfgmod
 from compare.core.errors import UsageError
 from compare.core.protocols import protocol_fields
 from compare.core.registry import get_method
-from compare.core.settings import Settings
+from compare.core.settings import Settings, check_label
 
 
 def parse_overrides(pairs: tuple[str, ...]) -> dict[str, str]:
@@ -38,8 +38,13 @@ def setting_owners(method_name: str) -> dict[str, str]:
 
 def resolve_settings(method_name: str, game: str, seed: int, steps: int | None, protocol_name: str,
                      preset: str | None, overrides: dict[str, str], device: str,
-                     source: Path | None = None) -> Settings:
+                     source: Path | None = None, label: str | None = None) -> Settings:
     method = get_method(method_name)
+    if label is not None:
+        check_label(label)
+    if preset is not None and preset not in method.preset_names:
+        raise UsageError(cfgmod.unknown_name_message(f"preset for {method_name}", preset, method.preset_names)
+                         if method.preset_names else f"--preset {preset}: {method_name} has no presets")
     owners = setting_owners(method_name)
     unknown = [key for key in overrides if key not in owners]
     if unknown:
@@ -50,4 +55,4 @@ def resolve_settings(method_name: str, game: str, seed: int, steps: int | None, 
         per_owner.setdefault(owners[key], {})[key] = value
     protocol = cfgmod.apply_overrides(settings.protocol, per_owner.pop("protocol", {}))
     sections = {key: cfgmod.apply_overrides(obj, per_owner.get(key, {})) for key, obj in settings.sections.items()}
-    return dataclasses.replace(settings, protocol=protocol, sections=sections)
+    return dataclasses.replace(settings, protocol=protocol, sections=sections, label=label)

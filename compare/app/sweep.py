@@ -67,6 +67,7 @@ class SweepSpec:
     seeds: tuple[int, ...]
     steps: int | None = None
     protocol: str = "nature"
+    presets: tuple[str, ...] = ()                 # --preset names, each given to every cell whose method has it
     overrides: tuple[tuple[str, str], ...] = ()   # --set pairs, given to every cell that has the key
     launcher: str = "local"
     workers: int = 1
@@ -81,6 +82,8 @@ class SweepSpec:
         """Hash of what defines the runs (not how they are launched)."""
         what = {"games": self.games, "methods": self.methods, "seeds": self.seeds, "steps": self.steps,
                 "protocol": self.protocol, "overrides": self.overrides}
+        if self.presets:  # (absent from older sweeps' ids, so their cells still resume)
+            what["presets"] = self.presets
         return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:8]
 
     def cells(self) -> list[Cell]:
@@ -116,7 +119,7 @@ def parse_seeds(text: str) -> tuple[int, ...]:
 
 
 def _list(value) -> tuple[str, ...]:
-    items = value if isinstance(value, list) else str(value).split(",")
+    items = value if isinstance(value, (list, tuple)) else str(value).split(",")
     return tuple(str(v).strip() for v in items if str(v).strip())
 
 
@@ -139,7 +142,7 @@ def _text(name: str, value) -> str:
     return value
 
 
-def make_spec(games, methods, seeds, steps=None, protocol="nature", overrides=(), launcher="local",
+def make_spec(games, methods, seeds, steps=None, protocol="nature", presets=(), overrides=(), launcher="local",
               workers=1, results="results", ray_address=None, cpus_per_run=1.0, gpus_per_run=0.0,
               slurm_cluster="slurm") -> SweepSpec:
     """A checked sweep: every name and every cell's settings known good before anything starts."""
@@ -163,16 +166,29 @@ def make_spec(games, methods, seeds, steps=None, protocol="nature", overrides=()
     else:
         raise UsageError(f"set={overrides!r} must be a table of KEY = VALUE settings")
     spec = SweepSpec(games_, methods_, parse_seeds(seeds), None if steps is None else _number("steps", steps, int, 1),
-                     protocol, tuple(sorted(pairs.items())), launcher, _number("workers", workers, int, 1),
+                     protocol, _list(presets), tuple(sorted(pairs.items())), launcher, _number("workers", workers, int, 1),
                      _text("results", str(results)), ray_address, _number("cpus_per_run", cpus_per_run, float, 0),
                      _number("gpus_per_run", gpus_per_run, float, 0), slurm_cluster)
     for key, _ in spec.overrides:
         if not any(key in accepted_keys(m) for m in methods_):
             raise UsageError(f"--set {key}: no method of this sweep has a setting of that name")
+    for name in spec.presets:
+        if not any(name in get_method(m).preset_names for m in methods_):
+            raise UsageError(f"--preset {name}: no method of this sweep has a preset of that name")
     for m in methods_:  # every value parses and passes its checks, for every kind of cell
+        cell_preset(spec, m)
         if get_method(m).source_method is None:
-            resolve_settings(m, games_[0], 0, spec.steps, protocol, None, cell_overrides(spec, m), "cpu")
+            resolve_settings(m, games_[0], 0, spec.steps, protocol, cell_preset(spec, m), cell_overrides(spec, m), "cpu")
     return spec
+
+
+def cell_preset(spec: SweepSpec, method: str) -> str | None:
+    """The sweep's preset that a cell of `method` takes (None: its learner's family default,
+    the same for every method of that learner: one learner per study)."""
+    names = [name for name in spec.presets if name in get_method(method).preset_names]
+    if len(names) > 1:
+        raise UsageError(f"--preset {','.join(names)}: {method} has more than one of these presets; give one")
+    return names[0] if names else None
 
 
 def cell_overrides(spec: SweepSpec, method: str) -> dict[str, str]:
@@ -219,6 +235,8 @@ def cell_command(spec: SweepSpec, cell: Cell) -> list[str]:
         args += ["--source", str(spec.run_dir(cell.source))]
     elif spec.steps is not None:
         args += ["--steps", str(spec.steps)]
+    if cell_preset(spec, cell.method) is not None:
+        args += ["--preset", cell_preset(spec, cell.method)]
     for key, value in cell_overrides(spec, cell.method).items():
         args += ["--set", f"{key}={value}"]
     return args
@@ -248,6 +266,10 @@ def dry_run(spec: SweepSpec, echo: Callable[[str], None]) -> None:
     cells = spec.cells()
     echo(f"sweep {spec.sweep_id}: {len(cells)} cells, launcher {spec.launcher} ({spec.workers} workers), "
          f"results {spec.results}")
+    for family in dict.fromkeys(resolve_env(g).family for g in spec.games):
+        presets = [f"{m} {cell_preset(spec, m) or get_method(m).default_preset(family) or 'default'}"
+                   for m in spec.methods]
+        echo(f"presets ({family}): " + ", ".join(presets))
     for i, cell in enumerate(cells, 1):
         after = f"  after: {cell.source.label}" if cell.source is not None else ""
         status = "finished" if (spec.run_dir(cell) / "eval.json").is_file() else (

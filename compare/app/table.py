@@ -1,17 +1,26 @@
 """Reading the run store back: the comparison table (`compare table`) and what the plots use.
 
 Runs are pooled only when they share the whole protocol and the training budget; each such
-group gets a table of its own. A cell is the mean +- std over seeds of the final `mean_return`
-(or its human-normalized score), with the number of seeds; a missing run is a dash. Aggregate
-rows per method: IQM with a 95% stratified-bootstrap interval and the probability of improvement
-over dqn (both from rliable), T, mean firing rate, energy per decision and its ratio to the
-ANN's (dqn for Q-value methods and conversions, ppo for actor-critic methods), and conformance
-for conversions.
+group gets a table of its own. Within a group, a column is one *variant*: a method with one
+resolved configuration (learner hyperparameters, method options, preset, label; for a
+conversion, also its source's variant). Runs pool into a cell only when everything but the seed
+is the same; a column is labelled by what differs from the method's defaults for the game's
+family (`dsqn [timesteps=4]`) or by the user's `--label`. A repeat (same variant, game and seed)
+keeps the run created last, and the skip is reported.
+
+A cell is the mean +- std over seeds of a run's score: its final evaluation (`final`) or the best
+of its periodic evaluations and the final one (`best-eval`, Chen et al. 2022's reporting, an
+optimistic estimate), as a raw return or human-normalized. Aggregate rows per column: IQM with
+a 95% stratified-bootstrap interval and the probability of improvement over dqn (both from
+rliable), T, mean firing rate, energy per decision under one first-layer convention (`once` or
+`per_step`, see compare.core.accounting) and its ratio to the ANN's, and conformance for
+conversions.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import warnings
@@ -23,14 +32,83 @@ import numpy as np
 from rliable import library as rly
 from rliable import metrics
 
+from compare.app.resolve import setting_owners
 from compare.app.robustness import ROBUSTNESS
 from compare.core.envs import resolve_env
 from compare.core.errors import UsageError
 from compare.core.registry import REGISTRY, get_method
-from compare.core.runstore import list_runs, read_json
+from compare.core.runstore import list_runs, read_json, read_jsonl
 from compare.core.scores import human_normalized_score, reference_scores
+from compare.core.settings import Settings
 
 BOOTSTRAP_REPS = 2000
+SCORE_KINDS = {"final": "final evaluation",
+               "best-eval": "best of the periodic and final evaluations (optimistic; Chen et al. 2022's reporting)"}
+ENERGY_CONVENTIONS = {"per-step": ("per_step", "first layer charged at every time step"),
+                      "once": ("once", "first layer charged once per decision")}
+
+
+def _text(value) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, tuple)):
+        return ",".join(_text(v) for v in value)
+    return str(value)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """What a column is: a method and everything about its runs' settings but the seed, as
+    differences from the method's defaults for the game's environment family."""
+
+    method: str
+    preset: str | None                       # None: the family's default preset
+    changes: tuple[tuple[str, str], ...]     # (setting, value) that differ from the preset's
+    label: str | None = None                 # `compare run --label`
+    source: Variant | None = None            # derived methods: the variant they were made from
+
+    @property
+    def is_default(self) -> bool:
+        return not (self.preset or self.changes or self.label) and (self.source is None or self.source.is_default)
+
+    def describe(self, with_changes: bool = False) -> str:
+        parts = [self.label] if self.label else []
+        if not self.label or with_changes:
+            parts += ([self.preset] if self.preset else []) + [f"{k}={v}" for k, v in self.changes]
+            if self.source is not None and not self.source.is_default:
+                parts.append(f"from {self.source.describe()}")
+        return self.method + (f" [{', '.join(parts)}]" if parts else "")
+
+
+def variant_of(config: dict, where: str = "config.json") -> Variant:
+    """The variant of a run from its config.json (UsageError if it is not a run config)."""
+    settings = Settings.from_dict(config, where)
+    method = get_method(settings.method)
+    family = resolve_env(settings.game).family
+    preset = None if settings.preset == method.default_preset(family) else settings.preset
+    try:
+        reference = method.default_sections(family, preset)
+    except UsageError:  # a preset this version no longer has: compare with the default
+        reference = method.default_sections(family, None)
+    changes = []
+    for key, obj in settings.sections.items():
+        mine, base = dataclasses.asdict(obj), dataclasses.asdict(reference[key])
+        changes += [(name, _text(value)) for name, value in mine.items() if base.get(name) != value]
+    source = None
+    if method.source_method is not None:
+        origin = config.get("source_settings") or _source_config(config.get("source"))
+        source = variant_of(origin, f"{where}: source") if isinstance(origin, dict) else None
+    return Variant(settings.method, preset, tuple(sorted(changes)), settings.label, source)
+
+
+def _source_config(path) -> dict | None:
+    """A source run's config.json, for conversions made before configs recorded it."""
+    try:
+        return read_json(Path(path) / "config.json") if path else None
+    except (OSError, ValueError, UsageError):
+        return None
 
 
 @dataclass
@@ -43,10 +121,37 @@ class RunRecord:
     budget: int
     config: dict
     result: dict      # eval.json, or for a conversion at a chosen T, its sweep entry merged in
+    variant: Variant = field(default_factory=lambda: Variant("?", None, ()))
+    column: str = ""  # the variant's column name in its table
 
     @property
     def neuro(self) -> dict:
         return self.result.get("neuro") or {}
+
+    @property
+    def preset(self) -> str | None:
+        return self.config.get("preset")
+
+    def score(self, kind: str = "final") -> float:
+        """The final evaluation's mean return, or (best-eval) the best of it and the periodic
+        evaluations (trained runs; a derived run has only its final evaluation)."""
+        final = float(self.result["mean_return"])
+        if kind == "final" or get_method(self.method).source_method is not None:
+            return final
+        periodic = [float(r["mean_return"]) for r in read_jsonl(self.path / "evals.jsonl")
+                    if isinstance(r, dict) and isinstance(r.get("mean_return"), (int, float))]
+        return max([final, *periodic])
+
+    def energy(self, convention: str = "per-step") -> float | None:
+        """Joules per decision under a first-layer convention (ENERGY_CONVENTIONS); None when the
+        run predates the record of both and its T > 1."""
+        key = ENERGY_CONVENTIONS[convention][0]
+        both = self.neuro.get("first_layer")
+        if isinstance(both, dict) and key in both:
+            return float(both[key]["energy_per_decision_j"])
+        if "energy_per_decision_j" in self.neuro and (key == "once" or int(self.neuro.get("timesteps", 1)) == 1):
+            return float(self.neuro["energy_per_decision_j"])
+        return None
 
 
 @dataclass
@@ -57,18 +162,43 @@ class Group:
     budget: int
     runs: list[RunRecord] = field(default_factory=list)
     label: str = ""
+    notes: list[str] = field(default_factory=list)
 
-    def cell_runs(self, game: str, method: str) -> list[RunRecord]:
-        return sorted((r for r in self.runs if r.game == game and r.method == method), key=lambda r: r.seed)
+    def cell_runs(self, game: str, column: str) -> list[RunRecord]:
+        return sorted((r for r in self.runs if r.game == game and r.column == column), key=lambda r: r.seed)
 
     @property
     def games(self) -> list[str]:
         return sorted({r.game for r in self.runs})
 
     @property
-    def methods(self) -> list[str]:
-        present = {r.method for r in self.runs}
-        return [m for m in REGISTRY if m in present]
+    def columns(self) -> list[str]:
+        """Method by method in registry order; a method's variants closest to its defaults first."""
+        order = {m: i for i, m in enumerate(REGISTRY)}
+        variants = {r.column: r.variant for r in self.runs}
+        return sorted(variants, key=lambda c: (order[variants[c].method], not variants[c].is_default,
+                                               len(variants[c].changes), c))
+
+    def method_of(self, column: str) -> str:
+        return next(r.method for r in self.runs if r.column == column)
+
+    def variant_of(self, column: str) -> Variant:
+        return next(r.variant for r in self.runs if r.column == column)
+
+    def reference_column(self, method: str, variant: Variant) -> str | None:
+        """The column of `method` (an ANN baseline) that `variant` is compared with: the run it
+        was converted from; else the one trained with the same preset and shared settings
+        (dsqn [lr=1e-05] -> dqn [lr=1e-05]); else `method`'s default variant; else its only one."""
+        mine = {r.column: r.variant for r in self.runs if r.method == method}
+        keys = set(setting_owners(method))
+        shared = tuple(change for change in variant.changes if change[0] in keys)
+        for match in (lambda v: v == variant.source,
+                      lambda v: v.preset == variant.preset and not v.label and v.changes == shared,
+                      lambda v: v.is_default):
+            found = [column for column, v in mine.items() if match(v)]
+            if found:
+                return found[0]
+        return next(iter(mine)) if len(mine) == 1 else None
 
 
 def read_runs(results: Path, games: list[str] | None = None, methods: list[str] | None = None,
@@ -80,7 +210,7 @@ def read_runs(results: Path, games: list[str] | None = None, methods: list[str] 
     for name in methods or []:
         get_method(name)  # unknown names: one line listing the registered methods
     wanted_games = {resolve_env(g).name for g in games} if games else None
-    records, skipped = [], []
+    skipped = []
     newest: dict[tuple, RunRecord] = {}
     for run in list_runs(results):
         try:
@@ -99,25 +229,49 @@ def read_runs(results: Path, games: list[str] | None = None, methods: list[str] 
             skipped.append(f"{run.path.name}: unfinished (no eval.json)")
             continue
         try:
+            variant = variant_of(config, f"{run.path.name}/config.json")
+        except UsageError as e:
+            skipped.append(f"{run.path.name}: unreadable config.json ({e})")
+            continue
+        try:
             result = read_json(run.path / "eval.json")
             float(result["mean_return"])
         except (OSError, ValueError, KeyError, TypeError) as e:
             skipped.append(f"{run.path.name}: unreadable eval.json ({type(e).__name__})")
             continue
-        if method == "convert" and timesteps is not None:
-            entry = next((e for e in result.get("sweep", []) if e["timesteps"] == timesteps), None)
+        if timesteps is not None and "sweep" in result:
+            entry = next((e for e in result["sweep"] if e["timesteps"] == timesteps), None)
             if entry is None:
                 skipped.append(f"{run.path.name}: no T={timesteps} in its sweep")
                 continue
             result = {**result, **entry}
-        record = RunRecord(run.path, method, game, seed, protocol, budget, config, result)
-        key = (method, game, seed, json.dumps(protocol, sort_keys=True), budget)
-        if key in newest:  # run names sort by creation time: keep the newest of a repeat
-            skipped.append(f"{newest[key].path.name}: repeated by {run.path.name} (kept the newer)")
-            records.remove(newest[key])
+        record = RunRecord(run.path, method, game, seed, protocol, budget, config, result, variant)
+        key = (variant, game, seed, json.dumps(protocol, sort_keys=True), budget)
+        kept = newest.get(key)
+        if kept is not None:  # a repeat: keep the run created last
+            older, record = sorted([kept, record], key=lambda r: (str(r.config.get("created", "")), r.path.name))
+            skipped.append(f"{older.path.name}: repeated by {record.path.name} (same settings and seed; "
+                           "kept the one created last)")
         newest[key] = record
-        records.append(record)
+    records = list(newest.values())
+    _name_columns(records)
     return records, skipped
+
+
+def _name_columns(records: list[RunRecord]) -> None:
+    """Each variant's column name; labels that two variants share get their changes added."""
+    variants = list(dict.fromkeys(r.variant for r in records))
+    names = {v: v.describe() for v in variants}
+    taken = defaultdict(list)
+    for v in variants:
+        taken[names[v]].append(v)
+    for clash in (vs for vs in taken.values() if len(vs) > 1):
+        for i, v in enumerate(clash):
+            names[v] = v.describe(with_changes=True)
+            if sum(names[v] == names[o] for o in clash) > 1:
+                names[v] += f" #{i + 1}"
+    for r in records:
+        r.column = names[r.variant]
 
 
 def group_runs(records: list[RunRecord]) -> list[Group]:
@@ -133,25 +287,35 @@ def group_runs(records: list[RunRecord]) -> list[Group]:
         if same_label:  # same name and budget, different fields: say which
             differ = sorted(k for o in same_label for k in g.protocol if g.protocol.get(k) != o.protocol.get(k))
             g.label += " (" + ", ".join(f"{k}={g.protocol.get(k)}" for k in dict.fromkeys(differ)) + ")"
+        g.notes = _preset_notes(g)
     return out
 
 
-def run_score(r: RunRecord, score: str) -> float | None:
-    raw = float(r.result["mean_return"])
-    return raw if score == "raw" else human_normalized_score(resolve_env(r.game).ale_id, raw)
+def _preset_notes(group: Group) -> list[str]:
+    """One line per learner whose methods trained with different presets in this group."""
+    by_learner: dict[str, dict[str, set]] = defaultdict(lambda: defaultdict(set))
+    for r in group.runs:
+        method = get_method(r.method)
+        if method.source_method is None and r.preset:
+            by_learner[method.learner.key][r.preset].add(r.column)
+    notes = []
+    for learner, presets in sorted(by_learner.items()):
+        if len(presets) > 1:
+            notes.append(f"learner presets differ ({learner}): " + "; ".join(
+                f"{p}: {', '.join(sorted(cols))}" for p, cols in sorted(presets.items())))
+    return notes
 
 
-def ann_baseline(method: str) -> str:
-    """The ANN method a method's energy is compared with (dqn for Q-methods and conversions,
-    ppo for actor-critic methods): the method's own declaration."""
-    return get_method(method).baseline
+def run_score(r: RunRecord, unit: str, kind: str = "final") -> float | None:
+    raw = r.score(kind)
+    return raw if unit == "raw" else human_normalized_score(resolve_env(r.game).ale_id, raw)
 
 
-def score_matrix(group: Group, method: str, games: list[str], score: str) -> np.ndarray | None:
+def score_matrix(group: Group, column: str, games: list[str], unit: str, kind: str) -> np.ndarray | None:
     """(runs, games) scores for rliable; as many runs per game as the game with the fewest."""
     columns = []
     for game in games:
-        values = [run_score(r, score) for r in group.cell_runs(game, method)]
+        values = [run_score(r, unit, kind) for r in group.cell_runs(game, column)]
         if not values or any(v is None for v in values):
             return None
         columns.append(values)
@@ -159,28 +323,30 @@ def score_matrix(group: Group, method: str, games: list[str], score: str) -> np.
     return np.array([c[:n] for c in columns], dtype=np.float64).T
 
 
-def aggregates(group: Group, method: str, score: str) -> dict:
-    """The aggregate rows of one method in one group."""
+def aggregates(group: Group, column: str, unit: str, kind: str = "final", energy: str = "per-step") -> dict:
+    """The aggregate rows of one column in one group."""
     with warnings.catch_warnings():
         # rliable passes a RandomState to arch, which warns that the keyword is deprecated.
         warnings.filterwarnings("ignore", message="random_state is deprecated", category=FutureWarning)
-        return _aggregates(group, method, score)
+        return _aggregates(group, column, unit, kind, energy)
 
 
-def _aggregates(group: Group, method: str, score: str) -> dict:
-    games = [g for g in group.games if group.cell_runs(g, method)]
-    runs = [r for r in group.runs if r.method == method]
+def _aggregates(group: Group, column: str, unit: str, kind: str, energy: str) -> dict:
+    games = [g for g in group.games if group.cell_runs(g, column)]
+    runs = [r for r in group.runs if r.column == column]
+    method, variant = group.method_of(column), group.variant_of(column)
     out: dict = {"games": len(games), "runs": len(runs)}
-    matrix = score_matrix(group, method, games, score)
+    matrix = score_matrix(group, column, games, unit, kind)
     if matrix is not None:
         point, interval = rly.get_interval_estimates(
-            {method: matrix}, lambda x: np.array([metrics.aggregate_iqm(x)]), reps=BOOTSTRAP_REPS,
+            {column: matrix}, lambda x: np.array([metrics.aggregate_iqm(x)]), reps=BOOTSTRAP_REPS,
             random_state=np.random.RandomState(0))
-        out["iqm"] = float(point[method][0])
-        out["iqm_ci"] = [float(interval[method][0][0]), float(interval[method][1][0])]
-    if method != "dqn" and any(r.method == "dqn" for r in group.runs):
-        common = [g for g in games if group.cell_runs(g, "dqn")]
-        x, y = score_matrix(group, method, common, score), score_matrix(group, "dqn", common, score)
+        out["iqm"] = float(point[column][0])
+        out["iqm_ci"] = [float(interval[column][0][0]), float(interval[column][1][0])]
+    dqn = group.reference_column("dqn", variant)
+    if dqn is not None and method != "dqn":
+        common = [g for g in games if group.cell_runs(g, dqn)]
+        x, y = score_matrix(group, column, common, unit, kind), score_matrix(group, dqn, common, unit, kind)
         if common and x is not None and y is not None:
             n = min(len(x), len(y))
             point, interval = rly.get_interval_estimates(
@@ -188,33 +354,35 @@ def _aggregates(group: Group, method: str, score: str) -> dict:
                 reps=BOOTSTRAP_REPS, random_state=np.random.RandomState(0))
             out["p_improve_over_dqn"] = float(point["pair"][0])
             out["p_improve_ci"] = [float(interval["pair"][0][0]), float(interval["pair"][1][0])]
+            out["dqn_column"] = dqn
     timesteps = sorted({int(r.neuro.get("timesteps", 1)) for r in runs})
     if timesteps != [1]:
         out["timesteps"] = timesteps
     rates = [r.neuro["mean_firing_rate"] for r in runs if r.neuro.get("mean_firing_rate") is not None]
     if rates:
         out["mean_firing_rate"] = float(np.mean(rates))
-    energies = [r.neuro["energy_per_decision_j"] for r in runs if "energy_per_decision_j" in r.neuro]
+    energies = [e for e in (r.energy(energy) for r in runs) if e is not None]
     if energies:
         out["energy_uj"] = float(np.mean(energies)) * 1e6
+        ann_method = get_method(method).baseline
+        ann = group.reference_column(ann_method, variant)
         ratios = []
-        for game in games:
-            mine = [r.neuro.get("energy_per_decision_j") for r in group.cell_runs(game, method)]
-            ann = [r.neuro.get("energy_per_decision_j") for r in group.cell_runs(game, ann_baseline(method))]
-            mine, ann = [v for v in mine if v is not None], [v for v in ann if v]
-            if mine and ann:
-                ratios.append(np.mean(mine) / np.mean(ann))
-        if ratios and method != ann_baseline(method):
+        for game in games if ann is not None and method != ann_method else []:
+            mine = [e for e in (r.energy(energy) for r in group.cell_runs(game, column)) if e is not None]
+            theirs = [e for e in (r.energy(energy) for r in group.cell_runs(game, ann)) if e]
+            if mine and theirs:
+                ratios.append(np.mean(mine) / np.mean(theirs))
+        if ratios:
             out["energy_ratio_to_ann"] = float(np.mean(ratios))
-            out["ann"] = ann_baseline(method)
+            out["ann"] = ann
     conformance = [r.result["conformance"] for r in runs if r.result.get("conformance") is not None]
     if conformance:
         out["conformance"] = float(np.mean(conformance))
     return out
 
 
-def cell(group: Group, game: str, method: str, score: str) -> dict | None:
-    values = [run_score(r, score) for r in group.cell_runs(game, method)]
+def cell(group: Group, game: str, column: str, unit: str, kind: str = "final") -> dict | None:
+    values = [run_score(r, unit, kind) for r in group.cell_runs(game, column)]
     values = [v for v in values if v is not None]
     if not values:
         return None
@@ -222,10 +390,10 @@ def cell(group: Group, game: str, method: str, score: str) -> dict | None:
             "values": values}
 
 
-def robustness_cells(group: Group, game: str, method: str) -> dict[str, dict]:
+def robustness_cells(group: Group, game: str, column: str) -> dict[str, dict]:
     """eps -> mean +- std over seeds of the FGSM score (runs that stored robustness.json)."""
     per_eps: dict[str, list[float]] = defaultdict(list)
-    for r in group.cell_runs(game, method):
+    for r in group.cell_runs(game, column):
         path = r.path / ROBUSTNESS
         try:
             stored = json.loads(path.read_text())["fgsm"]["results"] if path.is_file() else {}
@@ -237,24 +405,39 @@ def robustness_cells(group: Group, game: str, method: str) -> dict[str, dict]:
             for eps, v in sorted(per_eps.items(), key=lambda kv: float(kv[0]))}
 
 
-def build_tables(records: list[RunRecord], score: str, reference: bool, robustness: bool) -> list[dict]:
+def check_conventions(kind: str, energy: str) -> None:
+    if kind not in SCORE_KINDS:
+        raise UsageError(f"--score {kind!r}: allowed: {', '.join(SCORE_KINDS)}")
+    if energy not in ENERGY_CONVENTIONS:
+        raise UsageError(f"--energy {energy!r}: allowed: {', '.join(ENERGY_CONVENTIONS)}")
+
+
+def conventions_line(kind: str, energy: str) -> str:
+    return f"score: {SCORE_KINDS[kind]}; energy: {ENERGY_CONVENTIONS[energy][1]}"
+
+
+def build_tables(records: list[RunRecord], unit: str = "auto", kind: str = "final", energy: str = "per-step",
+                 reference: bool = False, robustness: bool = False) -> list[dict]:
     """Every group's table as plain data (what `--format json` prints)."""
+    check_conventions(kind, energy)
     tables = []
     for group in group_runs(records):
         # auto: human-normalized when every game has reference scores (raw returns of different
         # games do not pool into one IQM), raw otherwise.
-        unit = score if score != "auto" else (
+        unit_ = unit if unit != "auto" else (
             "hns" if all(resolve_env(g).ale_id in reference_scores() for g in group.games) else "raw")
-        table = {"group": group.label, "protocol": group.protocol, "budget": group.budget,
-                 "score": unit, "methods": group.methods, "games": group.games,
-                 "cells": {g: {m: cell(group, g, m, unit) for m in group.methods} for g in group.games},
-                 "aggregates": {m: aggregates(group, m, unit) for m in group.methods}}
+        columns = group.columns
+        table = {"group": group.label, "conventions": conventions_line(kind, energy), "notes": group.notes,
+                 "protocol": group.protocol, "budget": group.budget, "unit": unit_, "score": kind,
+                 "energy": energy, "columns": columns, "column_methods": {c: group.method_of(c) for c in columns},
+                 "games": group.games,
+                 "cells": {g: {c: cell(group, g, c, unit_, kind) for c in columns} for g in group.games},
+                 "aggregates": {c: aggregates(group, c, unit_, kind, energy) for c in columns}}
         if reference:
             refs = reference_scores()
             table["reference"] = {g: refs.get(resolve_env(g).ale_id or "", None) for g in group.games}
         if robustness:
-            table["robustness"] = {g: {m: robustness_cells(group, g, m) for m in group.methods}
-                                   for g in group.games}
+            table["robustness"] = {g: {c: robustness_cells(group, g, c) for c in columns} for g in group.games}
         tables.append(table)
     return tables
 
@@ -265,7 +448,7 @@ def _pm(mean: float, std: float, digits: int = 2) -> str:
 
 def table_rows(table: dict) -> tuple[list[str], list[list[str]]]:
     """Header and rows of one group's table, as strings; '-' marks what is missing."""
-    methods, score = table["methods"], table["score"]
+    methods, score = table["columns"], table["unit"]
     digits = 3 if score == "hns" else 2
     refs = table.get("reference")
     header = ["game", *methods] + (["random (published)", "human (published)", "Nature DQN 2015 (published)"]
@@ -295,7 +478,8 @@ def table_rows(table: dict) -> tuple[list[str], list[list[str]]]:
     rows.append(agg_row(f"IQM {label} [95% CI]", lambda a, m: f"{a['iqm']:.{digits}f} "
                         f"[{a['iqm_ci'][0]:.{digits}f}, {a['iqm_ci'][1]:.{digits}f}]"))
     rows.append(agg_row("P(improvement over dqn) [95% CI]", lambda a, m: f"{a['p_improve_over_dqn']:.2f} "
-                        f"[{a['p_improve_ci'][0]:.2f}, {a['p_improve_ci'][1]:.2f}]"))
+                        f"[{a['p_improve_ci'][0]:.2f}, {a['p_improve_ci'][1]:.2f}]"
+                        + ("" if a["dqn_column"] == "dqn" else f" (vs {a['dqn_column']})")))
     rows.append(agg_row("T", lambda a, m: ",".join(map(str, a["timesteps"]))))
     rows.append(agg_row("mean firing rate", lambda a, m: f"{a['mean_firing_rate']:.4f}"))
     rows.append(agg_row("energy per decision (uJ)", lambda a, m: f"{a['energy_uj']:.4g}"))
@@ -305,13 +489,13 @@ def table_rows(table: dict) -> tuple[list[str], list[list[str]]]:
 
 
 def robustness_rows(table: dict) -> tuple[list[str], list[list[str]]]:
-    eps_values = sorted({eps for g in table["games"] for m in table["methods"]
+    eps_values = sorted({eps for g in table["games"] for m in table["columns"]
                          for eps in table["robustness"][g][m]}, key=float)
-    header = ["game", *[f"{m} eps={e}" for m in table["methods"] for e in eps_values]]
+    header = ["game", *[f"{m} eps={e}" for m in table["columns"] for e in eps_values]]
     rows = []
     for game in table["games"]:
         row = [game]
-        for m in table["methods"]:
+        for m in table["columns"]:
             for e in eps_values:
                 c = table["robustness"][game][m].get(e)
                 row.append("-" if c is None else f"{_pm(c['mean'], c['std'])} (n={c['seeds']})")
@@ -340,9 +524,9 @@ def render(header: list[str] | None, rows: list[list[str]], fmt: str) -> str:
 def summary_lines(records: list[RunRecord], skipped: list[str]) -> list[str]:
     counts: dict[tuple[str, str], int] = defaultdict(int)
     for r in records:
-        counts[(r.method, r.game)] += 1
+        counts[(r.column, r.game)] += 1
     lines = [f"read {len(records)} finished runs"]
-    lines += [f"  {method:<8} {game:<20} {n} run{'s' if n > 1 else ''}" for (method, game), n in sorted(counts.items())]
+    lines += [f"  {column:<8} {game:<20} {n} run{'s' if n > 1 else ''}" for (column, game), n in sorted(counts.items())]
     if skipped:
         lines.append(f"skipped {len(skipped)}:")
         lines += [f"  {line}" for line in skipped]

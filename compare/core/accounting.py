@@ -8,6 +8,12 @@ Linear) and spiking-neuron layers while it decides:
   exactly (borders and strides included) by running the layer's connectivity on the spikes;
 - a spiking-neuron layer (marked `is_spiking = True`) reports its spikes, for firing rates.
 Energy (Horowitz 2014, 45 nm): 4.6 pJ per 32-bit float MAC, 0.9 pJ per accumulate.
+
+Two conventions for the first (analog-input) layer of a network that runs T steps per decision
+(marked `static_input = True`: it sees the same observation at every step): `once`, its MACs
+charged once per decision, as our networks compute it (its current is held for T steps); and
+`per_step`, charged at every step, as most SNN energy papers with direct encoding count it (the
+chip recomputes it). Both are in the `neuro` block; `compare table --energy` picks one.
 """
 
 from __future__ import annotations
@@ -55,6 +61,7 @@ class CostMeter:
         self.timesteps = timesteps
         self.decisions = 0
         self.macs = 0.0
+        self.static_macs = 0.0   # the part of `macs` in static-input layers
         self.synops = 0.0
         self.spikes: dict[str, float] = defaultdict(float)
         self.neuron_steps: dict[str, float] = defaultdict(float)
@@ -81,7 +88,10 @@ class CostMeter:
         if getattr(module, "spike_input", False):
             self.synops += synaptic_ops(module, inputs[0])
         else:
-            self.macs += dense_macs(module, inputs[0], output)
+            macs = dense_macs(module, inputs[0], output)
+            self.macs += macs
+            if getattr(module, "static_input", False):
+                self.static_macs += macs
 
     def _spike_counter(self, name: str):
         def hook(module, inputs, output) -> None:
@@ -93,10 +103,14 @@ class CostMeter:
         """The `neuro` block of eval.json: per-decision averages."""
         n = max(1, self.decisions)
         macs, synops = self.macs / n, self.synops / n
+        per_step_macs = macs + (self.timesteps - 1) * self.static_macs / n
+        conventions = {name: {"macs_per_decision": m, "energy_per_decision_j": m * JOULES_PER_MAC + synops * JOULES_PER_AC}
+                       for name, m in (("once", macs), ("per_step", per_step_macs))}
         block = {"timesteps": self.timesteps,
                  "macs_per_decision": macs,
                  "synops_per_decision": synops,
-                 "energy_per_decision_j": macs * JOULES_PER_MAC + synops * JOULES_PER_AC,
+                 "energy_per_decision_j": conventions["once"]["energy_per_decision_j"],
+                 "first_layer": conventions,   # energy under both conventions (module docstring)
                  "decisions": self.decisions,
                  "energy_note": ENERGY_CAVEAT}
         if self.spikes:

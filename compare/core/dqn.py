@@ -107,6 +107,12 @@ DQN_PRESETS: dict[str, DQNConfig] = {
 }
 
 
+# One learner per study: every Q-method on a family trains with that family's preset. Atari:
+# Chen et al.'s, under which the paper that defines `dsqn` trained both its DSQN and its DQN
+# baseline (Nature's RMSProp settings were tuned for the ANN alone; `--preset nature` has them).
+DQN_FAMILY_PRESETS = {"atari": "chen2022", "minatar": "minatar", "classic": "cartpole"}
+
+
 def td_target(rewards: torch.Tensor, terminals: torch.Tensor, next_q_target: torch.Tensor,
               next_q_online: torch.Tensor | None, gamma: float) -> torch.Tensor:
     """r + gamma (1 - terminal) Q_target(s', a*): a* = argmax of the target net (DQN), or of
@@ -138,7 +144,7 @@ class DQNState(LearnerState):
 
 
 class DQNLearner(Learner, key="dqn", config_type=DQNConfig, presets=DQN_PRESETS, deployed_role="q",
-                 family_presets={"atari": "nature", "minatar": "minatar", "classic": "cartpole"},
+                 family_presets=DQN_FAMILY_PRESETS,
                  state_type=DQNState):
     """Trains a Q-network in `env`; `run` (a `compare.core.runstore.Run`) records everything."""
 

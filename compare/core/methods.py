@@ -6,6 +6,8 @@
 
 Both answer the same questions, so nothing above this module asks which kind a method is:
     section_types()          the typed config sections its runs record (`--set` keys)
+    preset_names             the names `--preset` takes; default_preset(family): None or a name
+    default_sections(family, preset)   its sections under a preset (None: the family default)
     base_settings(...)       settings before `--set` overrides
     start(settings, ...)     make a finished run
     resume(run, ...)         continue a killed one
@@ -22,6 +24,7 @@ from pathlib import Path
 
 from torch import nn
 
+from compare.core.config import unknown_name_message
 from compare.core.envs import resolve_env
 from compare.core.errors import UsageError
 from compare.core.learner import Learner
@@ -40,9 +43,9 @@ class TrainedMethod:
     options_type: type                 # dataclass of the method's own settings (`--set` keys)
     learner: type[Learner]
     build_network: NetworkBuilder      # the network the method deploys (Q-network or actor)
-    family_presets: dict[str, str] = field(default_factory=dict)  # learner preset per env family,
-                                                                  # where it differs from the learner's
-    option_presets: dict[str, object] = field(default_factory=dict)  # options a preset brings along
+    # Options a learner preset brings along (e.g. liu2022: T=64). The learner preset itself is
+    # the learner's per-family default, the same for every method it trains: one learner per study.
+    option_presets: dict[str, object] = field(default_factory=dict)
     options_key: str = "method_options"
     source_method: None = None
 
@@ -54,17 +57,27 @@ class TrainedMethod:
     def section_types(self) -> dict[str, type]:
         return {self.learner.key: self.learner.config_type, self.options_key: self.options_type}
 
+    @property
+    def preset_names(self) -> list[str]:
+        return list(self.learner.presets)
+
+    def default_preset(self, family: str) -> str:
+        return self.learner.family_presets[family]
+
+    def default_sections(self, family: str, preset: str | None) -> dict[str, object]:
+        preset = preset or self.default_preset(family)
+        return {self.learner.key: self.learner.preset(preset),
+                self.options_key: self.option_presets.get(preset, self.options_type())}
+
     def base_settings(self, game: str, seed: int, steps: int | None, protocol_name: str, preset: str | None,
                       device: str, source: Path | None) -> Settings:
         if source is not None:
             raise UsageError(f"--source is for methods that start from another run; {self.name} trains from scratch")
         spec = resolve_env(game)
         protocol = get_protocol(protocol_name)
-        preset = preset or self.family_presets.get(spec.family) or self.learner.family_presets[spec.family]
-        sections = {self.learner.key: self.learner.preset(preset),
-                    self.options_key: self.option_presets.get(preset, self.options_type())}
+        preset = preset or self.default_preset(spec.family)
         return Settings(self.name, spec.name, seed, steps if steps is not None else spec.budget(protocol),
-                        resolve_device(device), preset, protocol, sections)
+                        resolve_device(device), preset, protocol, self.default_sections(spec.family, preset))
 
     def start(self, settings: Settings, results_root: Path, name: str | None = None, progress_factory=None) -> Run:
         return start_training_run(self, settings, results_root, name, progress_factory)
@@ -86,9 +99,24 @@ class DerivedMethod:
     load: Callable[[Run, str], Deployed]  # (finished run, device) -> its deployed network
     baseline: str                      # the ANN method its energy is compared with
     options_key: str = "method_options"
+    presets: dict[str, object] = field(default_factory=dict)  # named options (`--preset`), e.g. a paper's
 
     def section_types(self) -> dict[str, type]:
         return {self.options_key: self.options_type}
+
+    @property
+    def preset_names(self) -> list[str]:
+        return list(self.presets)
+
+    def default_preset(self, family: str) -> None:
+        return None
+
+    def default_sections(self, family: str, preset: str | None) -> dict[str, object]:
+        if preset is None:
+            return {self.options_key: self.options_type()}
+        if preset not in self.presets:
+            raise UsageError(unknown_name_message(f"preset for {self.name}", preset, list(self.presets)))
+        return {self.options_key: self.presets[preset]}
 
     def base_settings(self, game: str, seed: int, steps: int | None, protocol_name: str, preset: str | None,
                       device: str, source: Path | None) -> Settings:
@@ -105,8 +133,9 @@ class DerivedMethod:
                              f"finished {self.source_method} run")
         run.read_eval()  # a damaged source is refused before any work
         origin = Settings.from_dict(run.config, f"{source}/config.json")
-        return Settings(self.name, origin.game, origin.seed, origin.total_steps, "cpu", None, origin.protocol,
-                        {self.options_key: self.options_type()}, source=str(run.path.resolve()))
+        return Settings(self.name, origin.game, origin.seed, origin.total_steps, "cpu", preset, origin.protocol,
+                        self.default_sections(resolve_env(origin.game).family, preset),
+                        source=str(run.path.resolve()))
 
     def start(self, settings: Settings, results_root: Path, name: str | None = None, progress_factory=None) -> Run:
         return self.derive(settings, results_root, name)

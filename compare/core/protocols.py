@@ -57,6 +57,10 @@ PROTOCOLS: dict[str, Protocol] = {
     # epsilon 0.001 and 100 episodes follow Dopamine's sticky-action setting.
     "machado": Protocol(name="machado", sticky_action_prob=0.25, life_loss_terminal=False,
                         noop_max=0, eval_epsilon=0.001, eval_episodes=100),
+    # Chen et al. 2022's reporting: the nature protocol with 30 evaluation episodes every 100k
+    # agent steps (their train.py: `frame_idx` counts wrapped-env steps, 4 frames each), the best
+    # of which is reported (`compare table --score best-eval`).
+    "chen2022": Protocol(name="chen2022", eval_interval=100_000, periodic_eval_episodes=30),
     # Atari-100k (Kaiser et al. 2020): 100k agent steps, 100 evaluation episodes.
     "atari100k": Protocol(name="atari100k", eval_episodes=100, atari_budget_steps=100_000,
                           eval_interval=0),

@@ -9,6 +9,7 @@ method has its learner's hyperparameters (under "dqn" or "ppo") and its own opti
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 
 from compare.core import config as cfgmod
@@ -28,6 +29,7 @@ class Settings:
     protocol: Protocol
     sections: dict[str, object] = field(default_factory=dict)  # section key -> config object
     source: str | None = None   # derived methods: the run they start from
+    label: str | None = None    # the user's name for this variant (`--label`), shown by `compare table`
 
     @property
     def options(self):
@@ -46,6 +48,8 @@ class Settings:
             data["preset"] = self.preset
         if self.source is not None:
             data["source"] = self.source
+        if self.label is not None:
+            data["label"] = self.label
         data["protocol"] = dataclasses.asdict(self.protocol)
         return {**data, **{key: dataclasses.asdict(obj) for key, obj in self.sections.items()}}
 
@@ -61,6 +65,17 @@ class Settings:
                        preset=data.get("preset"), protocol=cfgmod.from_dict(Protocol, data["protocol"]),
                        sections={key: cfgmod.from_dict(kind, data[key])
                                  for key, kind in method.section_types().items()},
-                       source=data.get("source"))
+                       source=data.get("source"), label=data.get("label"))
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise UsageError(f"{where} is not a compare run config ({type(e).__name__}: {e})") from None
+
+
+LABEL_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.,:=+()-]{0,63}")
+
+
+def check_label(label: str) -> str:
+    """A variant label: 1-64 letters, digits, spaces and _.,:=+()- (no path characters)."""
+    if not LABEL_PATTERN.fullmatch(label):
+        raise UsageError(f"--label {label!r}: use 1-64 letters, digits, spaces and _.,:=+()- "
+                         "starting with a letter or digit")
+    return label
