@@ -326,7 +326,8 @@ def run_conversion(settings: Settings, results_root: Path, name: str | None = No
     normalized = normalize_ann(ann, scales, keep_output_scale=options.readout == "membrane")
     # The source's settings make the conversion's identity in `compare table` (a conversion of
     # a different DQN is a different variant), even if the source run is later moved.
-    config = {**settings.to_dict(), "source_settings": source.settings.to_dict(), "layer_scales": [scale.tolist() for scale in scales], **provenance()}
+    config = {**settings.to_dict(), "source_settings": source.settings.to_dict(),
+              "layer_scales": [scale.tolist() for scale in scales], **provenance()}
     with Run.create(results_root, spec.slug, "convert", settings.seed, config, name=name,
                     restart_unfinished=True) as run:
         _evaluate_conversion(run, settings, ann_q, normalized, divisor, scales)

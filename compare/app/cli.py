@@ -271,7 +271,8 @@ def sweep(sweep_file, games, methods, seeds, steps, protocol, presets, overrides
     from compare.app.sweep import from_toml, make_spec, run_sweep
 
     options = {"games": games, "methods": methods, "seeds": seeds, "steps": steps, "protocol": protocol,
-               "presets": presets, "launcher": launcher, "workers": workers, "results": results, "ray_address": ray_address,
+               "presets": presets, "launcher": launcher, "workers": workers, "results": results,
+               "ray_address": ray_address,
                "cpus_per_run": cpus_per_run, "gpus_per_run": gpus_per_run, "slurm_cluster": slurm_cluster}
     if overrides:
         options["overrides"] = overrides

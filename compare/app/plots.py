@@ -158,7 +158,8 @@ def write_plots(records: list[RunRecord], out: Path, kind: str = "final", energy
             path = learning_curves(group, game, out / f"learning_curves__{tag}__{_slug(game)}.png")
             written += [path] if path is not None else []
             for column in group.columns:
-                path = conversion_curve(group, game, column, out / f"conversion__{tag}__{_slug(game)}__{_slug(column)}.png")
+                name = f"conversion__{tag}__{_slug(game)}__{_slug(column)}.png"
+                path = conversion_curve(group, game, column, out / name)
                 written += [path] if path is not None else []
         path = score_vs_energy(group, out / f"score_vs_energy__{tag}.png", kind, energy)
         if path is not None:

@@ -166,7 +166,8 @@ def make_spec(games, methods, seeds, steps=None, protocol="nature", presets=(), 
     else:
         raise UsageError(f"set={overrides!r} must be a table of KEY = VALUE settings")
     spec = SweepSpec(games_, methods_, parse_seeds(seeds), None if steps is None else _number("steps", steps, int, 1),
-                     protocol, _list(presets), tuple(sorted(pairs.items())), launcher, _number("workers", workers, int, 1),
+                     protocol, _list(presets), tuple(sorted(pairs.items())), launcher,
+                     _number("workers", workers, int, 1),
                      _text("results", str(results)), ray_address, _number("cpus_per_run", cpus_per_run, float, 0),
                      _number("gpus_per_run", gpus_per_run, float, 0), slurm_cluster)
     for key, _ in spec.overrides:
@@ -178,7 +179,8 @@ def make_spec(games, methods, seeds, steps=None, protocol="nature", presets=(), 
     for m in methods_:  # every value parses and passes its checks, for every kind of cell
         cell_preset(spec, m)
         if get_method(m).source_method is None:
-            resolve_settings(m, games_[0], 0, spec.steps, protocol, cell_preset(spec, m), cell_overrides(spec, m), "cpu")
+            resolve_settings(m, games_[0], 0, spec.steps, protocol, cell_preset(spec, m), cell_overrides(spec, m),
+                             "cpu")
     return spec
 
 

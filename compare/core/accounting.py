@@ -104,7 +104,8 @@ class CostMeter:
         n = max(1, self.decisions)
         macs, synops = self.macs / n, self.synops / n
         per_step_macs = macs + (self.timesteps - 1) * self.static_macs / n
-        conventions = {name: {"macs_per_decision": m, "energy_per_decision_j": m * JOULES_PER_MAC + synops * JOULES_PER_AC}
+        conventions = {name: {"macs_per_decision": m,
+                              "energy_per_decision_j": m * JOULES_PER_MAC + synops * JOULES_PER_AC}
                        for name, m in (("once", macs), ("per_step", per_step_macs))}
         block = {"timesteps": self.timesteps,
                  "macs_per_decision": macs,
