@@ -50,8 +50,8 @@ def assert_clean_error(proc, *fragments):
 def snapshot(directory: Path) -> dict[str, str]:
     """sha256 of every run file in `directory` (not the writer lock or temp files): what a
     refused or read-only command must leave unchanged."""
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(directory.iterdir()) if p.is_file() and not p.name.startswith(".")}
+    return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(directory.rglob("*")) if p.is_file() and not p.name.startswith(".")}
 
 
 def kill_after_first_checkpoint(cmd: list[str], out: Path) -> Path:

@@ -41,7 +41,7 @@ def test_killed_run_resumes_from_its_checkpoint(tmp_path, save_replay):
             "--set", "eval_interval=5000", "--set", "periodic_eval_episodes=2"]
     run_dir, result = kill_and_resume(args, tmp_path, exact=save_replay == "auto")
     assert result["step"] == 12000 and len(result["episode_returns"]) == 2
-    assert (run_dir / "replay.npz").exists() == (save_replay == "auto")
+    assert any((run_dir / "replay").glob("state.s*.npz")) == (save_replay == "auto")
 
 
 def test_corrupt_checkpoint_is_refused_without_touching_the_run(tmp_path):
@@ -76,3 +76,25 @@ def test_finished_run_lists_and_re_evaluates(tmp_path):
     assert again.returncode == 0, again.stderr
     assert "over 3 episodes" in again.stdout
     assert snapshot(run_dir) == before
+
+
+
+def test_the_thread_setting_reaches_config_and_torch(tmp_path):
+    import torch
+
+    from compare.app.cli import main
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        main(["run", *SHORT, "--steps", "300", "--set", "learning_starts=100", "--threads", "1",
+              "--out", str(tmp_path / "pinned")])
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    (run_dir,) = (tmp_path / "pinned" / "runs").iterdir()
+    assert json.loads((run_dir / "config.json").read_text())["threads"] == 1
+    res = compare("run", *SHORT, "--steps", "300", "--set", "learning_starts=100", "--out", tmp_path / "default")
+    assert res.returncode == 0, res.stderr
+    (run_dir,) = (tmp_path / "default" / "runs").iterdir()
+    assert json.loads((run_dir / "config.json").read_text())["threads"] == 1  # classic control's default

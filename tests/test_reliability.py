@@ -29,7 +29,7 @@ def finished_dqn(tmp_path_factory):
                   "--set", "learning_starts=100")
     assert res.returncode == 0, res.stderr
     (run_dir,) = out.glob("runs/*")
-    assert {"checkpoint.pt", "replay.npz", "model.pt", "eval.json"} <= {p.name for p in run_dir.iterdir()}
+    assert {"checkpoint.pt", "replay", "model.pt", "eval.json"} <= {p.name for p in run_dir.iterdir()}
     return run_dir
 
 
@@ -192,7 +192,7 @@ def spoiled(run_dir: Path, tmp_path: Path, how: str) -> tuple[Path, list[str]]:
         return copy, ["run", "--method", "convert", "--source", copy, "--out", tmp_path / "snn", "--quiet"]
     if how == "replay":
         copy = copy_run(run_dir, tmp_path, finished=False)
-        truncate(copy / "replay.npz")
+        truncate(next((copy / "replay").glob("frames-*.npy")))
         return copy, ["run", "--resume", copy]
     if how == "foreign-config":
         copy = copy_run(run_dir, tmp_path)
@@ -205,7 +205,7 @@ def spoiled(run_dir: Path, tmp_path: Path, how: str) -> tuple[Path, list[str]]:
 
 @pytest.mark.parametrize("how, fragment", [
     ("source-eval", "eval.json is unreadable or truncated"),
-    ("replay", "replay.npz is truncated or corrupt"),
+    ("replay", ".npy is truncated or corrupt"),
     ("foreign-config", "is not a compare run config"),
     ("list-config", "holds a JSON list"),
 ])

@@ -108,7 +108,7 @@ def test_state_roundtrip_resumes_sampling_stream():
         add_step(buf, v)
     other = ReplayBuffer(capacity=50, num_envs=1, frame_shape=(2, 2), frame_dtype=np.uint8,
                          frame_stack=4, seed=99)
-    other.load_state_dict(buf.state_dict())
+    other.load_state_dict(buf.state_dict(), buf.frame_chunks())
     np.testing.assert_array_equal(buf.sample(16).obs, other.sample(16).obs)
 
 
@@ -118,4 +118,37 @@ def test_wrong_shape_state_is_refused():
     b = ReplayBuffer(capacity=60, num_envs=1, frame_shape=(2, 2), frame_dtype=np.uint8,
                      frame_stack=4, seed=1)
     with pytest.raises(ValueError, match="shape"):
-        b.load_state_dict(a.state_dict())
+        b.load_state_dict(a.state_dict(), a.frame_chunks())
+
+
+def test_a_checkpoint_writes_only_the_frame_chunks_changed_since_the_last(monkeypatch, tmp_path):
+    from compare.core import replay as replay_module
+    from compare.core.runstore import Run
+
+    monkeypatch.setattr(replay_module, "CHUNK_BYTES", 4 * 5)  # 5 frames of 2x2 bytes per chunk
+    buf = ReplayBuffer(capacity=30, num_envs=1, frame_shape=(2, 2), frame_dtype=np.uint8, frame_stack=4, seed=1)
+    for v in range(12):
+        add_step(buf, v)
+    first = buf.frame_chunks()
+    assert sorted(first) == ["frames-e0-c0", "frames-e0-c1", "frames-e0-c2"]
+    assert sum(len(f) for f in first.values()) == len(buf)  # filled slots only, never empty ones
+    run = Run(tmp_path)
+    files = run.save_replay(buf.state_dict(), first, {}, step=12)
+    since = buf.written.copy()
+    for v in range(12, 14):
+        add_step(buf, v)
+    assert sorted(buf.frame_chunks(since)) == ["frames-e0-c2"]  # entries 12, 13 (and what follows)
+    files = run.save_replay(buf.state_dict(), buf.frame_chunks(since), files, step=14)
+    run.prune_replay(14, files)
+    assert sorted(p.name for p in (tmp_path / "replay").iterdir()) == [
+        "frames-e0-c0.s12.npy", "frames-e0-c1.s12.npy", "frames-e0-c2.s14.npy", "state.s14.npz"]
+    since = buf.written.copy()
+    for v in range(14, 40):  # past the ring's end: it wraps around
+        add_step(buf, v)
+    assert len(buf.frame_chunks(since)) == 6  # every chunk changed
+    state, chunks, _ = run.load_replay(14)
+    restored = ReplayBuffer(capacity=30, num_envs=1, frame_shape=(2, 2), frame_dtype=np.uint8, frame_stack=4,
+                            seed=5)
+    restored.load_state_dict(state, chunks)
+    assert int(restored.written[0]) == 14
+    assert restored.frames[0, :14, 0, 0].tolist() == list(range(14))  # frames from files of both saves

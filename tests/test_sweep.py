@@ -41,6 +41,7 @@ def test_local_sweep_runs_every_cell_and_the_table_reads_them(local_sweep):
     for name in runs:  # each cell is an ordinary run, as `compare run` makes it
         config = json.loads((results / "runs" / name / "config.json").read_text())
         assert config["method"] in ("dqn", "dsqn", "convert") and config["protocol"]["eval_episodes"] == 2
+        assert config["threads"] == 1  # cpus_per_run (default 1) threads per cell
         if config["method"] == "convert":
             assert config["source"].endswith(name.replace("convert", "dqn"))
             assert config["convert"]["timesteps"] == [4]
@@ -165,3 +166,20 @@ def test_a_launcher_without_its_extra_says_what_to_install(monkeypatch):
     with pytest.raises(UsageError, match=r"needs ray; install it with: pip install -e '\.\[ray\]'"):
         check_launcher("ray")
     check_launcher("local")
+
+
+def test_a_cell_runs_with_cpus_per_run_threads(monkeypatch):
+    from compare.app import sweep as sweep_module
+
+    spec = sweep_module.make_spec("CartPole-v1", "dqn", "0", cpus_per_run=3, launcher="ray")
+    args = sweep_module.cell_command(spec, spec.cells()[0])
+    assert args[args.index("--threads") + 1] == "3"
+    seen = {}
+
+    def fake_run(command, env, **kwargs):  # the child process itself is tested above
+        seen.update(env)
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+    monkeypatch.setattr(sweep_module.subprocess, "run", fake_run)
+    assert sweep_module.run_cell(args, spec.threads) == (0, "")
+    assert all(seen[name] == "3" for name in sweep_module.THREAD_VARIABLES)

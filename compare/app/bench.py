@@ -7,12 +7,18 @@
     updates with the same network;
 (c) replay bytes per transition, ours against a stacked-observation replay;
 (d) DSQN (T=8) training-step time over the ANN DQN's, both through the same learner update on
-    the Nature CNN (batch 32), next to the dense MAC ratio of the two networks.
+    the Nature CNN (batch 32), next to the dense MAC ratio of the two networks;
+(e) two CartPole DQN runs side by side (`compare run --threads 1` each, as a sweep with two
+    workers on two cores runs them) against one alone: each one's steps/s as a share of the solo
+    run's.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -188,7 +194,33 @@ def dense_mac_ratio(n_actions: int, timesteps: int) -> float:
     return (macs[0] + timesteps * sum(macs[1:])) / sum(macs)
 
 
-def run_benchmarks(game: str, env_steps: int, train_steps: int, echo=print, num_envs: int = 16) -> dict:
+def concurrent_run_shares(steps: int, out: Path) -> tuple[float, list[float]]:
+    """(e): wall-clock steps/s of one CartPole DQN run alone, and of each of two started together,
+    as shares of the solo rate. Each run is its own `compare run` process with one thread."""
+    def start(name: str) -> subprocess.Popen:
+        cmd = [sys.executable, "-m", "compare", "run", "--method", "dqn", "--game", "CartPole-v1", "--steps",
+               str(steps), "--set", "eval_episodes=1", "--threads", "1", "--quiet", "--out", str(out), "--name", name]
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+
+    def timed(names: list[str]) -> list[float]:
+        begin = time.perf_counter()
+        procs = [start(name) for name in names]
+        ends = []
+        for proc in procs:
+            if proc.wait() != 0:
+                raise UsageError("a benchmark run failed; run `compare run --method dqn --game CartPole-v1` "
+                                 "to see why")
+            ends.append(time.perf_counter() - begin)
+        return [steps / t for t in ends]
+
+    (solo,) = timed(["solo"])
+    pair = timed(["pair-a", "pair-b"])
+    return solo, [rate / solo for rate in pair]
+
+
+def run_benchmarks(game: str, env_steps: int, train_steps: int, echo=print, num_envs: int = 16,
+                   concurrent_steps: int = 10_000) -> dict:
     spec = resolve_env(game)
     if spec.family != "atari":
         raise UsageError(f"the benchmark measures Atari games; {spec.name} is {spec.family}")
@@ -216,5 +248,10 @@ def run_benchmarks(game: str, env_steps: int, train_steps: int, echo=print, num_
     mac_ratio = dense_mac_ratio(4, 8)
     echo(f"(d) training step, Nature CNN, batch 32: DSQN T=8 {dsqn_s * 1e3:.0f} ms | DQN "
          f"{dqn_s * 1e3:.0f} ms | ratio {ratio:.2f}x (dense MAC ratio {mac_ratio:.2f}x)")
+    with tempfile.TemporaryDirectory() as tmp:
+        solo, shares = concurrent_run_shares(concurrent_steps, Path(tmp))
+    echo(f"(e) two CartPole DQN runs side by side, 1 thread each, {concurrent_steps:,} steps: alone "
+         f"{solo:,.0f} steps/s | together, each, ratio {min(shares):.2f}x and {max(shares):.2f}x of alone")
     return {"env_ratio": ours_rate / gym_rate, "train_ratio": train_rate / base_rate,
-            "bytes_per_transition": frame_bytes, "dsqn_update_ratio": ratio, "mac_ratio": mac_ratio}
+            "bytes_per_transition": frame_bytes, "dsqn_update_ratio": ratio, "mac_ratio": mac_ratio,
+            "concurrent_shares": shares}

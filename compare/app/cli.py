@@ -56,6 +56,9 @@ def cli():
 @click.option("--readout", help="convert: membrane, rate or robust [default: membrane].")
 @click.option("--calibration-frames", help="convert: observations for normalization [default: 15000].")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--threads", type=click.IntRange(min=1),
+              help="torch intra-op threads, saved in config.json [default: 1 for MinAtar and classic control, "
+              "min(4, CPUs) for Atari]; give concurrent runs a share of the cores each.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_RESULTS,
               show_default=True, help="Results root; the run directory is created under OUT/runs/.")
 @click.option("--name", help="Run directory name under OUT/runs [default: game__method__seedS__time-id].")
@@ -63,7 +66,7 @@ def cli():
               help="Continue a killed run from its last checkpoint (other options are ignored).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def run(method, game, seed, steps, protocol_name, preset, label, overrides, eval_episodes, arch, timesteps,
-        source, percentile, readout, calibration_frames, device, out, name, resume_dir, quiet):
+        source, percentile, readout, calibration_frames, device, threads, out, name, resume_dir, quiet):
     """Train one agent (or convert one, `--method convert`) and evaluate it under the protocol;
     prints the final score."""
     from compare.app.resolve import parse_overrides, resolve_settings
@@ -80,12 +83,14 @@ def run(method, game, seed, steps, protocol_name, preset, label, overrides, eval
                            ("calibration_frames", calibration_frames)):
             if value is not None:
                 pairs[key] = str(value)
-        settings = resolve_settings(method, game, seed, steps, protocol_name, preset, pairs, device, source, label)
+        settings = resolve_settings(method, game, seed, steps, protocol_name, preset, pairs, device, source, label,
+                                    threads)
         if not quiet:
             preset = "".join([f", preset {settings.preset}" if settings.preset else "",
                               f", from {settings.source}" if settings.source else ""])
             click.echo(f"run: {settings.method} on {settings.game}, seed {settings.seed}, {settings.total_steps} "
-                       f"steps{preset}, protocol {settings.protocol.name}, device {settings.device}", err=True)
+                       f"steps{preset}, protocol {settings.protocol.name}, device {settings.device}, "
+                       f"{settings.threads} thread{'s' if settings.threads > 1 else ''}", err=True)
         run_ = get_method(method).start(settings, out, name=name, progress_factory=progress)
     _print_result(run_.path, run_.read_eval())
 
@@ -347,11 +352,13 @@ def methods():
               help="Agent steps per environment measurement.")
 @click.option("--train-steps", default=2000, show_default=True, type=click.IntRange(min=100),
               help="Agent steps of DQN training to time (after a 1000-step warm-up).")
-def bench(game, env_steps, train_steps):
+@click.option("--concurrent-steps", default=10_000, show_default=True, type=click.IntRange(min=500),
+              help="(e): agent steps of each CartPole run, alone and side by side.")
+def bench(game, env_steps, train_steps, concurrent_steps):
     """Measure harness and learner speed against baselines run in this same process."""
     from compare.app.bench import run_benchmarks
 
-    run_benchmarks(game, env_steps, train_steps, echo=click.echo)
+    run_benchmarks(game, env_steps, train_steps, echo=click.echo, concurrent_steps=concurrent_steps)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -19,6 +19,7 @@ import dataclasses
 import hashlib
 import importlib.util
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -40,6 +41,7 @@ from compare.core.seeding import MAX_SEED
 LAUNCHERS = ("local", "ray", "slurm")
 PR_SET_PDEATHSIG = 1
 _LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 EXTRAS = {"ray": ("ray", "pip install -e '.[ray]'"), "slurm": ("submitit", "pip install -e '.[slurm]'")}
 
 
@@ -96,6 +98,12 @@ class SweepSpec:
 
     def run_dir(self, cell: Cell) -> Path:
         return Path(self.results) / "runs" / self.run_name(cell)
+
+    @property
+    def threads(self) -> int:
+        """torch (and OpenMP/MKL) threads of each cell: its share of the CPUs, so that cells side
+        by side do not spin against each other."""
+        return max(1, int(self.cpus_per_run))
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:
@@ -232,7 +240,8 @@ def cell_command(spec: SweepSpec, cell: Cell) -> list[str]:
     if (run_dir / "config.json").is_file() and cell.source is None:
         return ["run", "--resume", str(run_dir), "--quiet"]
     args = ["run", "--method", cell.method, "--game", cell.game, "--seed", str(cell.seed),
-            "--protocol", spec.protocol, "--out", spec.results, "--name", spec.run_name(cell), "--quiet"]
+            "--protocol", spec.protocol, "--out", spec.results, "--name", spec.run_name(cell), "--quiet",
+            "--threads", str(spec.threads)]
     if cell.source is not None:
         args += ["--source", str(spec.run_dir(cell.source))]
     elif spec.steps is not None:
@@ -250,9 +259,11 @@ def _die_with_parent() -> None:
     _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def run_cell(args: list[str]) -> tuple[int, str]:
-    """One cell as a subprocess (in whichever worker the launcher chose): exit code, last error line."""
-    proc = subprocess.run([sys.executable, "-m", "compare", *args], capture_output=True, text=True,
+def run_cell(args: list[str], threads: int) -> tuple[int, str]:
+    """One cell as a subprocess (in whichever worker the launcher chose), its thread pools sized
+    to `threads`: exit code, last error line."""
+    env = {**os.environ, **{name: str(threads) for name in THREAD_VARIABLES}}
+    proc = subprocess.run([sys.executable, "-m", "compare", *args], capture_output=True, text=True, env=env,
                           preexec_fn=_die_with_parent if _LIBC is not None else None)
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     return proc.returncode, (lines[-1] if lines and proc.returncode else "")
@@ -287,7 +298,7 @@ def _launch(spec: SweepSpec, commands: list[list[str]], on_done: Callable[[int, 
     if spec.launcher == "local":
         # Threads only wait: each cell is its own `compare run` process.
         with ThreadPoolExecutor(max_workers=spec.workers) as pool:
-            futures = {pool.submit(run_cell, args): i for i, args in enumerate(commands)}
+            futures = {pool.submit(run_cell, args, spec.threads): i for i, args in enumerate(commands)}
             for future in as_completed(futures):
                 on_done(futures[future], future.result())
     elif spec.launcher == "ray":
@@ -297,7 +308,7 @@ def _launch(spec: SweepSpec, commands: list[list[str]], on_done: Callable[[int, 
             ray.init(address=spec.ray_address, include_dashboard=False, log_to_driver=False,
                      **({} if spec.ray_address else {"num_cpus": max(spec.workers * spec.cpus_per_run, 1)}))
         remote = ray.remote(num_cpus=spec.cpus_per_run, num_gpus=spec.gpus_per_run)(run_cell)
-        pending = {remote.remote(args): i for i, args in enumerate(commands)}
+        pending = {remote.remote(args, spec.threads): i for i, args in enumerate(commands)}
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             on_done(pending.pop(done[0]), ray.get(done[0]))
@@ -308,7 +319,7 @@ def _launch(spec: SweepSpec, commands: list[list[str]], on_done: Callable[[int, 
         executor = submitit.AutoExecutor(folder=folder, cluster=None if spec.slurm_cluster == "slurm" else "local")
         executor.update_parameters(slurm_array_parallelism=spec.workers, cpus_per_task=max(1, int(spec.cpus_per_run)),
                                    gpus_per_node=int(spec.gpus_per_run), timeout_min=24 * 60)
-        jobs = executor.map_array(run_cell, commands)  # one job array
+        jobs = executor.map_array(run_cell, commands, [spec.threads] * len(commands))  # one job array
         for i, job in enumerate(jobs):
             try:
                 on_done(i, job.result())

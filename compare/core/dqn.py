@@ -173,7 +173,11 @@ class DQNLearner(Learner, key="dqn", config_type=DQNConfig, presets=DQN_PRESETS,
         self.rng = np.random.default_rng(stream_seed(seed, "exploration"))
         self.state.next_train = self.state.next_target = config.learning_starts
         self.replay: ReplayBuffer | None = None
-        self._restored_replay: dict | None = None
+        self._restored_replay: tuple | None = None
+        # What the replay on disk holds: chunk -> step of its file, and each env's entries written
+        # at that save (the next checkpoint writes only the chunks changed since).
+        self._replay_files: dict[str, int] = {}
+        self._replay_saved_written: np.ndarray | None = None
         self._resume_warmup_until = 0
         self._losses: list[float] = []  # of the updates since the last logged episode
 
@@ -223,9 +227,17 @@ class DQNLearner(Learner, key="dqn", config_type=DQNConfig, presets=DQN_PRESETS,
     def extra_checkpoint(self) -> dict:
         saved = self._replay_saved()
         if saved:
-            self.run.save_replay(self.replay.state_dict(), step=self.state.step)
+            chunks = self.replay.frame_chunks(since=self._replay_saved_written)
+            self._replay_files = self.run.save_replay(self.replay.state_dict(), chunks, self._replay_files,
+                                                      step=self.state.step)
+            self._replay_saved_written = self.replay.written.copy()
         return {"target": self.target.state_dict(), "numpy_rng": self.rng.bit_generator.state,
                 "replay_saved": saved}
+
+    def save_checkpoint(self) -> None:
+        super().save_checkpoint()
+        if self._replay_saved_written is not None:  # the checkpoint is on disk: older replay files can go
+            self.run.prune_replay(self.state.step, self._replay_files)
 
     def restore_extra(self, payload: dict) -> None:
         self.target.load_state_dict(payload["target"])
@@ -242,7 +254,9 @@ class DQNLearner(Learner, key="dqn", config_type=DQNConfig, presets=DQN_PRESETS,
             self.replay = ReplayBuffer(cfg.buffer_size, cfg.num_envs, self.env.frame_shape, self.env.frame_dtype,
                                        self.env.spec.frame_stack, seed=stream_seed(self.seed, "replay"))
             if self._restored_replay is not None:
-                self.replay.load_state_dict(self._restored_replay)
+                state, chunks, self._replay_files = self._restored_replay
+                self.replay.load_state_dict(state, chunks)
+                self._replay_saved_written = self.replay.written.copy()
                 self._restored_replay = None  # one copy of the replay, not two
             elif st.step > 0:
                 # The replay was not checkpointed: refill it before updating again.

@@ -39,7 +39,7 @@ from compare.core.evaluation import EvalResult, Policy, evaluate_policy
 from compare.core.protocols import Protocol
 from compare.core.seeding import stream_seed
 
-RATE_WINDOW_S = 2.0  # steps/s is measured over windows of at least this long
+RATE_INTERVAL = 2_000  # agent steps over which steps/s is measured
 AUTO_CHECKPOINT_MIN = 10_000  # agent steps between automatic checkpoints, at least
 
 
@@ -61,17 +61,22 @@ class LearnerState:
 
 
 class StepRate:
-    """Agent steps per second over the latest window of at least RATE_WINDOW_S seconds."""
+    """The sustained rate: agent steps per second over the latest whole interval of
+    RATE_INTERVAL agent steps, everything in it counted (updates, evaluations, checkpoints);
+    before the first interval ends, the rate since the start."""
 
     def __init__(self, step: int):
-        self._mark = time.perf_counter(), step
+        self._start = self._mark = time.perf_counter(), step
+        self._full = False
         self.rate = 0.0
 
     def update(self, step: int) -> float:
         now = time.perf_counter()
-        if now - self._mark[0] >= RATE_WINDOW_S:
+        if step - self._mark[1] >= RATE_INTERVAL:
             self.rate = (step - self._mark[1]) / (now - self._mark[0])
-            self._mark = now, step
+            self._mark, self._full = (now, step), True
+        elif not self._full and now > self._start[0]:
+            self.rate = (step - self._start[1]) / (now - self._start[0])
         return self.rate
 
 

@@ -19,6 +19,7 @@ import numpy as np
 FIRST = np.uint8(1)      # first entry of an episode
 FINAL = np.uint8(2)      # the extra entry after an episode's last step (no action of its own)
 TERMINAL = np.uint8(4)   # no bootstrapping from this step (game over, or a lost life)
+CHUNK_BYTES = 16 * 2**20  # frames per checkpoint file; a checkpoint rewrites only chunks that changed
 
 
 @dataclass
@@ -150,16 +151,49 @@ class ReplayBuffer:
         """An upper bound on complete transitions held (zero means nothing to sample)."""
         return int(np.maximum(np.minimum(self.written, self.slots) - 1, 0).sum())
 
-    STATE_KEYS = ("frames", "actions", "rewards", "flags", "head", "written", "pending_first")
+    # -- checkpoints: small arrays whole, frames in chunks of about CHUNK_BYTES ------------------
+    STATE_KEYS = ("actions", "rewards", "flags", "head", "written", "pending_first")
+
+    @property
+    def chunk_slots(self) -> int:
+        return max(1, CHUNK_BYTES // max(1, self.frames[0, 0].nbytes))
 
     def state_dict(self) -> dict:
+        """Everything but the frames (a few bytes per slot)."""
         state = {key: getattr(self, key) for key in self.STATE_KEYS}
         state["rng"] = np.array(json.dumps(self.rng.bit_generator.state))
         return state
 
-    def load_state_dict(self, state: dict) -> None:
+    def frame_chunks(self, since: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """The frame chunks holding entries written after `since` (each env's `written` at an
+        earlier save; None: every chunk), each cut to its filled slots: name -> frames."""
+        size, chunks = self.chunk_slots, {}
+        for env in range(self.num_envs):
+            filled = int(min(self.written[env], self.slots))
+            new = int(self.written[env] - (0 if since is None else since[env]))
+            if since is None or new >= self.slots:
+                ranges = [(0, filled)] if filled else []
+            elif new <= 0:
+                ranges = []
+            else:  # half-open slot ranges written since, split where the ring wraps
+                start = int(since[env]) % self.slots
+                stop = start + new
+                ranges = [(start, min(stop, self.slots))] + ([(0, stop - self.slots)] if stop > self.slots else [])
+            for lo, hi in ranges:
+                for chunk in range(lo // size, (hi - 1) // size + 1):
+                    chunks[f"frames-e{env}-c{chunk}"] = self.frames[env, chunk * size:min((chunk + 1) * size, filled)]
+        return chunks
+
+    def load_state_dict(self, state: dict, chunks: dict[str, np.ndarray]) -> None:
         for key in self.STATE_KEYS:
             if state[key].shape != getattr(self, key).shape:
                 raise ValueError(f"replay {key} has shape {state[key].shape}, expected {getattr(self, key).shape}")
             getattr(self, key)[...] = state[key]
+        size = self.chunk_slots
+        for name, frames in chunks.items():
+            env, chunk = (int(part[1:]) for part in name.split("-")[1:])
+            target = self.frames[env, chunk * size:chunk * size + len(frames)]
+            if frames.shape != target.shape:
+                raise ValueError(f"replay {name} has shape {frames.shape}, expected {target.shape}")
+            target[...] = frames
         self.rng.bit_generator.state = json.loads(str(state["rng"]))

@@ -6,7 +6,9 @@
         evals.jsonl      periodic evaluations during training
         eval.json        final evaluation (present only once the run has finished)
         checkpoint.pt    latest training state (networks, optimizer, counters, RNG states)
-        replay.npz       the replay buffer at that checkpoint, when small enough to keep
+        replay/          the replay buffer at that checkpoint, when small enough to keep: its
+                         small arrays (state.s<step>.npz) and its frames in chunks, each chunk
+                         file written when its frames changed (frames-e<env>-c<chunk>.s<step>.npy)
         model.pt         the trained network's weights
 
 JSON files are replaced with a rename, never rewritten in place; the .jsonl logs grow by one
@@ -27,6 +29,7 @@ import json
 import os
 import platform
 import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -41,7 +44,7 @@ import torch
 from compare.core.errors import UsageError
 
 CONFIG, METRICS, EVALS, EVAL, CHECKPOINT, REPLAY, WEIGHTS, LOCK = (
-    "config.json", "metrics.jsonl", "evals.jsonl", "eval.json", "checkpoint.pt", "replay.npz", "model.pt",
+    "config.json", "metrics.jsonl", "evals.jsonl", "eval.json", "checkpoint.pt", "replay", "model.pt",
     ".lock")
 MAX_NAME = 200  # characters in a run name (file systems allow 255 bytes)
 FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}  # out of space, quota or file-size limit
@@ -228,6 +231,7 @@ class Run:
             for child in path.iterdir():
                 if child.name != LOCK and child.is_file():
                     child.unlink()
+            shutil.rmtree(path / REPLAY, ignore_errors=True)
         return run
 
     @classmethod
@@ -324,21 +328,48 @@ class Run:
             raise UsageError(f"checkpoint {path} is truncated or corrupt, or holds more than tensors "
                              f"({type(e).__name__}); delete it to restart the run from scratch") from None
 
-    def save_replay(self, state: dict, step: int) -> None:
-        _atomic_write(self.path / REPLAY, lambda f: np.savez(f, step=np.int64(step), **state))
+    def save_replay(self, state: dict, chunks: dict[str, np.ndarray], files: dict[str, int],
+                    step: int) -> dict[str, int]:
+        """Save a replay at the checkpoint of `step`: `state` (small arrays) whole, and of its frame
+        chunks only those in `chunks` (changed since the last save); the others stay in the files
+        `files` names (chunk -> step of its file). Returns the chunk -> step map of this save.
+        Nothing of the previous save is removed until `prune_replay`, after the checkpoint."""
+        folder = self.path / REPLAY
+        folder.mkdir(exist_ok=True)
+        for name, frames in chunks.items():
+            _atomic_write(folder / f"{name}.s{step}.npy", lambda f, a=frames: np.save(f, a, allow_pickle=False))
+        files = {**files, **dict.fromkeys(chunks, step)}
+        names = sorted(files)
+        _atomic_write(folder / f"state.s{step}.npz",
+                      lambda f: np.savez(f, chunk_names=np.array(names, dtype=str),
+                                         chunk_steps=np.array([files[n] for n in names], dtype=np.int64), **state))
+        return files
 
-    def load_replay(self, step: int) -> dict | None:
-        path = self.path / REPLAY
+    def load_replay(self, step: int) -> tuple[dict, dict[str, np.ndarray], dict[str, int]] | None:
+        """The replay saved with the checkpoint of `step`: its small arrays, its frame chunks and
+        their chunk -> step map; None if none was saved for that step."""
+        path = self.path / REPLAY / f"state.s{step}.npz"
         if not path.exists():
             return None
         try:
             with np.load(path, allow_pickle=False) as data:
-                if int(data["step"]) != step:
-                    return None  # written for another checkpoint: do not mix the two
-                return {key: data[key] for key in data.files if key != "step"}
-        except Exception as e:  # zipfile, numpy and OS errors of a damaged file
-            raise UsageError(f"{path} is truncated or corrupt ({type(e).__name__}); delete it to resume "
-                             "without it (the replay then refills before updates resume)") from None
+                state = {key: data[key] for key in data.files}
+            files = dict(zip(state.pop("chunk_names").tolist(), state.pop("chunk_steps").tolist(), strict=True))
+            chunks = {}
+            for name, saved in files.items():
+                path = self.path / REPLAY / f"{name}.s{saved}.npy"
+                chunks[name] = np.load(path, allow_pickle=False)
+        except Exception as e:  # zipfile, numpy and OS errors of a damaged or missing file
+            raise UsageError(f"{path} is truncated or corrupt ({type(e).__name__}); delete {self.path / REPLAY} "
+                             "to resume without it (the replay then refills before updates resume)") from None
+        return state, chunks, files
+
+    def prune_replay(self, step: int, files: dict[str, int]) -> None:
+        """After the checkpoint of `step` is on disk: drop replay files no longer needed."""
+        keep = {f"state.s{step}.npz", *(f"{name}.s{saved}.npy" for name, saved in files.items())}
+        for child in (self.path / REPLAY).iterdir():
+            if child.name not in keep and not child.name.startswith("."):
+                child.unlink(missing_ok=True)
 
     def save_weights(self, state_dict: dict) -> None:
         _write_torch(self.path / WEIGHTS, state_dict)

@@ -9,10 +9,14 @@ method has its learner's hyperparameters (under "dqn" or "ppo") and its own opti
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from dataclasses import dataclass, field
 
+import torch
+
 from compare.core import config as cfgmod
+from compare.core.envs import resolve_env
 from compare.core.errors import UsageError
 from compare.core.protocols import Protocol
 from compare.core.registry import get_method
@@ -30,6 +34,13 @@ class Settings:
     sections: dict[str, object] = field(default_factory=dict)  # section key -> config object
     source: str | None = None   # derived methods: the run they start from
     label: str | None = None    # the user's name for this variant (`--label`), shown by `compare table`
+    threads: int | None = None  # torch intra-op threads (`--threads`); None: default_threads(family)
+
+    def __post_init__(self):
+        if self.threads is None:
+            self.threads = default_threads(resolve_env(self.game).family)
+        if self.threads < 1:
+            raise UsageError(f"threads={self.threads} must be a positive integer")
 
     @property
     def options(self):
@@ -43,7 +54,7 @@ class Settings:
 
     def to_dict(self) -> dict:
         data = {"method": self.method, "game": self.game, "seed": self.seed,
-                "total_steps": self.total_steps, "device": self.device}
+                "total_steps": self.total_steps, "device": self.device, "threads": self.threads}
         if self.preset is not None:
             data["preset"] = self.preset
         if self.source is not None:
@@ -65,9 +76,20 @@ class Settings:
                        preset=data.get("preset"), protocol=cfgmod.from_dict(Protocol, data["protocol"]),
                        sections={key: cfgmod.from_dict(kind, data[key])
                                  for key, kind in method.section_types().items()},
-                       source=data.get("source"), label=data.get("label"))
+                       source=data.get("source"), label=data.get("label"), threads=data.get("threads"))
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise UsageError(f"{where} is not a compare run config ({type(e).__name__}: {e})") from None
+
+
+def default_threads(family: str) -> int:
+    """torch threads of a run that does not say: one for the small MinAtar and classic-control
+    networks (more only adds synchronisation; measured in the README), up to four for Atari's CNN."""
+    return 1 if family in ("minatar", "classic") else max(1, min(4, os.cpu_count() or 1))
+
+
+def use_threads(settings: "Settings") -> None:
+    """Pin torch's intra-op threads to the run's setting (set before any work)."""
+    torch.set_num_threads(settings.threads)
 
 
 LABEL_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.,:=+()-]{0,63}")

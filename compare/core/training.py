@@ -24,7 +24,7 @@ from compare.core.registry import get_method
 from compare.core.runstore import Run, ensure_writable_dir, provenance
 from compare.core.scores import human_normalized_score
 from compare.core.seeding import stream_seed
-from compare.core.settings import Settings
+from compare.core.settings import Settings, use_threads
 
 
 def resolve_device(device: str) -> str:
@@ -119,6 +119,7 @@ def resume_training_run(method, run: Run, progress_factory=None) -> Run:
 
 def _train(method, run: Run, settings: Settings, checkpoint: dict | None, progress_factory) -> None:
     spec = resolve_env(settings.game)
+    use_threads(settings)
     torch.manual_seed(stream_seed(settings.seed, "torch"))
     device = torch.device(settings.device)
     env = VecEnv(spec, settings.protocol, settings.learner.num_envs)
