@@ -75,7 +75,7 @@ class SpikingQNetwork(nn.Module):
             # the layer that sees the static observation at every step.
             layer.spike_input = 0 < i < len(synapses) - 1 or (i > 0 and membrane)
             layer.static_input = i == 0
-        self.output = LeakyIntegratorLayer(options.out_tau_mem) if membrane else None
+        self.output = LeakyIntegratorLayer(options.out_tau_mem, options.neuron_impl) if membrane else None
 
     def _input(self, obs: torch.Tensor) -> torch.Tensor:
         return scale_input(obs, self.opts.input_divisor if self.pixel_input else None)

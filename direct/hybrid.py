@@ -117,7 +117,7 @@ class SpikingActor(nn.Module):
         self.synapses = nn.ModuleList(synapses)
         spiking_out = options.decoder == "rate"
         self.lifs = nn.ModuleList(LIFLayer(options.lif) for _ in synapses[: len(synapses) - (not spiking_out)])
-        self.output = None if spiking_out else LeakyIntegratorLayer(options.out_tau_mem)
+        self.output = None if spiking_out else LeakyIntegratorLayer(options.out_tau_mem, options.neuron_impl)
         for i, layer in enumerate(self.synapses):
             layer.spike_input = i > 0 or self.encoder is not None  # compare.core.accounting
             layer.static_input = i == 0 and self.encoder is None

@@ -11,7 +11,11 @@ current-free leaky integrator (`li_box_feed_forward_step`), v <- v + (x - v)/tau
 
 Layers run a whole sequence of T steps as one autograd node (`LIFSequence`, `LISequence`):
 the same arithmetic as the single steps, with backpropagation through time written out, which
-on a CPU takes most of the per-op overhead out of a spiking network's update.
+on a CPU takes most of the per-op overhead out of a spiking network's update. That fused path
+is the default; `neuron_impl="norse"` runs Norse's own `lif_box_feed_forward_step` and
+`li_box_feed_forward_step` one step at a time instead (autograd through Norse's ops, the
+detached reset passed to Norse as its reset method); `tests/test_dsqn.py` checks that both give
+the same Q-values and gradients.
 """
 
 from __future__ import annotations
@@ -22,6 +26,9 @@ from typing import Literal
 
 import torch
 from norse.torch.functional.heaviside import heaviside
+from norse.torch.functional.leaky_integrator_box import LIBoxParameters, LIBoxState, li_box_feed_forward_step
+from norse.torch.functional.lif_box import LIFBoxFeedForwardState, LIFBoxParameters, lif_box_feed_forward_step
+from norse.torch.functional.reset import reset_subtract, reset_value
 from norse.torch.functional.threshold import threshold as norse_threshold
 from torch import nn
 
@@ -29,6 +36,7 @@ from compare.core.errors import UsageError
 
 Surrogate = Literal["atan", "super", "triangle", "tanh", "circ", "heavi_erfc"]
 SURROGATES = ("atan", "super", "triangle", "tanh", "circ", "heavi_erfc")
+NeuronImpl = Literal["fused", "norse"]
 
 
 class ATanSpike(torch.autograd.Function):
@@ -66,6 +74,7 @@ class LIFParameters:
     detach_reset: bool = True     # the reset does not carry gradient (DSQN reference code)
     surrogate: Surrogate = "atan"
     alpha: float = 2.0
+    impl: NeuronImpl = "fused"
 
 
 @dataclass(frozen=True)
@@ -79,10 +88,14 @@ class NeuronOptions:
     detach_reset: bool = True
     surrogate: Surrogate = "atan"
     surrogate_alpha: float = 2.0
+    neuron_impl: NeuronImpl = "fused"  # norse: Norse's own step functions (same values, slower)
 
     def __post_init__(self):
         if self.surrogate not in SURROGATES:
             raise UsageError(f"surrogate={self.surrogate!r} is not allowed; choose one of: {', '.join(SURROGATES)}")
+        if self.neuron_impl == "norse" and self.surrogate == "atan":
+            raise UsageError("neuron_impl=norse: Norse has no ATan surrogate; choose surrogate="
+                             f"{', '.join(SURROGATES[1:])}, or neuron_impl=fused")
         for name in ("tau_mem", "v_th", "surrogate_alpha"):
             if getattr(self, name) <= 0:
                 raise UsageError(f"{name}={getattr(self, name)} must be positive")
@@ -91,7 +104,7 @@ class NeuronOptions:
     def lif(self) -> LIFParameters:
         return LIFParameters(tau_mem=self.tau_mem, v_th=self.v_th, v_reset=self.v_reset,
                              reset=self.reset, detach_reset=self.detach_reset,
-                             surrogate=self.surrogate, alpha=self.surrogate_alpha)
+                             surrogate=self.surrogate, alpha=self.surrogate_alpha, impl=self.neuron_impl)
 
 
 def lif_step(x: torch.Tensor, v: torch.Tensor, p: LIFParameters) -> tuple[torch.Tensor, torch.Tensor]:
@@ -195,6 +208,37 @@ class LISequence(torch.autograd.Function):
         return grad_v.mul_(k), None
 
 
+def norse_lif_sequence(x: torch.Tensor, p: LIFParameters) -> torch.Tensor:
+    """(T, B, ...) currents -> spikes through Norse's `lif_box_feed_forward_step`, step by step."""
+    base = reset_value if p.reset == "hard" else reset_subtract
+
+    def reset(z, v, v_reset, v_th):  # Norse's own reset, fed the spike detached if the model says so
+        return base(z.detach() if p.detach_reset else z, v, v_reset, v_th)
+
+    def tensor(value: float) -> torch.Tensor:
+        return torch.tensor(value, dtype=x.dtype, device=x.device)
+
+    params = LIFBoxParameters(tau_mem_inv=tensor(1.0 / p.tau_mem), v_leak=tensor(0.0), v_th=tensor(p.v_th),
+                              v_reset=tensor(p.v_reset), method=p.surrogate, alpha=tensor(p.alpha),
+                              reset_method=reset)
+    state, spikes = LIFBoxFeedForwardState(v=torch.zeros_like(x[0])), []
+    for t in range(x.shape[0]):
+        z, state = lif_box_feed_forward_step(x[t], state, params, dt=1.0)
+        spikes.append(z)
+    return torch.stack(spikes)
+
+
+def norse_li_sequence(x: torch.Tensor, tau_mem: float) -> torch.Tensor:
+    """(T, B, ...) currents -> membranes through Norse's `li_box_feed_forward_step`."""
+    params = LIBoxParameters(tau_mem_inv=torch.tensor(1.0 / tau_mem, dtype=x.dtype, device=x.device),
+                             v_leak=torch.zeros((), dtype=x.dtype, device=x.device))
+    state, out = LIBoxState(torch.zeros_like(x[0])), []
+    for t in range(x.shape[0]):
+        v, state = li_box_feed_forward_step(x[t], state, params, dt=1.0)
+        out.append(v)
+    return torch.stack(out)
+
+
 def all_steps(layer: nn.Module, s: torch.Tensor) -> torch.Tensor:
     """Apply a synaptic layer to (T, B, ...) spikes as one (T*B, ...) batch."""
     T, B = s.shape[:2]
@@ -219,6 +263,8 @@ class LIFLayer(nn.Module):
     def forward(self, x: torch.Tensor, timesteps: int | None = None) -> torch.Tensor:
         if timesteps is not None:
             x = x.expand(timesteps, *x.shape)  # a view: the static current is not copied
+        if self.p.impl == "norse":
+            return norse_lif_sequence(x, self.p)
         return LIFSequence.apply(x, self.p)
 
     def step(self, x: torch.Tensor, v: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -229,11 +275,13 @@ class LIFLayer(nn.Module):
 class LeakyIntegratorLayer(nn.Module):
     """Non-spiking output neurons: (T, B, A) input currents -> (T, B, A) membrane voltages."""
 
-    def __init__(self, tau_mem: float):
+    def __init__(self, tau_mem: float, impl: NeuronImpl = "fused"):
         super().__init__()
-        self.tau_mem = tau_mem
+        self.tau_mem, self.impl = tau_mem, impl
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.impl == "norse":
+            return norse_li_sequence(x, self.tau_mem)
         return LISequence.apply(x, self.tau_mem)
 
     def step(self, x: torch.Tensor, v: torch.Tensor | None) -> torch.Tensor:

@@ -212,3 +212,31 @@ def test_static_input_gradient_sums_over_time():
         total = total + z.sum()
     total.backward()
     torch.testing.assert_close(fused_grad, x.grad)
+
+
+@pytest.mark.parametrize("family, obs_shape", [("classic", (4,)), ("minatar", (4, 10, 10))])
+@pytest.mark.parametrize("reset, detach", [("hard", True), ("soft", True), ("hard", False)])
+def test_norses_own_neurons_give_the_fused_q_values_and_gradients(family, obs_shape, reset, detach):
+    torch.manual_seed(0)
+    options = {"surrogate": "super", "surrogate_alpha": 100.0, "reset": reset, "detach_reset": detach,
+               "bias": True, "mlp_hidden": (32, 32)}
+    fused = build_dsqn(DSQNOptions(**options), family, obs_shape, 3)
+    norse = build_dsqn(DSQNOptions(**options, neuron_impl="norse"), family, obs_shape, 3)
+    with torch.no_grad():  # default init leaves the hidden layers nearly silent
+        for parameter in fused.parameters():
+            parameter.mul_(4)
+    norse.load_state_dict(fused.state_dict())
+    obs = torch.rand(8, *obs_shape) * 3
+    q_fused, q_norse = fused(obs), norse(obs)
+    assert q_fused.abs().sum() > 0 and not torch.equal(q_fused, q_fused[:1].expand_as(q_fused))
+    torch.testing.assert_close(q_norse, q_fused)
+    q_fused.square().sum().backward()
+    q_norse.square().sum().backward()
+    for (name, a), (_, b) in zip(fused.named_parameters(), norse.named_parameters(), strict=True):
+        assert a.grad is not None and a.grad.abs().sum() > 0, name
+        torch.testing.assert_close(b.grad, a.grad, msg=name)
+
+
+def test_norse_neurons_with_the_atan_surrogate_are_refused():
+    with pytest.raises(UsageError, match="Norse has no ATan surrogate"):
+        DSQNOptions(neuron_impl="norse")
