@@ -69,13 +69,12 @@ def run(method, game, seed, steps, protocol_name, preset, label, overrides, eval
         source, percentile, readout, calibration_frames, device, threads, out, name, resume_dir, quiet):
     """Train one agent (or convert one, `--method convert`) and evaluate it under the protocol;
     prints the final score."""
-    from compare.app.resolve import parse_overrides, resolve_settings
-    from compare.core.registry import get_method
-    from compare.core.training import resume_run
+    from compare.app import api
+    from compare.app.resolve import parse_overrides
 
     progress = None if quiet else _progress
     if resume_dir is not None:
-        run_ = resume_run(resume_dir, progress_factory=progress)
+        run_ = api.resume(resume_dir, progress_factory=progress)
     else:
         pairs = parse_overrides(overrides)
         for key, value in (("eval_episodes", eval_episodes), ("arch", arch), ("timesteps", timesteps),
@@ -83,15 +82,15 @@ def run(method, game, seed, steps, protocol_name, preset, label, overrides, eval
                            ("calibration_frames", calibration_frames)):
             if value is not None:
                 pairs[key] = str(value)
-        settings = resolve_settings(method, game, seed, steps, protocol_name, preset, pairs, device, source, label,
-                                    threads)
+        settings = api.resolve(method, game, seed, steps, protocol_name, preset, pairs, source, label, device,
+                               threads)
         if not quiet:
             preset = "".join([f", preset {settings.preset}" if settings.preset else "",
                               f", from {settings.source}" if settings.source else ""])
             click.echo(f"run: {settings.method} on {settings.game}, seed {settings.seed}, {settings.total_steps} "
                        f"steps{preset}, protocol {settings.protocol.name}, device {settings.device}, "
                        f"{settings.threads} thread{'s' if settings.threads > 1 else ''}", err=True)
-        run_ = get_method(method).start(settings, out, name=name, progress_factory=progress)
+        run_ = api.start(settings, out, name, progress)
     _print_result(run_.path, run_.read_eval())
 
 
@@ -119,19 +118,19 @@ def _print_result(path: Path, result: dict) -> None:
 def eval_(run_dir, episodes, seed, attack, eps, device):
     """Evaluate a finished run's trained network again under its protocol (does not modify it),
     or under an FGSM attack (adds the scores to the run's robustness.json)."""
-    if attack == "fgsm":
-        from compare.app.robustness import parse_eps, run_fgsm
+    from compare.app import api
 
-        entry = run_fgsm(run_dir, parse_eps(eps), episodes, seed)
+    if attack == "fgsm":
+        from compare.app.robustness import parse_eps
+
+        entry = api.attack(run_dir, parse_eps(eps), episodes, seed)
         click.echo(f"FGSM ({entry['attack']}; eps in {entry['eps_unit']}):")
         for value in parse_eps(eps):
             r = entry["results"][f"{value:g}"]
             click.echo(f"  eps={value:<8g} mean return {r['mean_return']:.2f} +- {r['std_return']:.2f} "
                        f"over {r['episodes']} episodes")
         return
-    from compare.core.training import evaluate_saved_run
-
-    result = evaluate_saved_run(run_dir, episodes, seed, device)
+    result = api.evaluate(run_dir, episodes, seed, device)
     click.echo(f"{result['method']} {result['game']}: mean return {result['mean_return']:.2f} +- "
                f"{result['std_return']:.2f} over {result['episodes']} episodes")
 
@@ -150,9 +149,9 @@ def eval_(run_dir, episodes, seed, attack, eps, device):
 def export(run_dir, target, out, timesteps, eval_episodes, calibration_frames):
     """Export a run for neuromorphic hardware: a Speck / DYNAP-CNN deployment (resource report,
     discretized model, chip config when samna is installed) or a NIR graph."""
-    from compare.app.export import ExportOptions, export_run
+    from compare.app import api
 
-    record = export_run(run_dir, target, out, ExportOptions(timesteps, eval_episodes, calibration_frames),
+    record = api.export(run_dir, target, out, timesteps, eval_episodes, calibration_frames,
                         echo=lambda line: click.echo(line, err=True))
     if target != "nir":
         click.echo((out / "resources.txt").read_text(), nl=False)
