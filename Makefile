@@ -11,7 +11,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "compare needs Python >= 3.11"'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,ray,slurm]'
+	$(BIN)/python -m pip install --quiet -e '.[test,ray,slurm,wandb]'
 	touch $@
 
 # The main job on its defaults: train an ANN DQN on CartPole-v1 and evaluate it (~2 min on 2 CPU cores).

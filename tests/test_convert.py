@@ -160,7 +160,8 @@ def test_bad_sources(cartpole_dqn, tmp_path):
     broken = tmp_path / "broken"
     broken.mkdir()
     for p in cartpole_dqn.iterdir():
-        (broken / p.name).write_bytes(p.read_bytes())
+        if p.is_file():
+            (broken / p.name).write_bytes(p.read_bytes())
     weights = (broken / "model.pt").read_bytes()
     (broken / "model.pt").write_bytes(weights[: len(weights) // 3])
     corrupt = compare_cli("run", "--method", "convert", "--source", broken, "--out", tmp_path)

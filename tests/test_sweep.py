@@ -183,3 +183,14 @@ def test_a_cell_runs_with_cpus_per_run_threads(monkeypatch):
     monkeypatch.setattr(sweep_module.subprocess, "run", fake_run)
     assert sweep_module.run_cell(args, spec.threads) == (0, "")
     assert all(seen[name] == "3" for name in sweep_module.THREAD_VARIABLES)
+
+
+def test_a_tracked_sweep_groups_its_cells_in_wandb():
+    from compare.app import sweep as sweep_module
+
+    spec = sweep_module.make_spec("CartPole-v1", "dqn", "0", track="wandb")
+    args = sweep_module.cell_command(spec, spec.cells()[0])
+    assert args[args.index("--track") + 1] == "wandb"
+    assert args[args.index("--wandb-group") + 1] == f"sweep-{spec.sweep_id}"
+    assert "--track" not in sweep_module.cell_command(sweep_module.make_spec("CartPole-v1", "dqn", "0"),
+                                                      spec.cells()[0])

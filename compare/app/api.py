@@ -27,23 +27,25 @@ def run(method: str = "dqn", game: str = "CartPole-v1", seed: int = 0, steps: in
         protocol: str = "nature", preset: str | None = None, settings: dict | None = None,
         source: str | Path | None = None, label: str | None = None, device: str = "auto",
         threads: int | None = None, results: str | Path = DEFAULT_RESULTS, name: str | None = None,
-        progress_factory: Callable | None = None) -> Run:
+        progress_factory: Callable | None = None, wandb: dict | None = None) -> Run:
     """Train (or, for a derived method such as convert, derive from `source`) and evaluate one
-    run; `settings` are `--set` overrides (key -> value). Returns the finished run."""
-    resolved = resolve(method, game, seed, steps, protocol, preset, settings, source, label, device, threads)
+    run; `settings` are `--set` overrides (key -> value); `wandb` ({"project", "entity", "group"},
+    any may be None) mirrors the curves to Weights & Biases. Returns the finished run."""
+    resolved = resolve(method, game, seed, steps, protocol, preset, settings, source, label, device, threads,
+                       wandb)
     return start(resolved, results, name, progress_factory)
 
 
 def resolve(method: str = "dqn", game: str = "CartPole-v1", seed: int = 0, steps: int | None = None,
             protocol: str = "nature", preset: str | None = None, settings: dict | None = None,
             source: str | Path | None = None, label: str | None = None, device: str = "auto",
-            threads: int | None = None) -> Settings:
+            threads: int | None = None, wandb: dict | None = None) -> Settings:
     """The fully resolved settings `run` would use (nothing is written)."""
     from compare.app.resolve import resolve_settings
 
     overrides = {str(key): _setting_text(value) for key, value in (settings or {}).items()}
     return resolve_settings(method, game, seed, steps, protocol, preset, overrides, device,
-                            None if source is None else Path(source), label, threads)
+                            None if source is None else Path(source), label, threads, wandb)
 
 
 def start(settings: Settings, results: str | Path = DEFAULT_RESULTS, name: str | None = None,

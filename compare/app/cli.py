@@ -59,6 +59,11 @@ def cli():
 @click.option("--threads", type=click.IntRange(min=1),
               help="torch intra-op threads, saved in config.json [default: 1 for MinAtar and classic control, "
               "min(4, CPUs) for Atari]; give concurrent runs a share of the cores each.")
+@click.option("--track", type=click.Choice(["tensorboard", "wandb"]), default="tensorboard", show_default=True,
+              help="TensorBoard event files are always written; wandb also mirrors them to Weights & Biases.")
+@click.option("--wandb-project", help="--track wandb: project [default: WANDB_PROJECT or wandb's].")
+@click.option("--wandb-entity", help="--track wandb: entity [default: WANDB_ENTITY or yours].")
+@click.option("--wandb-group", help="--track wandb: group (a sweep passes its id).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_RESULTS,
               show_default=True, help="Results root; the run directory is created under OUT/runs/.")
 @click.option("--name", help="Run directory name under OUT/runs [default: game__method__seedS__time-id].")
@@ -66,7 +71,8 @@ def cli():
               help="Continue a killed run from its last checkpoint (other options are ignored).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def run(method, game, seed, steps, protocol_name, preset, label, overrides, eval_episodes, arch, timesteps,
-        source, percentile, readout, calibration_frames, device, threads, out, name, resume_dir, quiet):
+        source, percentile, readout, calibration_frames, device, threads, track, wandb_project, wandb_entity,
+        wandb_group, out, name, resume_dir, quiet):
     """Train one agent (or convert one, `--method convert`) and evaluate it under the protocol;
     prints the final score."""
     from compare.app import api
@@ -82,8 +88,10 @@ def run(method, game, seed, steps, protocol_name, preset, label, overrides, eval
                            ("calibration_frames", calibration_frames)):
             if value is not None:
                 pairs[key] = str(value)
+        wandb = ({"project": wandb_project, "entity": wandb_entity, "group": wandb_group}
+                 if track == "wandb" else None)
         settings = api.resolve(method, game, seed, steps, protocol_name, preset, pairs, source, label, device,
-                               threads)
+                               threads, wandb)
         if not quiet:
             preset = "".join([f", preset {settings.preset}" if settings.preset else "",
                               f", from {settings.source}" if settings.source else ""])
@@ -266,9 +274,11 @@ def plot(results, out, games, methods, kind, energy):
 @click.option("--gpus-per-run", type=float, help="ray/slurm: GPUs per cell [default: 0].")
 @click.option("--slurm-cluster", type=click.Choice(["slurm", "local"]),
               help="slurm: 'local' runs the job array with submitit's local executor.")
+@click.option("--track", type=click.Choice(["tensorboard", "wandb"]),
+              help="wandb: every training cell also logs to W&B, grouped as sweep-<id> [default: tensorboard].")
 @click.option("--dry-run", is_flag=True, help="Print the cells, their order and the steps; run nothing.")
 def sweep(sweep_file, games, methods, seeds, steps, protocol, presets, overrides, launcher, workers, results,
-          ray_address, cpus_per_run, gpus_per_run, slurm_cluster, dry_run):
+          ray_address, cpus_per_run, gpus_per_run, slurm_cluster, track, dry_run):
     """Run games x methods x seeds as ordinary runs; rerun the same command to finish an
     interrupted sweep (finished cells are skipped, interrupted ones resumed)."""
     from compare.app.sweep import dry_run as print_plan
@@ -277,7 +287,8 @@ def sweep(sweep_file, games, methods, seeds, steps, protocol, presets, overrides
     options = {"games": games, "methods": methods, "seeds": seeds, "steps": steps, "protocol": protocol,
                "presets": presets, "launcher": launcher, "workers": workers, "results": results,
                "ray_address": ray_address,
-               "cpus_per_run": cpus_per_run, "gpus_per_run": gpus_per_run, "slurm_cluster": slurm_cluster}
+               "cpus_per_run": cpus_per_run, "gpus_per_run": gpus_per_run, "slurm_cluster": slurm_cluster,
+               "track": track}
     if overrides:
         options["overrides"] = overrides
     if sweep_file is not None:

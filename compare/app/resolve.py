@@ -38,7 +38,8 @@ def setting_owners(method_name: str) -> dict[str, str]:
 
 def resolve_settings(method_name: str, game: str, seed: int, steps: int | None, protocol_name: str,
                      preset: str | None, overrides: dict[str, str], device: str,
-                     source: Path | None = None, label: str | None = None, threads: int | None = None) -> Settings:
+                     source: Path | None = None, label: str | None = None, threads: int | None = None,
+                     wandb: dict | None = None) -> Settings:
     method = get_method(method_name)
     if label is not None:
         check_label(label)
@@ -56,4 +57,4 @@ def resolve_settings(method_name: str, game: str, seed: int, steps: int | None, 
     protocol = cfgmod.apply_overrides(settings.protocol, per_owner.pop("protocol", {}))
     sections = {key: cfgmod.apply_overrides(obj, per_owner.get(key, {})) for key, obj in settings.sections.items()}
     return dataclasses.replace(settings, protocol=protocol, sections=sections, label=label,
-                               threads=threads or settings.threads)
+                               threads=threads or settings.threads, wandb=wandb)

@@ -78,6 +78,7 @@ class SweepSpec:
     cpus_per_run: float = 1.0
     gpus_per_run: float = 0.0
     slurm_cluster: str = "slurm"                  # "local": submitit's local executor
+    track: str = "tensorboard"                    # wandb: every training cell also logs to W&B, grouped
 
     @property
     def sweep_id(self) -> str:
@@ -152,7 +153,7 @@ def _text(name: str, value) -> str:
 
 def make_spec(games, methods, seeds, steps=None, protocol="nature", presets=(), overrides=(), launcher="local",
               workers=1, results="results", ray_address=None, cpus_per_run=1.0, gpus_per_run=0.0,
-              slurm_cluster="slurm") -> SweepSpec:
+              slurm_cluster="slurm", track="tensorboard") -> SweepSpec:
     """A checked sweep: every name and every cell's settings known good before anything starts."""
     games_, methods_ = _list(games), _list(methods)
     if not games_ or not methods_:
@@ -177,7 +178,9 @@ def make_spec(games, methods, seeds, steps=None, protocol="nature", presets=(), 
                      protocol, _list(presets), tuple(sorted(pairs.items())), launcher,
                      _number("workers", workers, int, 1),
                      _text("results", str(results)), ray_address, _number("cpus_per_run", cpus_per_run, float, 0),
-                     _number("gpus_per_run", gpus_per_run, float, 0), slurm_cluster)
+                     _number("gpus_per_run", gpus_per_run, float, 0), slurm_cluster, _text("track", track))
+    if spec.track not in ("tensorboard", "wandb"):
+        raise UsageError(f"track={spec.track!r}: allowed: tensorboard, wandb")
     for key, _ in spec.overrides:
         if not any(key in accepted_keys(m) for m in methods_):
             raise UsageError(f"--set {key}: no method of this sweep has a setting of that name")
@@ -248,6 +251,8 @@ def cell_command(spec: SweepSpec, cell: Cell) -> list[str]:
         args += ["--steps", str(spec.steps)]
     if cell_preset(spec, cell.method) is not None:
         args += ["--preset", cell_preset(spec, cell.method)]
+    if spec.track == "wandb":  # a study's runs appear together in W&B
+        args += ["--track", "wandb", "--wandb-group", f"sweep-{spec.sweep_id}"]
     for key, value in cell_overrides(spec, cell.method).items():
         args += ["--set", f"{key}={value}"]
     return args

@@ -188,6 +188,7 @@ def ensure_writable_dir(path: Path) -> Path:
 class Run:
     path: Path
     _lock_fd: int | None = field(default=None, repr=False, compare=False)
+    tracker: object | None = field(default=None, repr=False, compare=False)  # mirrors the logs (tracking.py)
 
     @classmethod
     def create(cls, results_root: Path, game_slug: str, method: str, seed: int, config: dict,
@@ -296,9 +297,13 @@ class Run:
 
     def log_metric(self, record: dict) -> None:
         append_jsonl(self.path / METRICS, record)
+        if self.tracker is not None:
+            self.tracker.metric(record)
 
     def log_eval(self, record: dict) -> None:
         append_jsonl(self.path / EVALS, record)
+        if self.tracker is not None:
+            self.tracker.evaluation(record)
 
     def metrics(self) -> list[dict]:
         return read_jsonl(self.path / METRICS)
@@ -315,6 +320,8 @@ class Run:
 
     def save_checkpoint(self, payload: dict) -> None:
         _write_torch(self.path / CHECKPOINT, payload)
+        if self.tracker is not None:  # what a resume keeps is on disk for TensorBoard too
+            self.tracker.flush()
 
     def load_checkpoint(self) -> dict | None:
         """The latest checkpoint, None if the run was killed before its first one. Loaded with
@@ -387,6 +394,8 @@ class Run:
 
     def write_eval(self, result: dict) -> None:
         write_json(self.path / EVAL, result)
+        if self.tracker is not None:
+            self.tracker.final(result)
 
     def read_eval(self) -> dict:
         result = read_json_object(self.path / EVAL, "run's final evaluation")

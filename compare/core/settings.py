@@ -35,6 +35,7 @@ class Settings:
     source: str | None = None   # derived methods: the run they start from
     label: str | None = None    # the user's name for this variant (`--label`), shown by `compare table`
     threads: int | None = None  # torch intra-op threads (`--threads`); None: default_threads(family)
+    wandb: dict | None = None   # `--track wandb`: project, entity, group (None: TensorBoard files only)
 
     def __post_init__(self):
         if self.threads is None:
@@ -61,6 +62,8 @@ class Settings:
             data["source"] = self.source
         if self.label is not None:
             data["label"] = self.label
+        if self.wandb is not None:
+            data["wandb"] = self.wandb
         data["protocol"] = dataclasses.asdict(self.protocol)
         return {**data, **{key: dataclasses.asdict(obj) for key, obj in self.sections.items()}}
 
@@ -76,7 +79,8 @@ class Settings:
                        preset=data.get("preset"), protocol=cfgmod.from_dict(Protocol, data["protocol"]),
                        sections={key: cfgmod.from_dict(kind, data[key])
                                  for key, kind in method.section_types().items()},
-                       source=data.get("source"), label=data.get("label"), threads=data.get("threads"))
+                       source=data.get("source"), label=data.get("label"), threads=data.get("threads"),
+                       wandb=data.get("wandb"))
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise UsageError(f"{where} is not a compare run config ({type(e).__name__}: {e})") from None
 

@@ -25,6 +25,7 @@ from compare.core.runstore import Run, ensure_writable_dir, provenance
 from compare.core.scores import human_normalized_score
 from compare.core.seeding import stream_seed
 from compare.core.settings import Settings, use_threads
+from compare.core.tracking import RunTracker, wandb_module
 
 
 def resolve_device(device: str) -> str:
@@ -100,6 +101,8 @@ def start_training_run(method, settings: Settings, results_root: Path, name: str
 def preflight(method, settings: Settings, spec: EnvSpec) -> None:
     """Refuse, before any file is written, settings the machine cannot run (the learner's
     `check_resources`, e.g. a replay larger than memory)."""
+    if settings.wandb is not None:
+        wandb_module()  # installed, or a clear error now
     with probe_env(spec, settings.protocol) as (env, _):
         method.learner.check_resources(settings.learner, env)
 
@@ -134,19 +137,25 @@ def _train(method, run: Run, settings: Settings, checkpoint: dict | None, progre
     progress = learner.progress = progress_factory(settings.total_steps) if progress_factory else None
     if progress is not None:
         progress.update(learner.state.step)
+    run.tracker = RunTracker(run.path, resume_step=None if checkpoint is None else learner.state.step,
+                             wandb=settings.wandb, config=run.config)
     try:
-        learner.train()
+        try:
+            learner.train()
+        finally:
+            env.close()
+            if progress is not None:
+                progress.close()
+        for net in nets.values():
+            net.eval()
+        deployed = Deployed(settings, spec, learner.deployed, method.learner, device,
+                            timesteps=decision_timesteps(settings.options))
+        training_only = {role: net for role, net in nets.items() if role != method.learner.deployed_role}
+        run.write_eval(evaluate_deployed(deployed, settings.protocol.eval_episodes,
+                                         stream_seed(settings.seed, "final_eval"), training_only))
     finally:
-        env.close()
-        if progress is not None:
-            progress.close()
-    for net in nets.values():
-        net.eval()
-    deployed = Deployed(settings, spec, learner.deployed, method.learner, device,
-                        timesteps=decision_timesteps(settings.options))
-    training_only = {role: net for role, net in nets.items() if role != method.learner.deployed_role}
-    run.write_eval(evaluate_deployed(deployed, settings.protocol.eval_episodes,
-                                     stream_seed(settings.seed, "final_eval"), training_only))
+        run.tracker.close()
+        run.tracker = None
 
 
 def eval_record(settings: Settings, spec: EnvSpec, result: EvalResult, neuro: dict) -> dict:
