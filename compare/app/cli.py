@@ -25,7 +25,7 @@ def _progress(total: int):
     # miniters=1: tqdm checks the clock at every update, so after a fast warm-up its rate (and ETA)
     # follows the training phase's speed within seconds instead of waiting out its dynamic interval.
     return tqdm(total=total, unit="step", unit_scale=True, dynamic_ncols=True, mininterval=1.0, miniters=1,
-                smoothing=0.1, file=sys.stderr)
+                file=sys.stderr)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
