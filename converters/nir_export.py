@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import nir
@@ -16,7 +17,8 @@ from torch import nn
 def converted_to_nir(model: nn.Sequential, obs_shape: tuple[int, ...], timesteps: int):
     """sinabs' NIR graph of a converted network (`converters.convert.spiking_model`), with what
     sinabs.to_nir leaves empty filled in: every Conv2d's input size and every Flatten's input
-    type (nir.write needs both; REFERENCE.md section 6), read off one pass over a zero sample."""
+    type (nir.write needs both; REFERENCE.md section 6), read off one pass over a zero sample.
+    The result passes NIR's type checks (each edge's output and input types agree)."""
     sample = torch.zeros(timesteps, *obs_shape)
     graph = sinabs.to_nir(model, sample)
     inputs: dict[str, tuple[int, ...]] = {}
@@ -28,13 +30,13 @@ def converted_to_nir(model: nn.Sequential, obs_shape: tuple[int, ...], timesteps
     for hook in hooks:
         hook.remove()
     sinabs.reset_states(model)
-    for name, shape in inputs.items():
+    for name, shape in inputs.items():  # rebuilt, so that each node derives its types again
         node = graph.nodes[name]
         if isinstance(node, nir.Conv2d):
-            node.input_shape = shape[-2:]
+            graph.nodes[name] = dataclasses.replace(node, input_shape=shape[-2:])
         else:
-            node.input_type = {"input": np.array(shape)}
-    return graph
+            graph.nodes[name] = dataclasses.replace(node, input_type={"input": np.array(shape)})
+    return nir.NIRGraph(nodes=graph.nodes, edges=graph.edges)
 
 
 def load_converted_nir(path: Path, batch_size: int, timesteps: int) -> nn.Module:

@@ -7,8 +7,11 @@ outside the graph, and is recorded in export.json: dividing frames by `input_div
 the same observation for T steps from zero states, and decoding the T outputs (max / mean /
 last / max-abs of the membrane; the mean for the rate readout).
 
-Norse 1.1's `from_nir` has no `LI` node; `load_dsqn_nir` therefore maps LI to Norse's own
-`LIBoxCell` and hands every other node to Norse's importer.
+Norse 1.1's `from_nir` has no `LI` node, and builds a NIR Flatten as `torch.nn.Flatten` with
+the same dims, though NIR's types exclude the batch axis and torch's include it;
+`load_dsqn_nir` therefore maps LI to Norse's own `LIBoxCell` and Flatten to torch's with the
+batch axis added, and hands every other node to Norse's importer. The graph passes NIR's own
+type checks (`NIRGraph._check_types`: each edge's output and input types agree).
 """
 
 from __future__ import annotations
@@ -49,8 +52,8 @@ def dsqn_to_nir(net: SpikingQNetwork, obs_shape: tuple[int, ...]):
     with torch.no_grad():
         for i, synapse in enumerate(net.synapses):
             if isinstance(synapse, nn.Linear) and x.dim() > 2:
-                # Norse's importer builds torch.nn.Flatten(start_dim, end_dim) with the batch axis
-                add("flatten", nir.Flatten(input_type={"input": np.array(x.shape[1:])}, start_dim=1))
+                # NIR types have no batch axis: flattening (C, H, W) whole is start_dim 0.
+                add("flatten", nir.Flatten(input_type={"input": np.array(x.shape[1:])}, start_dim=0))
                 x = x.flatten(1)
             if isinstance(synapse, nn.Conv2d):
                 add(f"conv{i}", nir.Conv2d(
@@ -77,6 +80,8 @@ def dsqn_to_nir(net: SpikingQNetwork, obs_shape: tuple[int, ...]):
 def load_dsqn_nir(graph) -> nn.Module:
     """Norse modules for a DSQN graph: call as `out, state = model(x, state)` per step."""
     def import_node(node):
+        if isinstance(node, nir.Flatten):  # NIR's dims exclude the batch axis, torch's include it
+            return nn.Flatten(node.start_dim + 1, node.end_dim if node.end_dim < 0 else node.end_dim + 1)
         if isinstance(node, nir.LI):
             return LIBoxCell(LIBoxParameters(tau_mem_inv=1 / torch.as_tensor(node.tau, dtype=torch.float32),
                                              v_leak=torch.as_tensor(node.v_leak, dtype=torch.float32)),

@@ -1,7 +1,9 @@
 import json
 
 import pytest
+import torch
 
+from compare.app.cli import main
 from conftest import assert_clean_error, compare, kill_and_resume, snapshot
 
 SHORT = ["--game", "CartPole-v1", "--quiet", "--set", "eval_episodes=2", "--set", "mlp_hidden=32,32"]
@@ -80,10 +82,6 @@ def test_finished_run_lists_and_re_evaluates(tmp_path):
 
 
 def test_the_thread_setting_reaches_config_and_torch(tmp_path):
-    import torch
-
-    from compare.app.cli import main
-
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(2)

@@ -5,15 +5,17 @@ import subprocess
 import sys
 
 import nir
+import numpy as np
 import pytest
 import torch
 
+from compare.core.networks import build_ann
 from compare.core.runstore import Run
 from conftest import assert_clean_error as one_line_error
 from conftest import compare as compare_cli
-from converters.convert import ConvertedSNN, load_converted, spiking_model
+from converters.convert import ConvertedSNN, ConvertOptions, load_converted, spiking_model
 from converters.hardware import ChipSNN, load_chip_model
-from converters.nir_export import load_converted_nir
+from converters.nir_export import converted_to_nir, load_converted_nir
 from direct.dsqn import DSQNOptions, build_dsqn, decode
 from direct.nir_export import dsqn_to_nir, load_dsqn_nir
 
@@ -153,7 +155,11 @@ def test_dsqn_run_exports_to_nir(tmp_path):
     assert proc.returncode == 0, proc.stderr
     graph = nir.read(tmp_path / "nir" / "model.nir")
     assert {type(n).__name__ for n in graph.nodes.values()} >= {"Affine", "LIF", "LI"}
-    assert json.loads((tmp_path / "nir" / "export.json").read_text())["timesteps"] == 8
+    record = json.loads((tmp_path / "nir" / "export.json").read_text())
+    assert record["timesteps"] == 8 and graph.metadata["timesteps"] == 8
+    assert graph.metadata["reset"] == record["reset"] == "hard: v <- 0 after a spike"
+    assert graph.metadata["dt_seconds"] == pytest.approx(1e-3)
+    graph._check_types()  # NIR's own check: every edge's types agree
 
 
 def test_samna_tripwire_catches_an_import(tmp_path):
@@ -170,3 +176,19 @@ def test_samna_tripwire_catches_an_import(tmp_path):
                            "print(h.real_samna_available())"], capture_output=True, text=True, env=env)
     assert proc.returncode == 0 and proc.stdout.strip() == "False", proc.stderr
     assert log.read_text() == before  # sinabs' samna-free hardware code loaded without it
+
+
+@pytest.mark.parametrize("family, shape", [("minatar", (4, 10, 10)), ("atari", (4, 84, 84)), ("classic", (4,))])
+def test_exported_graphs_pass_nirs_type_checks(tmp_path, family, shape):
+    """Each node's declared input and output types agree with its neighbours' (a Flatten
+    declares the shape it really produces), before and after a write and read."""
+    ann = build_ann(family, shape, 3, (16, 16))
+    graphs = {"dsqn": dsqn_to_nir(build_dsqn(DSQNOptions(mlp_hidden=(16, 16)), family, shape, 3), shape),
+              "converted": converted_to_nir(spiking_model(ann.net, ConvertOptions(), 4), shape, 4)}
+    for name, graph in graphs.items():
+        graph._check_types()
+        nir.write(tmp_path / f"{name}.nir", graph)
+        nir.read(tmp_path / f"{name}.nir")._check_types()
+        flatten = [n for n in graph.nodes.values() if isinstance(n, nir.Flatten)]
+        for node in flatten:  # (C, H, W) -> C*H*W: NIR's types have no batch axis
+            assert list(node.output_type["output"]) == [int(np.prod(node.input_type["input"]))]

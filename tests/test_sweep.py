@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from compare.app import sweep as sweep_module
 from conftest import assert_clean_error, compare
 
 CELLS = ["--games", "CartPole-v1", "--methods", "dqn,dsqn,convert", "--seeds", "0-1", "--steps", "1000",
@@ -169,8 +170,6 @@ def test_a_launcher_without_its_extra_says_what_to_install(monkeypatch):
 
 
 def test_a_cell_runs_with_cpus_per_run_threads(monkeypatch):
-    from compare.app import sweep as sweep_module
-
     spec = sweep_module.make_spec("CartPole-v1", "dqn", "0", cpus_per_run=3, launcher="ray")
     args = sweep_module.cell_command(spec, spec.cells()[0])
     assert args[args.index("--threads") + 1] == "3"
@@ -186,8 +185,6 @@ def test_a_cell_runs_with_cpus_per_run_threads(monkeypatch):
 
 
 def test_a_tracked_sweep_groups_its_cells_in_wandb():
-    from compare.app import sweep as sweep_module
-
     spec = sweep_module.make_spec("CartPole-v1", "dqn", "0", track="wandb")
     args = sweep_module.cell_command(spec, spec.cells()[0])
     assert args[args.index("--track") + 1] == "wandb"

@@ -161,16 +161,21 @@ def _converted_to_nir(run, folder: Path, options: ExportOptions) -> dict:
         raise UsageError("NIR export takes IAF conversions only (sinabs' NIR reader changes LIF input scaling)")
     timesteps = options.timesteps or run.read_eval()["best_timesteps"]
     model = spiking_model(normalized, convert_options, timesteps).eval()
-    nir.write(folder / "model.nir", converted_to_nir(model, observation_shape(spec, settings.protocol)[0], timesteps))
-    return {"game": settings.game, "seed": settings.seed, "timesteps": timesteps, "file": "model.nir",
+    graph = converted_to_nir(model, observation_shape(spec, settings.protocol)[0], timesteps)
+    meta = {"timesteps": timesteps, "dt": "one time step per graph step (IF neurons have no time constant)",
+            "neuron": "IF: v <- v + x; at most one spike per step; no membrane floor",
+            "reset": "subtract: v <- v - threshold after a spike",
             "input": (f"the observation divided by {divisor:g}" if divisor else
                       "the observation as the environment gives it") + ", the same at each of T steps",
             "readout": convert_options.readout,
             "decoding": "mean over T of the output (membrane readout: Q-values; rate: spike rate x "
                         "output_scale)",
-            "output_scale": 1.0 if convert_options.readout == "membrane" else scales[-1].tolist(),
             "initial_membrane": f"0 in the graph; the converter starts each decision at "
-                                f"{convert_options.initial_membrane} x threshold (set v_mem after loading)",
+                                f"{convert_options.initial_membrane} x threshold (set v_mem after loading)"}
+    graph.metadata = {**meta, "exporter": "compare"}
+    nir.write(folder / "model.nir", graph)
+    return {"game": settings.game, "seed": settings.seed, "file": "model.nir", **meta,
+            "output_scale": 1.0 if convert_options.readout == "membrane" else scales[-1].tolist(),
             "load": "sinabs.from_nir(nir.read(path), batch_size, num_timesteps), then on every IAF "
                     "layer spike_fn = SingleSpike and min_v_mem = None (NIR's IF: one spike per step, "
                     "no membrane floor; sinabs' reader defaults to MultiSpike and a floor at -threshold): "
@@ -182,13 +187,18 @@ def _dsqn_to_nir(run, folder: Path, options: ExportOptions) -> dict:
     settings, spec, net = deployed.settings, deployed.spec, deployed.network
     if options.timesteps is not None and options.timesteps != net.opts.timesteps:
         raise UsageError(f"this DSQN was trained with T={net.opts.timesteps}; --timesteps must match or be left out")
-    nir.write(folder / "model.nir", dsqn_to_nir(net, observation_shape(spec, settings.protocol)[0]))
-    return {"game": settings.game, "seed": settings.seed, "timesteps": net.opts.timesteps, "file": "model.nir",
+    graph = dsqn_to_nir(net, observation_shape(spec, settings.protocol)[0])
+    meta = {"timesteps": net.opts.timesteps, "dt_seconds": 1e-3,
+            "neuron": "LIF without synaptic current: v <- v + dt/tau (v_leak - v + r x), tau in seconds",
+            "reset": f"hard: v <- {net.opts.v_reset:g} after a spike",
             "input": (f"the observation divided by {net.opts.input_divisor:g}" if net.pixel_input else
                       "the observation as the environment gives it") + ", the same at each of T steps",
             "readout": net.opts.readout,
             "decoding": (f"{net.opts.decoder} over T of the output membrane" if net.output is not None
                          else "mean over T of the output"),
-            "dt_seconds": 1e-3,
+            "initial_state": "zero membranes at the start of every decision"}
+    graph.metadata = {**meta, "exporter": "compare"}
+    nir.write(folder / "model.nir", graph)
+    return {"game": settings.game, "seed": settings.seed, "file": "model.nir", **meta,
             "load": "direct.nir_export.load_dsqn_nir(nir.read(path)) (Norse modules; norse's from_nir "
-                    "lacks the LI output node)"}
+                    "lacks the LI output node and flattens the batch axis)"}
