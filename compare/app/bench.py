@@ -2,12 +2,15 @@
 
 (a) environment steps/s: `VecEnv` (ale-py's C++ vector env) against gymnasium's single-env
     AtariPreprocessing + FrameStackObservation stack;
-(b) DQN training steps/s on an Atari game: our learner (vector env, frame-once replay) against a
-    CleanRL-style loop (one gymnasium env, replay of stacked observations) doing the very same
-    updates with the same network;
-(c) replay bytes per transition, ours against a stacked-observation replay;
+(b) DQN training steps/s on an Atari game: our learner (one env, as CleanRL, frame-once replay)
+    against a CleanRL-style loop (one gymnasium env, replay of stacked observations) doing the
+    very same updates with the same network;
+(c) replay bytes per transition, ours against the layout CleanRL's `dqn_atari.py` uses (SB3's
+    ReplayBuffer with optimize_memory_usage: one stacked observation, int64 action, float32
+    reward, done and timeout per transition);
 (d) DSQN (T=8) training-step time over the ANN DQN's, both through the same learner update on
-    the Nature CNN (batch 32), next to the dense MAC ratio of the two networks;
+    the Nature CNN (batch 32) at one thread (at two, on two cores, the ANN's update slows more
+    from oversubscription than the DSQN's), next to the dense MAC ratio of the two networks;
 (e) two CartPole DQN runs side by side (`compare run --threads 1` each, as a sweep with two
     workers on two cores runs them) against one alone: each one's steps/s as a share of the solo
     run's.
@@ -87,11 +90,6 @@ class StackedReplay:
         self.size = self.pos = 0
         self.rng = np.random.default_rng(seed)
 
-    @property
-    def bytes_per_transition(self) -> int:
-        arrays = (self.obs, self.next_obs, self.actions, self.rewards, self.terminals)
-        return sum(a[0].nbytes for a in arrays)
-
     def add(self, obs, next_obs, action, reward, terminal):
         i = self.pos
         self.obs[i], self.next_obs[i], self.actions[i] = obs, next_obs, action
@@ -106,6 +104,13 @@ class StackedReplay:
         idx = self.rng.integers(self.size, size=batch_size)
         return Batch(self.obs[idx], self.actions[idx], self.rewards[idx], self.next_obs[idx],
                      self.terminals[idx])
+
+
+def sb3_memory_saving_bytes(obs_shape: tuple[int, ...]) -> int:
+    """Bytes per transition of SB3's ReplayBuffer(optimize_memory_usage=True) on Atari, as
+    CleanRL's dqn_atari.py builds it: the observation once (next = the following slot), an int64
+    action, float32 reward, done and timeout."""
+    return int(np.prod(obs_shape)) + 8 + 4 + 4 + 4
 
 
 def _bench_learner(spec, protocol, steps: int, num_envs: int, run: Run,
@@ -135,7 +140,7 @@ def ours_train_steps_per_s(spec, protocol, steps: int, num_envs: int, run: Run) 
     return rate, replay.bytes_per_entry * entries / max(1, transitions)
 
 
-def cleanrl_style_train_steps_per_s(spec, protocol, steps: int, run: Run) -> tuple[float, int]:
+def cleanrl_style_train_steps_per_s(spec, protocol, steps: int, run: Run) -> float:
     """One gymnasium env, stacked replay, same learner update; steps/s after the warm-up."""
     learner = _bench_learner(spec, protocol, steps, 1, run)
     learner.env.close()
@@ -156,7 +161,7 @@ def cleanrl_style_train_steps_per_s(spec, protocol, steps: int, run: Run) -> tup
         if step % cfg.target_update_period == 0:
             learner.target.load_state_dict(learner.q.state_dict())
     env.close()
-    return steps / (time.perf_counter() - start), replay.bytes_per_transition
+    return steps / (time.perf_counter() - start)
 
 
 def update_time_ratio(spec, protocol, timesteps: int, run: Run, rounds: int = 5) -> tuple[float, float, float]:
@@ -237,16 +242,21 @@ def run_benchmarks(game: str, env_steps: int, train_steps: int, echo=print, num_
          f"AtariPreprocessing+FrameStack single env {gym_rate:,.0f} | ratio {ours_rate / gym_rate:.2f}x")
     with tempfile.TemporaryDirectory() as tmp:
         run = Run(Path(tmp))
-        base_rate, stacked_bytes = cleanrl_style_train_steps_per_s(spec, protocol, train_steps, run)
-        train_rate, frame_bytes = ours_train_steps_per_s(spec, protocol, train_steps, 4, run)
-        dsqn_s, dqn_s, ratio = update_time_ratio(spec, protocol, timesteps=8, run=run)
-    echo(f"(b) DQN training steps/s (Nature CNN, batch 32, update every 4 steps, CPU): ours "
-         f"(4 envs) {train_rate:,.1f} | CleanRL-style loop {base_rate:,.1f} | ratio "
-         f"{train_rate / base_rate:.2f}x")
-    echo(f"(c) replay bytes per transition: ours {frame_bytes:,.0f} | stacked obs + next obs "
-         f"{stacked_bytes:,} | ratio {stacked_bytes / frame_bytes:.1f}x smaller")
+        base_rate = cleanrl_style_train_steps_per_s(spec, protocol, train_steps, run)
+        train_rate, frame_bytes = ours_train_steps_per_s(spec, protocol, train_steps, 1, run)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            dsqn_s, dqn_s, ratio = update_time_ratio(spec, protocol, timesteps=8, run=run)
+        finally:
+            torch.set_num_threads(threads)
+    sb3_bytes = sb3_memory_saving_bytes((4, 84, 84))
+    echo(f"(b) DQN training steps/s (Nature CNN, batch 32, update every 4 steps, CPU, 1 env each): ours "
+         f"{train_rate:,.1f} | CleanRL-style loop {base_rate:,.1f} | ratio {train_rate / base_rate:.2f}x")
+    echo(f"(c) replay bytes per transition: ours {frame_bytes:,.0f} | CleanRL's (SB3 memory-saving layout) "
+         f"{sb3_bytes:,} | ratio {sb3_bytes / frame_bytes:.1f}x smaller")
     mac_ratio = dense_mac_ratio(4, 8)
-    echo(f"(d) training step, Nature CNN, batch 32: DSQN T=8 {dsqn_s * 1e3:.0f} ms | DQN "
+    echo(f"(d) training step, Nature CNN, batch 32, 1 thread: DSQN T=8 {dsqn_s * 1e3:.0f} ms | DQN "
          f"{dqn_s * 1e3:.0f} ms | ratio {ratio:.2f}x (dense MAC ratio {mac_ratio:.2f}x)")
     with tempfile.TemporaryDirectory() as tmp:
         solo, shares = concurrent_run_shares(concurrent_steps, Path(tmp))
