@@ -127,6 +127,17 @@ def test_converted_snn_nir_round_trip(cartpole_convert, tmp_path):
         torch.testing.assert_close(wrapper(obs), got.reshape(batch, T, -1).mean(1), atol=1e-5, rtol=0)
 
 
+def run_steps(model, x: torch.Tensor, timesteps: int) -> torch.Tensor:
+    """A stateful (input, state) -> (output, state) model stepped `timesteps` times on one input:
+    its outputs stacked, time first."""
+    state, outputs = None, []
+    with torch.no_grad():
+        for _ in range(timesteps):
+            out, state = model(x, state)
+            outputs.append(out)
+    return torch.stack(outputs)
+
+
 @pytest.mark.parametrize("family, shape, gain", [("classic", (4,), 3.0), ("atari", (4, 84, 84), 6.0)])
 def test_dsqn_nir_round_trip(tmp_path, family, shape, gain):
     torch.manual_seed(0)
@@ -139,14 +150,11 @@ def test_dsqn_nir_round_trip(tmp_path, family, shape, gain):
     loaded = load_dsqn_nir(nir.read(tmp_path / "dsqn.nir"))
     obs = torch.rand(3, *shape) * (255 if family == "atari" else 2)
     x = obs / options.input_divisor if family == "atari" else obs
-    state, outputs = None, []
+    outputs = run_steps(loaded, x, options.timesteps)
     with torch.no_grad():
-        for _ in range(options.timesteps):
-            out, state = loaded(x, state)
-            outputs.append(out)
         expected = net(obs)
     assert expected.abs().sum() > 0
-    torch.testing.assert_close(decode(torch.stack(outputs), options.decoder), expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(decode(outputs, options.decoder), expected, atol=1e-5, rtol=0)
 
 
 def test_dsqn_run_exports_to_nir(tmp_path):
@@ -209,13 +217,9 @@ def test_norses_plain_reader_on_our_dsqn_graphs(tmp_path, readout):
     nir.write(tmp_path / "dsqn.nir", dsqn_to_nir(net, (4,)))
     loaded = norse_torch.from_nir(nir.read(tmp_path / "dsqn.nir"), dt=1e-3)
     obs = torch.rand(3, 4) * 2
-    state, outputs = None, []
+    outputs = run_steps(loaded, obs, options.timesteps)
     with torch.no_grad():
-        for _ in range(options.timesteps):
-            out, state = loaded(obs, state)
-            outputs.append(out)
         expected = net(obs)
-    outputs = torch.stack(outputs)
     if readout == "rate":
         torch.testing.assert_close(outputs.mean(0), expected, atol=1e-5, rtol=0)
     else:

@@ -41,9 +41,9 @@ def resolve(method: str = "dqn", game: str = "CartPole-v1", seed: int = 0, steps
             source: str | Path | None = None, label: str | None = None, device: str = "auto",
             threads: int | None = None, wandb: dict | None = None) -> Settings:
     """The fully resolved settings `run` would use (nothing is written)."""
-    from compare.app.resolve import resolve_settings
+    from compare.app.resolve import resolve_settings, setting_text
 
-    overrides = {str(key): _setting_text(value) for key, value in (settings or {}).items()}
+    overrides = {str(key): setting_text(value) for key, value in (settings or {}).items()}
     return resolve_settings(method, game, seed, steps, protocol, preset, overrides, device,
                             None if source is None else Path(source), label, threads, wandb)
 
@@ -54,15 +54,6 @@ def start(settings: Settings, results: str | Path = DEFAULT_RESULTS, name: str |
     from compare.core.registry import get_method
 
     return get_method(settings.method).start(settings, Path(results), name=name, progress_factory=progress_factory)
-
-
-def _setting_text(value) -> str:
-    """A Python value as its `--set` text (True -> true, (256, 256) -> 256,256)."""
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, (list, tuple)):
-        return ",".join(str(v) for v in value)
-    return str(value)
 
 
 def resume(run_dir: str | Path, progress_factory: Callable | None = None) -> Run:

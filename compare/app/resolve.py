@@ -18,6 +18,16 @@ from compare.core.registry import get_method
 from compare.core.settings import Settings, check_label
 
 
+def setting_text(value) -> str:
+    """A Python value as its `--set` text (True -> true, (256, 256) -> 256,256, 1e-05 -> 1e-05):
+    what the API passes to the resolver and the table writes in a column's label."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, tuple)):
+        return ",".join(setting_text(v) for v in value)
+    return str(value)
+
+
 def parse_overrides(pairs: tuple[str, ...]) -> dict[str, str]:
     out = {}
     for pair in pairs:

@@ -188,10 +188,9 @@ def make_spec(games, methods, seeds, steps=None, protocol="nature", presets=(), 
         if not any(name in get_method(m).preset_names for m in methods_):
             raise UsageError(f"--preset {name}: no method of this sweep has a preset of that name")
     for m in methods_:  # every value parses and passes its checks, for every kind of cell
-        cell_preset(spec, m)
+        preset = cell_preset(spec, m)
         if get_method(m).source_method is None:
-            resolve_settings(m, games_[0], 0, spec.steps, protocol, cell_preset(spec, m), cell_overrides(spec, m),
-                             "cpu")
+            resolve_settings(m, games_[0], 0, spec.steps, protocol, preset, cell_overrides(spec, m), "cpu")
     return spec
 
 
@@ -249,8 +248,9 @@ def cell_command(spec: SweepSpec, cell: Cell) -> list[str]:
         args += ["--source", str(spec.run_dir(cell.source))]
     elif spec.steps is not None:
         args += ["--steps", str(spec.steps)]
-    if cell_preset(spec, cell.method) is not None:
-        args += ["--preset", cell_preset(spec, cell.method)]
+    preset = cell_preset(spec, cell.method)
+    if preset is not None:
+        args += ["--preset", preset]
     if spec.track == "wandb":  # a study's runs appear together in W&B
         args += ["--track", "wandb", "--wandb-group", f"sweep-{spec.sweep_id}"]
     for key, value in cell_overrides(spec, cell.method).items():

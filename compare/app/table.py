@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import io
 import json
 import warnings
@@ -32,7 +33,7 @@ import numpy as np
 from rliable import library as rly
 from rliable import metrics
 
-from compare.app.resolve import setting_owners
+from compare.app.resolve import setting_owners, setting_text
 from compare.app.robustness import ROBUSTNESS
 from compare.core.envs import resolve_env
 from compare.core.errors import UsageError
@@ -46,16 +47,6 @@ SCORE_KINDS = {"final": "final evaluation",
                "best-eval": "best of the periodic and final evaluations (optimistic; Chen et al. 2022's reporting)"}
 ENERGY_CONVENTIONS = {"per-step": ("per_step", "first layer charged at every time step"),
                       "once": ("once", "first layer charged once per decision")}
-
-
-def _text(value) -> str:
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, float):
-        return f"{value:g}"
-    if isinstance(value, (list, tuple)):
-        return ",".join(_text(v) for v in value)
-    return str(value)
 
 
 @dataclass(frozen=True)
@@ -95,7 +86,7 @@ def variant_of(config: dict, where: str = "config.json") -> Variant:
     changes = []
     for key, obj in settings.sections.items():
         mine, base = dataclasses.asdict(obj), dataclasses.asdict(reference[key])
-        changes += [(name, _text(value)) for name, value in mine.items() if base.get(name) != value]
+        changes += [(name, setting_text(value)) for name, value in mine.items() if base.get(name) != value]
     source = None
     if method.source_method is not None:
         origin = config.get("source_settings") or _source_config(config.get("source"))
@@ -138,9 +129,13 @@ class RunRecord:
         final = float(self.result["mean_return"])
         if kind == "final" or get_method(self.method).source_method is not None:
             return final
-        periodic = [float(r["mean_return"]) for r in read_jsonl(self.path / "evals.jsonl")
-                    if isinstance(r, dict) and isinstance(r.get("mean_return"), (int, float))]
-        return max([final, *periodic])
+        return max([final, *self.periodic_scores])
+
+    @functools.cached_property
+    def periodic_scores(self) -> list[float]:
+        """Mean returns of the periodic evaluations (evals.jsonl), read once."""
+        return [float(r["mean_return"]) for r in read_jsonl(self.path / "evals.jsonl")
+                if isinstance(r, dict) and isinstance(r.get("mean_return"), (int, float))]
 
     def energy(self, convention: str = "per-step") -> float | None:
         """Joules per decision under a first-layer convention (ENERGY_CONVENTIONS); None when the

@@ -66,17 +66,18 @@ class StepRate:
     before the first interval ends, the rate since the start."""
 
     def __init__(self, step: int):
-        self._start = self._mark = time.perf_counter(), step
+        self._mark = time.perf_counter(), step  # the start of the interval being measured
         self._full = False
         self.rate = 0.0
 
     def update(self, step: int) -> float:
         now = time.perf_counter()
+        seconds = max(now - self._mark[0], 1e-9)
         if step - self._mark[1] >= RATE_INTERVAL:
-            self.rate = (step - self._mark[1]) / (now - self._mark[0])
+            self.rate = (step - self._mark[1]) / seconds
             self._mark, self._full = (now, step), True
-        elif not self._full and now > self._start[0]:
-            self.rate = (step - self._start[1]) / (now - self._start[0])
+        elif not self._full:  # the first interval: the rate since the start
+            self.rate = (step - self._mark[1]) / seconds
         return self.rate
 
 
