@@ -31,7 +31,7 @@ from compare.core.errors import UsageError
 from compare.core.methods import TrainedMethod
 from compare.core.networks import scale_input, synapse_stack
 from compare.core.ppo import PPOLearner
-from direct.neurons import LeakyIntegratorLayer, LIFLayer, NeuronOptions, all_steps
+from direct.neurons import LeakyIntegratorLayer, LIFLayer, NeuronOptions, all_steps, scale_weights
 
 ENCODER_THRESHOLD = 0.999  # PopSAN's regular-spike encoder
 
@@ -58,7 +58,7 @@ class HybridOptions(NeuronOptions):
         for name in ("timesteps", "pop_size", "out_pop"):
             if getattr(self, name) <= 0:
                 raise UsageError(f"{name}={getattr(self, name)} must be a positive integer")
-        for name in ("encoder_std", "out_tau_mem", "input_divisor", "weight_gain"):
+        for name in ("encoder_std", "out_tau_mem", "input_divisor"):
             if getattr(self, name) <= 0:
                 raise UsageError(f"{name}={getattr(self, name)} must be positive")
         if self.encoder_mean_max <= self.encoder_mean_min:
@@ -111,10 +111,7 @@ class SpikingActor(nn.Module):
         # With PyTorch's default init the hidden LIF layers are silent at the start (measured on
         # CartPole: 0% firing, and the policy's entropy stayed at ln 2 for the whole budget);
         # `weight_gain` 4 gives ~12% firing in every layer at init.
-        with torch.no_grad():
-            for layer in synapses:
-                layer.weight.mul_(options.weight_gain)
-        self.synapses = nn.ModuleList(synapses)
+        self.synapses = nn.ModuleList(scale_weights(synapses, options.weight_gain))
         spiking_out = options.decoder == "rate"
         self.lifs = nn.ModuleList(LIFLayer(options.lif) for _ in synapses[: len(synapses) - (not spiking_out)])
         self.output = None if spiking_out else LeakyIntegratorLayer(options.out_tau_mem, options.neuron_impl)

@@ -89,6 +89,7 @@ class NeuronOptions:
     surrogate: Surrogate = "atan"
     surrogate_alpha: float = 2.0
     neuron_impl: NeuronImpl = "fused"  # norse: Norse's own step functions (same values, slower)
+    weight_gain: float = 1.0           # x PyTorch's default synapse init (1: the papers' init)
 
     def __post_init__(self):
         if self.surrogate not in SURROGATES:
@@ -96,7 +97,7 @@ class NeuronOptions:
         if self.neuron_impl == "norse" and self.surrogate == "atan":
             raise UsageError("neuron_impl=norse: Norse has no ATan surrogate; choose surrogate="
                              f"{', '.join(SURROGATES[1:])}, or neuron_impl=fused")
-        for name in ("tau_mem", "v_th", "surrogate_alpha"):
+        for name in ("tau_mem", "v_th", "surrogate_alpha", "weight_gain"):
             if getattr(self, name) <= 0:
                 raise UsageError(f"{name}={getattr(self, name)} must be positive")
 
@@ -105,6 +106,16 @@ class NeuronOptions:
         return LIFParameters(tau_mem=self.tau_mem, v_th=self.v_th, v_reset=self.v_reset,
                              reset=self.reset, detach_reset=self.detach_reset,
                              surrogate=self.surrogate, alpha=self.surrogate_alpha, impl=self.neuron_impl)
+
+
+def scale_weights(synapses: list[nn.Module], gain: float) -> list[nn.Module]:
+    """Multiply every synaptic weight by `gain` (`weight_gain`): with PyTorch's default init a
+    LIF layer whose inputs are sparse (binary frames, spikes) can be silent at the start, and a
+    silent network passes almost no gradient."""
+    with torch.no_grad():
+        for layer in synapses:
+            layer.weight.mul_(gain)
+    return synapses
 
 
 def lif_step(x: torch.Tensor, v: torch.Tensor, p: LIFParameters) -> tuple[torch.Tensor, torch.Tensor]:

@@ -15,16 +15,21 @@ import torch
 # and, through PYTHONPATH, in every `python -m compare` the tests start; each import attempt
 # is logged, and the session fails at the end if the log is not empty.
 TRIPWIRE = Path(__file__).parent / "tripwire"
-SAMNA_LOG = Path(tempfile.gettempdir()) / f"compare-samna-imports-{os.getpid()}.log"
-SAMNA_LOG.unlink(missing_ok=True)
-os.environ["COMPARE_SAMNA_LOG"] = str(SAMNA_LOG)
+# One log for the whole session: pytest-xdist's workers inherit the controller's variable, and
+# the controller (which alone decides the exit status) reads the log at the end.
+if "PYTEST_XDIST_WORKER" not in os.environ:
+    os.environ["COMPARE_SAMNA_LOG"] = str(Path(tempfile.gettempdir()) / f"compare-samna-imports-{os.getpid()}.log")
+    Path(os.environ["COMPARE_SAMNA_LOG"]).unlink(missing_ok=True)
+else:  # two workers share the cores: in-process torch work takes one thread each
+    torch.set_num_threads(1)
+SAMNA_LOG = Path(os.environ["COMPARE_SAMNA_LOG"])
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TRIPWIRE), os.environ.get("PYTHONPATH")]))
 sys.path.insert(0, str(TRIPWIRE))
 sys.modules.pop("samna", None)
 
 
 def pytest_sessionfinish(session, exitstatus):
-    if SAMNA_LOG.exists() and SAMNA_LOG.read_text().strip():
+    if "PYTEST_XDIST_WORKER" not in os.environ and SAMNA_LOG.exists() and SAMNA_LOG.read_text().strip():
         print(f"\nsamna was imported during the tests; stacks in {SAMNA_LOG}:\n{SAMNA_LOG.read_text()}")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
