@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -119,6 +120,28 @@ def test_sweep_file_and_dry_run(tmp_path):
     assert all("convert" not in line for line in lines[:6])  # training first, then conversions
     assert "after: Pong dqn seed 2" in lines[-1] and "total: 30,000 agent steps" in res.stdout
     assert not (tmp_path / "results").exists()  # a dry run runs nothing
+
+
+STUDIES = Path(__file__).resolve().parents[1] / "studies"
+MINATAR_STUDY_STEPS = 50_000
+
+
+@pytest.mark.parametrize("name, cells, steps", [("minatar.toml", 30, 24 * MINATAR_STUDY_STEPS),
+                                                ("minatar-full.toml", 125, 100 * 5_000_000),
+                                                ("atari-chen2022.toml", 255, 204 * 12_500_000)])
+def test_committed_studies_plan_their_cells_on_the_family_defaults(tmp_path, name, cells, steps):
+    """The README's study commands: every cell resolves, each method on its learner's family
+    preset (one learner per study), conversions after their DQN; a dry run writes nothing."""
+    res = compare("sweep", STUDIES / name, "--results", tmp_path / "results", "--dry-run")
+    assert res.returncode == 0, res.stderr
+    lines = [line for line in res.stdout.splitlines() if line.strip()[:1].isdigit()]
+    assert len(lines) == cells and all("[new]" in line for line in lines)
+    assert all(" convert " in line for line in lines[-cells // 5:])
+    assert f"total: {steps:,} agent steps" in res.stdout
+    family, dqn_preset = ("minatar", "minatar") if "minatar" in name else ("atari", "chen2022")
+    assert (f"presets ({family}): dqn {dqn_preset}, dsqn {dqn_preset}, convert default, ppo atari, "
+            "hybrid atari") in res.stdout
+    assert not (tmp_path / "results").exists()
 
 
 @pytest.mark.parametrize("args, fragments", [
