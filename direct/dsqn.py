@@ -126,7 +126,7 @@ DSQN = TrainedMethod(
         # learned on some seeds only; biases and Norse's SuperSpike (alpha 100) learn it.
         "cartpole": DSQNOptions(bias=True, surrogate="super", surrogate_alpha=100.0),
         # MinAtar's sparse binary frames leave both LIF layers silent with PyTorch's init (0%
-        # firing on Breakout frames; the Q-values are all 0); x8 gives 10% and 13%.
+        # firing on Breakout frames; the Q-values are all 0); x8 gives 11% and 16%.
         "minatar": DSQNOptions(weight_gain=8.0),
     },
 )

@@ -42,6 +42,16 @@ def compare(*args, cwd=None, timeout=900):
                           text=True, cwd=cwd, timeout=timeout)
 
 
+def compare_run(tmp_path, *args):
+    """A training (or conversion) run as a user starts it, under tmp_path/results: its directory.
+    The timeout only guards against a hang: several times the slowest run's quiet time."""
+    out = tmp_path / "results"
+    proc = compare("run", "--quiet", "--out", out, *args, timeout=1500)
+    assert proc.returncode == 0, proc.stderr
+    (run_dir,) = out.glob("runs/*")
+    return run_dir
+
+
 def assert_clean_error(proc, *fragments):
     """Exit code 2, one line on stderr naming the problem, no traceback."""
     assert proc.returncode == 2, proc.stderr

@@ -1,21 +1,11 @@
 """Real training runs, as a user starts them. Slow (minutes), and part of CI."""
 
 import json
-import subprocess
-import sys
 
 import pytest
+from conftest import compare_run
 
 pytestmark = pytest.mark.learning
-
-
-def compare_run(tmp_path, *args):
-    out = tmp_path / "results"
-    proc = subprocess.run([sys.executable, "-m", "compare", "run", "--quiet", "--out", str(out), *args],
-                          capture_output=True, text=True, timeout=1500)
-    assert proc.returncode == 0, proc.stderr
-    (run_dir,) = out.glob("runs/*")
-    return run_dir
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ and 100,000 assume Young & Tian's 5M steps).
 import json
 
 import pytest
-from test_learning import compare_run
+from conftest import compare_run
 
 pytestmark = pytest.mark.learning
 
@@ -22,8 +22,12 @@ RANDOM_RETURN = 0.48
 GAME = "MinAtar/Breakout"
 
 
+EVAL = ["--set", "eval_episodes=100"]  # a 30-episode mean varies by +-0.3 here; 100 halves that
+
+
 def short_schedule(steps: int) -> list[str]:
-    return ["--steps", str(steps), "--set", "learning_starts=1000", "--set", f"epsilon_decay_steps={steps // 2}"]
+    return ["--steps", str(steps), "--set", "learning_starts=1000", "--set", f"epsilon_decay_steps={steps // 2}",
+            *EVAL]
 
 
 def final_return(run_dir) -> float:
@@ -36,9 +40,10 @@ def minatar_dqn(tmp_path_factory):
                        *short_schedule(DQN_STEPS))
 
 
-DQN_STEPS, DQN_BAR = 40_000, 2.2
-DSQN_STEPS, DSQN_BAR = 15_000, 1.44
-ACTOR_CRITIC = {"ppo": (100_000, 1.8), "hybrid": (100_000, 1.6)}
+DQN_STEPS, DQN_BAR = 40_000, 2.0      # measured 2.96 and 3.30 (seeds 0, 1)
+DSQN_STEPS, DSQN_BAR = 15_000, 1.5     # measured 2.65 and 2.26
+ACTOR_CRITIC = {"ppo": (100_000, 1.8),  # measured 2.98 and 2.65
+                "hybrid": (200_000, 1.6)}
 
 
 def test_dqn_learns_minatar_breakout(minatar_dqn):
@@ -66,6 +71,6 @@ def test_converted_minatar_dqn_keeps_90_percent_of_its_return(minatar_dqn, tmp_p
 @pytest.mark.parametrize("method", sorted(ACTOR_CRITIC))
 def test_actor_critic_learns_minatar_breakout(tmp_path, method):
     steps, bar = ACTOR_CRITIC[method]
-    run_dir = compare_run(tmp_path, "--method", method, "--game", GAME, "--seed", "0", "--steps", str(steps))
+    run_dir = compare_run(tmp_path, "--method", method, "--game", GAME, "--seed", "0", "--steps", str(steps), *EVAL)
     assert json.loads((run_dir / "config.json").read_text())["preset"] == "atari"
     assert final_return(run_dir) >= max(bar, 3 * RANDOM_RETURN), final_return(run_dir)

@@ -123,7 +123,7 @@ def test_sweep_file_and_dry_run(tmp_path):
 
 
 STUDIES = Path(__file__).resolve().parents[1] / "studies"
-MINATAR_STUDY_STEPS = 50_000
+MINATAR_STUDY_STEPS = 30_000
 
 
 @pytest.mark.parametrize("name, cells, steps", [("minatar.toml", 30, 24 * MINATAR_STUDY_STEPS),
