@@ -214,6 +214,45 @@ def test_exported_graphs_pass_nirs_type_checks(tmp_path, family, shape):
             assert list(node.output_type["output"]) == [int(np.prod(node.input_type["input"]))]
 
 
+NEWEST_NIR = "1.0.8"  # the newest release on the package index when this test was written
+
+
+def test_exported_graphs_pass_the_newest_nirs_checks(cartpole_convert, tmp_path):
+    """The files written here (with the `nir` sinabs pins) read back with the newest `nir`
+    release, whose `read` type-checks every edge, installed on its own in a throwaway folder;
+    an exported file's metadata (its reset rule) comes through."""
+    target = tmp_path / "nir-newest"
+    proc = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target),
+                           f"nir=={NEWEST_NIR}"], capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        pytest.skip(f"could not install nir {NEWEST_NIR} from the package index: {proc.stderr.strip()[-200:]}")
+    files = []
+    for family, shape in [("minatar", (4, 10, 10)), ("atari", (4, 84, 84)), ("classic", (4,))]:
+        for readout in ("membrane", "rate"):
+            net = build_dsqn(DSQNOptions(mlp_hidden=(16, 16), readout=readout), family, shape, 3)
+            files.append(tmp_path / f"dsqn_{family}_{readout}.nir")
+            nir.write(files[-1], dsqn_to_nir(net, shape))
+        ann = build_ann(family, shape, 3, (16, 16))
+        files.append(tmp_path / f"converted_{family}.nir")
+        nir.write(files[-1], converted_to_nir(spiking_model(ann.net, ConvertOptions(), 4), shape, 4))
+    exported = tmp_path / "exported"
+    assert compare_cli("export", cartpole_convert, "--target", "nir", "--out", exported).returncode == 0
+    files.append(exported / "model.nir")
+    script = ("import sys, nir\n"
+              f"assert nir.__version__ == {NEWEST_NIR!r}, nir.__version__\n"
+              "for path in sys.argv[1:]:\n"
+              "    graph = nir.read(path, type_check=True)\n"
+              "    graph.check_types()\n"
+              "    print(path, graph.metadata.get('reset'))\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(target), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-c", script, *map(str, files)], capture_output=True, text=True,
+                          env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == len(files) == 10
+    assert lines[-1].endswith(" subtract: v <- v - threshold after a spike")
+
+
 @pytest.mark.parametrize("readout", ["rate", "membrane"])
 def test_norses_plain_reader_on_our_dsqn_graphs(tmp_path, readout):
     """`norse.torch.from_nir` as a user would call it. Rate readout: the original outputs within
