@@ -336,3 +336,84 @@ def test_sinabs_plain_reader_on_a_converted_graph(cartpole_convert, tmp_path):
     fixed = load_converted_nir(out / "model.nir", batch_size=batch, timesteps=T).eval()
     with torch.no_grad():
         torch.testing.assert_close(fixed(steps)[0], expected, atol=1e-5, rtol=0)
+
+
+SPIKINGJELLY = ["spikingjelly==2.0.0", "loguru>=0.7,<1", f"nir=={NEWEST_NIR}", "nirtorch>=2.6,<2.7"]
+SPIKINGJELLY_READER = """
+import json, sys
+import numpy as np, nir, torch
+from spikingjelly.activation_based.nir_exchange import import_from_nir
+out = {}
+for name in sys.argv[2:]:
+    folder = sys.argv[1]
+    x = torch.from_numpy(np.load(f"{folder}/{name}.input.npy", allow_pickle=False))
+    dt, timesteps = json.load(open(f"{folder}/{name}.json"))
+    try:
+        model = import_from_nir(nir.read(f"{folder}/{name}.nir"), dt=dt)
+    except ValueError as e:
+        out[name] = str(e)
+        continue
+    state, steps = None, []
+    with torch.no_grad():
+        for _ in range(timesteps):
+            y, state = model(x, state)
+            steps.append(y.numpy())
+    np.save(f"{folder}/{name}.output.npy", np.stack(steps), allow_pickle=False)
+    out[name] = "read"
+print(json.dumps(out))
+"""
+
+
+def test_spikingjellys_plain_reader_on_our_graphs(tmp_path):
+    """SpikingJelly 2.0's `import_from_nir` (it needs nir >= 1.0.7 and nirtorch 2.6, newer than
+    sinabs pins, so it is installed with them in a throwaway folder). DSQN graphs with the rate
+    readout, MLP and conv: the original outputs within 1e-5. The membrane readout's `LI` output:
+    refused with a clear error. A converted network: NIR 1.0's IF resets to v_reset, and sinabs'
+    writer uses it for its subtractive IF, so a reader that follows the spec (this one) simulates
+    a hard reset; pinned (the subtract rule is in the graph's metadata and export.json)."""
+    target = tmp_path / "spikingjelly"
+    proc = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target),
+                           *SPIKINGJELLY], capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        pytest.skip(f"could not install SpikingJelly's reader from the package index: {proc.stderr.strip()[-200:]}")
+    expected = {}
+    for family, shape, gain in [("classic", (4,), 3.0), ("minatar", (4, 10, 10), 8.0)]:
+        for readout in ("rate", "membrane"):
+            name = f"dsqn_{family}_{readout}"
+            net, options, path = exported_dsqn(tmp_path / name, family, shape, gain, readout=readout,
+                                               bias=family == "classic")
+            path.rename(tmp_path / f"{name}.nir")
+            obs = (torch.rand(3, *shape) < 0.1).float() if family == "minatar" else torch.rand(3, *shape) * 2
+            with torch.no_grad():
+                expected[name] = net(obs)
+            np.save(tmp_path / f"{name}.input.npy", obs.numpy(), allow_pickle=False)
+            (tmp_path / f"{name}.json").write_text(json.dumps([1e-3, options.timesteps]))
+    torch.manual_seed(0)
+    ann = build_ann("classic", (4,), 3, (16, 16))
+    with torch.no_grad():
+        for p in ann.parameters():
+            p.mul_(2.0)
+    converted = spiking_model(ann.net, ConvertOptions(), 8).eval()
+    nir.write(tmp_path / "converted.nir", converted_to_nir(converted, (4,), 8))
+    obs = torch.randn(5, 4) * 1.5
+    with torch.no_grad():
+        expected["converted"] = converted(obs.unsqueeze(1).expand(5, 8, 4).reshape(40, 4)).reshape(5, 8, -1)
+    np.save(tmp_path / "converted.input.npy", obs.numpy(), allow_pickle=False)
+    (tmp_path / "converted.json").write_text(json.dumps([1.0, 8]))  # IF: r = 1 / dt with one step per dt
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(target), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-c", SPIKINGJELLY_READER, str(tmp_path), *expected],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    status = json.loads(proc.stdout.strip().splitlines()[-1])
+
+    def outputs(name):
+        return torch.from_numpy(np.load(tmp_path / f"{name}.output.npy", allow_pickle=False))
+
+    for family in ("classic", "minatar"):
+        name = f"dsqn_{family}_rate"
+        assert status[name] == "read" and expected[name].abs().sum() > 0
+        torch.testing.assert_close(outputs(name).mean(0), expected[name], atol=1e-5, rtol=0)
+        assert "LI" in status[f"dsqn_{family}_membrane"]  # refused, not silently wrong
+    assert status["converted"] == "read"
+    assert (outputs("converted").transpose(0, 1) - expected["converted"]).abs().max() > 1e-2  # hard reset
