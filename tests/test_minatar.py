@@ -43,7 +43,7 @@ def minatar_dqn(tmp_path_factory):
 DQN_STEPS, DQN_BAR = 40_000, 2.0      # measured 2.96 and 3.30 (seeds 0, 1)
 DSQN_STEPS, DSQN_BAR = 15_000, 1.5     # measured 2.65 and 2.26
 ACTOR_CRITIC = {"ppo": (100_000, 1.8),  # measured 2.98 and 2.65
-                "hybrid": (200_000, 1.6)}
+                "hybrid": (200_000, 2.4)}  # measured 3.54 and 4.00
 
 
 def test_dqn_learns_minatar_breakout(minatar_dqn):
