@@ -13,21 +13,28 @@
     from oversubscription than the DSQN's), next to the dense MAC ratio of the two networks;
 (e) two CartPole DQN runs side by side (`compare run --threads 1` each, as a sweep with two
     workers on two cores runs them) against one alone: each one's steps/s as a share of the solo
-    run's.
+    run's;
+(f) DQN training steps/s on MinAtar Breakout at one thread, an update of batch 32 every step:
+    our learner (the `minatar` preset) against the loop of the MinAtar authors' own PyTorch DQN
+    (Young & Tian 2019, `examples/dqn.py` in kenjyoung/MinAtar), written out here.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
+import random
 import subprocess
 import sys
 import tempfile
 import time
+from collections import namedtuple
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from compare.core.accounting import dense_macs
 from compare.core.dqn import DQNLearner
@@ -114,20 +121,21 @@ def sb3_memory_saving_bytes(obs_shape: tuple[int, ...]) -> int:
 
 
 def _bench_learner(spec, protocol, steps: int, num_envs: int, run: Run,
-                   network: torch.nn.Module | None = None) -> DQNLearner:
-    config = dataclasses.replace(DQNLearner.preset("cleanrl"), num_envs=num_envs, learning_starts=WARMUP,
+                   network: torch.nn.Module | None = None, preset: str = "cleanrl") -> DQNLearner:
+    config = dataclasses.replace(DQNLearner.preset(preset), num_envs=num_envs, learning_starts=WARMUP,
                                  buffer_size=50_000, checkpoint_interval=10**9, save_replay="never")
     env = VecEnv(spec, protocol, num_envs)
     env.reset(seed=0)
     torch.manual_seed(0)
-    network = network or build_ann("atari", env.obs_shape, env.n_actions)
+    network = network or build_ann(spec.family, env.obs_shape, env.n_actions)
     return DQNLearner({"q": network}, env, config, protocol, WARMUP + steps, seed=0,
                       device=torch.device("cpu"), run=run)
 
 
-def ours_train_steps_per_s(spec, protocol, steps: int, num_envs: int, run: Run) -> tuple[float, float]:
+def ours_train_steps_per_s(spec, protocol, steps: int, num_envs: int, run: Run,
+                           preset: str = "cleanrl") -> tuple[float, float]:
     """Learner steps/s once updates run, and measured replay bytes per stored transition."""
-    learner = _bench_learner(spec, protocol, steps, num_envs, run)
+    learner = _bench_learner(spec, protocol, steps, num_envs, run, preset=preset)
     learner.begin()
     learner.train_until(WARMUP)
     start, first = time.perf_counter(), learner.state.step
@@ -161,6 +169,72 @@ def cleanrl_style_train_steps_per_s(spec, protocol, steps: int, run: Run) -> flo
         if step % cfg.target_update_period == 0:
             learner.target.load_state_dict(learner.q.state_dict())
     env.close()
+    return steps / (time.perf_counter() - start)
+
+
+Transition = namedtuple("Transition", "state next_state action reward terminal")
+
+
+def _minatar_state(frame: np.ndarray) -> torch.Tensor:
+    return torch.tensor(frame).permute(2, 0, 1).unsqueeze(0).float()
+
+
+def minatar_example_steps_per_s(game: str, steps: int) -> float:
+    """(f)'s baseline: the training loop of Young & Tian's examples/dqn.py, step by step: the raw
+    `minatar.Environment`, one tensor per state, action, reward and flag, transitions as named
+    tuples in a list sampled with `random.sample` and concatenated per batch, the target network
+    run on the non-terminal next states only, centered RMSProp with momentum 0.95, one update of
+    32 per step after the warm-up, the target copied every 1,000 steps. Steps/s after WARMUP."""
+    from minatar import Environment
+
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+    env = Environment(game)
+    env.seed(0)
+    n_actions = env.num_actions()
+    q = build_ann("minatar", (env.state_shape()[2], 10, 10), n_actions)  # their QNetwork's layers
+    target = copy.deepcopy(q)
+    optimizer = torch.optim.RMSprop(q.parameters(), lr=2.5e-4, alpha=0.95, centered=True, eps=0.01, momentum=0.95)
+    buffer, cursor, capacity = [], 0, 100_000
+    env.reset()
+    state, start = _minatar_state(env.state()), time.perf_counter()
+    for t in range(WARMUP + steps):
+        if t == WARMUP:
+            start = time.perf_counter()
+        epsilon = 1.0 if t < WARMUP else max(0.1, 1.0 - 0.9 * (t - WARMUP) / 100_000)
+        if np.random.binomial(1, epsilon) == 1:
+            action = torch.tensor([[random.randrange(n_actions)]])
+        else:
+            with torch.no_grad():
+                action = q(state).max(1)[1].view(1, 1)
+        reward, terminal = env.act(action)
+        next_state = _minatar_state(env.state())
+        transition = Transition(state, next_state, action, torch.tensor([[reward]]).float(), torch.tensor([[terminal]]))
+        if len(buffer) < capacity:
+            buffer.append(transition)
+        else:
+            buffer[cursor] = transition
+        cursor = (cursor + 1) % capacity
+        if t >= WARMUP:
+            batch = Transition(*zip(*random.sample(buffer, 32)))
+            states, next_states = torch.cat(batch.state), torch.cat(batch.next_state)
+            actions, rewards, terminals = torch.cat(batch.action), torch.cat(batch.reward), torch.cat(batch.terminal)
+            q_sa = q(states).gather(1, actions)
+            live = torch.tensor([i for i, done in enumerate(terminals) if done == 0], dtype=torch.int64)
+            next_q = torch.zeros(32, 1)
+            if len(live):
+                next_q[live] = target(next_states.index_select(0, live)).detach().max(1)[0].unsqueeze(1)
+            loss = F.smooth_l1_loss(rewards + 0.99 * next_q, q_sa)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        if t % 1000 == 0:
+            target.load_state_dict(q.state_dict())
+        state = next_state
+        if terminal:
+            env.reset()
+            state = _minatar_state(env.state())
     return steps / (time.perf_counter() - start)
 
 
@@ -262,6 +336,17 @@ def run_benchmarks(game: str, env_steps: int, train_steps: int, echo=print, num_
         solo, shares = concurrent_run_shares(concurrent_steps, Path(tmp))
     echo(f"(e) two CartPole DQN runs side by side, 1 thread each, {concurrent_steps:,} steps: alone "
          f"{solo:,.0f} steps/s | together, each, ratio {min(shares):.2f}x and {max(shares):.2f}x of alone")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        minatar = resolve_env("MinAtar/Breakout")
+        with tempfile.TemporaryDirectory() as tmp:
+            theirs = minatar_example_steps_per_s("breakout", train_steps)
+            ours_minatar, _ = ours_train_steps_per_s(minatar, protocol, train_steps, 1, Run(Path(tmp)), "minatar")
+    finally:
+        torch.set_num_threads(threads)
+    echo(f"(f) DQN training steps/s, MinAtar Breakout, batch 32 every step, 1 thread: ours {ours_minatar:,.1f} | "
+         f"Young & Tian's examples/dqn.py loop {theirs:,.1f} | ratio {ours_minatar / theirs:.2f}x")
     return {"env_ratio": ours_rate / gym_rate, "train_ratio": train_rate / base_rate,
             "bytes_per_transition": frame_bytes, "dsqn_update_ratio": ratio, "mac_ratio": mac_ratio,
-            "concurrent_shares": shares}
+            "concurrent_shares": shares, "minatar_ratio": ours_minatar / theirs}
