@@ -46,7 +46,7 @@ def binned_curve(run: RunRecord, edges: np.ndarray) -> np.ndarray:
 def _save(fig, path: Path) -> Path:
     """Atomically: into a temporary file beside `path`, then renamed over it."""
     tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, dpi=100, format="png")
+    fig.savefig(tmp, dpi=100, format="png", bbox_inches="tight")  # legends outside the axes included
     os.replace(tmp, path)
     return path
 
@@ -83,7 +83,8 @@ def learning_curves(group: Group, game: str, path: Path) -> Path | None:
         plt.close(fig)
         return None
     ax.set(xlabel="agent steps", ylabel="training episode return (unclipped)", title=f"{game}: {group.label}")
-    ax.legend()
+    # Below the axes: variant names are long and would cover the curves.
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2))
     fig.tight_layout()
     _save(fig, path)
     plt.close(fig)
@@ -107,14 +108,15 @@ def conversion_curve(group: Group, game: str, column: str, path: Path) -> Path |
     ann = [r.result["ann_mean_return"] for r in runs if r.result.get("ann_mean_return") is not None]
     if ann:
         ax.axhline(np.mean(ann), color="tab:blue", linestyle="--", label="source ANN")
-    ax.set(xscale="log", xlabel="simulation time steps T (per decision)", ylabel="mean return (evaluation)",
-           title=f"{game}: {column}, {group.label}")
+    ax.set(xscale="log", xlabel="simulation time steps T (per decision)", ylabel="mean return (evaluation)")
+    ax.set_title(f"{game}: {column}\n{group.label}", fontsize=9)  # variant names are long
     ax.set_xticks(ts, [str(t) for t in ts])
     twin = ax.twinx()
     twin.plot(ts, conformance, "s-", color="tab:orange", label="conformance")
-    twin.set(ylabel="conformance (fraction of states, same action as the ANN)", ylim=(0, 1.05))
+    twin.set(ylabel="conformance (share of states: ANN's action)", ylim=(0, 1.05))
     lines = ax.get_legend_handles_labels(), twin.get_legend_handles_labels()
-    ax.legend(lines[0][0] + lines[1][0], lines[0][1] + lines[1][1], loc="lower right")
+    ax.legend(lines[0][0] + lines[1][0], lines[0][1] + lines[1][1], fontsize=8, loc="upper center",
+              bbox_to_anchor=(0.5, -0.2), ncol=3)
     fig.tight_layout()
     _save(fig, path)
     plt.close(fig)
@@ -133,15 +135,17 @@ def score_vs_energy(group: Group, path: Path, kind: str = "final", energy: str =
         return None
     plt = _figure()
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for column in dict.fromkeys(p[0] for p in points):
-        mine = [p for p in points if p[0] == column]
-        ax.scatter([p[2] for p in mine], [p[3] for p in mine], label=column)
-        for _, game, x, y in mine:
-            ax.annotate(game, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    # Colour names the variant, marker shape the game (text labels at the points overlapped).
+    colours = {column: f"C{i % 10}" for i, column in enumerate(dict.fromkeys(p[0] for p in points))}
+    markers = {game: "osD^vPX*<>"[i % 10] for i, game in enumerate(dict.fromkeys(p[1] for p in points))}
+    for column, game, x, y in points:
+        ax.scatter([x], [y], color=colours[column], marker=markers[game])
+    handles = ([plt.Line2D([], [], color=c, marker="o", linestyle="", label=column) for column, c in colours.items()]
+               + [plt.Line2D([], [], color="grey", marker=m, linestyle="", label=game) for game, m in markers.items()])
     ax.set(xscale="log", xlabel=f"energy per decision (uJ, 45 nm compute estimate; {ENERGY_CONVENTIONS[energy][1]})",
            ylabel=f"mean return ({kind.replace('-', ' ')} evaluation)", title=f"score vs energy: {group.label}")
     ax.xaxis.label.set_fontsize(8)
-    ax.legend(fontsize=7)
+    ax.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2))
     fig.tight_layout()
     _save(fig, path)
     plt.close(fig)
