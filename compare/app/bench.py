@@ -195,14 +195,16 @@ def minatar_example_steps_per_s(game: str, steps: int) -> float:
     n_actions = env.num_actions()
     q = build_ann("minatar", (env.state_shape()[2], 10, 10), n_actions)  # their QNetwork's layers
     target = copy.deepcopy(q)
-    optimizer = torch.optim.RMSprop(q.parameters(), lr=2.5e-4, alpha=0.95, centered=True, eps=0.01, momentum=0.95)
-    buffer, cursor, capacity = [], 0, 100_000
+    cfg = DQNLearner.preset("minatar")  # Young & Tian's constants, as their loop writes them
+    optimizer = torch.optim.RMSprop(q.parameters(), lr=cfg.lr, alpha=0.95, centered=True, eps=cfg.optimizer_eps,
+                                    momentum=cfg.optimizer_momentum)
+    buffer, cursor, capacity = [], 0, cfg.buffer_size
     env.reset()
     state, start = _minatar_state(env.state()), time.perf_counter()
     for t in range(WARMUP + steps):
         if t == WARMUP:
             start = time.perf_counter()
-        epsilon = 1.0 if t < WARMUP else max(0.1, 1.0 - 0.9 * (t - WARMUP) / 100_000)
+        epsilon = 1.0 if t < WARMUP else max(cfg.epsilon_end, 1.0 - 0.9 * (t - WARMUP) / cfg.epsilon_decay_steps)
         if np.random.binomial(1, epsilon) == 1:
             action = torch.tensor([[random.randrange(n_actions)]])
         else:
@@ -217,19 +219,19 @@ def minatar_example_steps_per_s(game: str, steps: int) -> float:
             buffer[cursor] = transition
         cursor = (cursor + 1) % capacity
         if t >= WARMUP:
-            batch = Transition(*zip(*random.sample(buffer, 32)))
+            batch = Transition(*zip(*random.sample(buffer, cfg.batch_size)))
             states, next_states = torch.cat(batch.state), torch.cat(batch.next_state)
             actions, rewards, terminals = torch.cat(batch.action), torch.cat(batch.reward), torch.cat(batch.terminal)
             q_sa = q(states).gather(1, actions)
             live = torch.tensor([i for i, done in enumerate(terminals) if done == 0], dtype=torch.int64)
-            next_q = torch.zeros(32, 1)
+            next_q = torch.zeros(cfg.batch_size, 1)
             if len(live):
                 next_q[live] = target(next_states.index_select(0, live)).detach().max(1)[0].unsqueeze(1)
-            loss = F.smooth_l1_loss(rewards + 0.99 * next_q, q_sa)
+            loss = F.smooth_l1_loss(rewards + cfg.gamma * next_q, q_sa)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-        if t % 1000 == 0:
+        if t % cfg.target_update_period == 0:
             target.load_state_dict(q.state_dict())
         state = next_state
         if terminal:
@@ -340,8 +342,8 @@ def run_benchmarks(game: str, env_steps: int, train_steps: int, echo=print, num_
     torch.set_num_threads(1)
     try:
         minatar = resolve_env("MinAtar/Breakout")
+        theirs = minatar_example_steps_per_s("breakout", train_steps)
         with tempfile.TemporaryDirectory() as tmp:
-            theirs = minatar_example_steps_per_s("breakout", train_steps)
             ours_minatar, _ = ours_train_steps_per_s(minatar, protocol, train_steps, 1, Run(Path(tmp)), "minatar")
     finally:
         torch.set_num_threads(threads)
