@@ -35,11 +35,14 @@ def ann_network(options, family: str, obs_shape: tuple[int, ...], n_actions: int
 class AnnActorOptions:
     mlp_hidden: tuple[int, ...] = (64, 64)     # actor widths for vector observations
     critic_hidden: tuple[int, ...] = (64, 64)  # critic widths for vector observations
+    # True: CleanRL's ppo_atari.py Agent, the critic one linear output on the actor's last hidden
+    # layer (critic_hidden unused); False: a separate critic network, as every actor-critic here.
+    shared_trunk: bool = False
 
     def __post_init__(self):
         check_widths(self, "mlp_hidden", "critic_hidden")
 
 
 DQN = TrainedMethod("dqn", "ANN DQN (Nature CNN / MinAtar CNN / MLP)", AnnOptions, DQNLearner, ann_network)
-PPO = TrainedMethod("ppo", "PPO with an ANN actor and a separate ANN critic (Schulman et al. 2017)",
+PPO = TrainedMethod("ppo", "PPO with an ANN actor and a separate (or shared-trunk) ANN critic (Schulman et al. 2017)",
                     AnnActorOptions, PPOLearner, ann_network)

@@ -34,13 +34,14 @@ def test_unwritable_out(tmp_path):
     assert_clean_error(compare("run", *SHORT, "--steps", "10", "--out", blocker / "sub"), "cannot write to")
 
 
-@pytest.mark.parametrize("save_replay", ["auto", "never"])  # replay restored / refilled
-def test_killed_run_resumes_from_its_checkpoint(tmp_path, save_replay):
+@pytest.mark.parametrize("save_replay, overlap", [("auto", "false"), ("never", "false"),  # replay restored / refilled
+                                                  ("auto", "true")])  # training phases in a second thread
+def test_killed_run_resumes_from_its_checkpoint(tmp_path, save_replay, overlap):
     """SIGKILL mid-training, then --resume: the run goes on from its checkpoint; with its replay
     saved it ends exactly as the same run never interrupted."""
     args = ["run", *SHORT, "--steps", "12000", "--set", "checkpoint_interval=2000", "--set", "learning_starts=500",
             "--set", "train_freq=16", "--set", "gradient_steps=4", "--set", f"save_replay={save_replay}",
-            "--set", "eval_interval=5000", "--set", "periodic_eval_episodes=2"]
+            "--set", "eval_interval=5000", "--set", "periodic_eval_episodes=2", "--set", f"overlap_updates={overlap}"]
     run_dir, result = kill_and_resume(args, tmp_path, exact=save_replay == "auto")
     assert result["step"] == 12000 and len(result["episode_returns"]) == 2
     assert any((run_dir / "replay").glob("state.s*.npz")) == (save_replay == "auto")

@@ -51,21 +51,43 @@ def test_bad_overrides_are_refused(overrides, message):
         resolve_settings("dqn", "CartPole-v1", 0, 100, "nature", None, overrides, "cpu")
 
 
-def short_cartpole(tmp_path, name):
+def short_cartpole(tmp_path, name, **overrides):
     settings = resolve_settings("dqn", "CartPole-v1", 7, 3000, "nature", None,
                                 {"learning_starts": "500", "eval_episodes": "2", "mlp_hidden": "64,64",
-                                 "train_freq": "64", "gradient_steps": "16"}, "cpu")
+                                 "train_freq": "64", "gradient_steps": "16", **overrides}, "cpu")
     return get_method("dqn").start(settings, tmp_path / name)
 
 
-def test_same_seed_gives_identical_metrics(tmp_path):
-    a, b = short_cartpole(tmp_path, "a"), short_cartpole(tmp_path, "b")
-    timing = {"steps_per_s"}
-    strip = lambda rows: [{k: v for k, v in r.items() if k not in timing} for r in rows]  # noqa: E731
+def without_timing(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "steps_per_s"} for r in rows]
+
+
+@pytest.mark.parametrize("overlap", ["false", "true"])
+def test_same_seed_gives_identical_metrics(tmp_path, overlap):
+    """Also with the training phases in a second thread: what it computes does not depend on
+    when the thread runs."""
+    a, b = (short_cartpole(tmp_path, name, overlap_updates=overlap) for name in "ab")
     assert len(a.metrics()) > 20
     assert any(r["loss"] is not None for r in a.metrics())
-    assert strip(a.metrics()) == strip(b.metrics())
+    assert without_timing(a.metrics()) == without_timing(b.metrics())
     assert a.read_eval()["episode_returns"] == b.read_eval()["episode_returns"]
+
+
+def test_overlapped_updates_are_the_serial_loops_updates(tmp_path):
+    """With every action random the acting network is never asked, so the only difference
+    overlap_updates may make (acting one training phase behind) vanishes: the same transitions,
+    batches, updates, losses and final weights as the serial loop. With greedy actions the two
+    runs part ways, as the staleness says they must."""
+    random_acting = {"epsilon_start": "1.0", "epsilon_end": "1.0"}
+    serial = short_cartpole(tmp_path, "serial", **random_acting)
+    overlapped = short_cartpole(tmp_path, "overlapped", overlap_updates="true", **random_acting)
+    assert without_timing(serial.metrics()) == without_timing(overlapped.metrics())
+    assert any(r["loss"] is not None for r in serial.metrics())
+    for name, weight in serial.load_weights().items():
+        assert torch.equal(weight, overlapped.load_weights()[name]), name
+    greedy_serial = short_cartpole(tmp_path, "greedy-serial")
+    greedy_overlapped = short_cartpole(tmp_path, "greedy-overlapped", overlap_updates="true")
+    assert without_timing(greedy_serial.metrics()) != without_timing(greedy_overlapped.metrics())
 
 
 def test_td_target_stops_bootstrapping_at_terminals():
@@ -104,7 +126,7 @@ def test_learning_rate_decays_linearly_to_zero_at_the_budget():
         rates = []
         for step in (0, 250, 1000):
             learner.state.step = step
-            learner._update()
+            learner.update_once()
             rates.append(learner.opt.param_groups[0]["lr"])
         assert rates == pytest.approx([0.01, 0.0075, 0.0])
     finally:

@@ -72,7 +72,29 @@ def test_ppo_loss_gradients_reach_the_actors_first_layer_and_nets_share_nothing(
         env.close()
 
 
+@pytest.mark.parametrize("game", ["CartPole-v1", "Breakout"])
+def test_a_shared_trunk_critic_is_one_output_on_the_actors_last_hidden_layer(game):
+    """`ppo --set shared_trunk=true` (CleanRL's Agent): the critic owns only its output layer,
+    the learner runs the trunk once for both heads with the same values as each network alone,
+    and the value loss trains the actor's trunk."""
+    settings, env, obs, nets = networks("ppo", game, shared_trunk="true")
+    try:
+        actor, critic = nets["actor"], nets["critic"]
+        width = actor.output_layer.in_features
+        assert [p.numel() for p in critic.parameters()] == [width, 1]
+        learner = PPOLearner(nets, env, settings.learner, settings.protocol, 100, 0, torch.device("cpu"), run=None)
+        x = torch.as_tensor(obs)
+        logits, values = learner.logits_and_values(x)
+        torch.testing.assert_close(logits, actor(x))
+        torch.testing.assert_close(values, critic(x).squeeze(-1))
+        values.sum().backward()
+        assert actor.net[0].weight.grad.abs().sum() > 0 and actor.output_layer.weight.grad is None
+    finally:
+        env.close()
+
+
 @pytest.mark.parametrize("args, fragments", [
+    (["--method", "hybrid", "--set", "shared_trunk=true"], ["unknown setting for hybrid 'shared_trunk'"]),
     (["--method", "hybrid", "--timesteps", "0"], ["timesteps=0", "positive"]),
     (["--method", "hybrid", "--set", "pop_sizes=3"], ["unknown setting for hybrid 'pop_sizes'", "pop_size"]),
     (["--method", "ppo", "--set", "minibatch_size=4096"], ["minibatch_size=4096 exceeds the rollout", "256"]),

@@ -16,7 +16,11 @@
     run's;
 (f) DQN training steps/s on MinAtar Breakout at one thread, an update of batch 32 every step:
     our learner (the `minatar` preset) against the loop of the MinAtar authors' own PyTorch DQN
-    (Young & Tian 2019, `examples/dqn.py` in kenjyoung/MinAtar), written out here.
+    (Young & Tian 2019, `examples/dqn.py` in kenjyoung/MinAtar), written out here;
+(g) PPO training steps/s on the Atari game (the `atari` preset): our learner with the
+    shared-trunk critic and with its separate critic, against the loop of CleanRL's
+    ppo_atari.py, written out here (gymnasium's Atari preprocessing for its envs).
+(b) also times our learner with `overlap_updates` (training phases in a second thread).
 """
 
 from __future__ import annotations
@@ -36,14 +40,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from compare.app.resolve import resolve_settings
 from compare.core.accounting import dense_macs
 from compare.core.dqn import DQNLearner
 from compare.core.envs import VecEnv, resolve_env
 from compare.core.errors import UsageError
 from compare.core.networks import build_ann
+from compare.core.ppo import PPOLearner
 from compare.core.protocols import get_protocol
+from compare.core.registry import get_method
 from compare.core.replay import FINAL, Batch
 from compare.core.runstore import Run
+from compare.core.training import build_networks
 from direct.dsqn import DSQNOptions, build_dsqn
 
 WARMUP = 1000  # agent steps before updates start, in both training measurements
@@ -121,9 +129,11 @@ def sb3_memory_saving_bytes(obs_shape: tuple[int, ...]) -> int:
 
 
 def _bench_learner(spec, protocol, steps: int, num_envs: int, run: Run,
-                   network: torch.nn.Module | None = None, preset: str = "cleanrl") -> DQNLearner:
+                   network: torch.nn.Module | None = None, preset: str = "cleanrl",
+                   overlap_updates: bool = False) -> DQNLearner:
     config = dataclasses.replace(DQNLearner.preset(preset), num_envs=num_envs, learning_starts=WARMUP,
-                                 buffer_size=50_000, checkpoint_interval=10**9, save_replay="never")
+                                 buffer_size=50_000, checkpoint_interval=10**9, save_replay="never",
+                                 overlap_updates=overlap_updates)
     env = VecEnv(spec, protocol, num_envs)
     env.reset(seed=0)
     torch.manual_seed(0)
@@ -133,9 +143,9 @@ def _bench_learner(spec, protocol, steps: int, num_envs: int, run: Run,
 
 
 def ours_train_steps_per_s(spec, protocol, steps: int, num_envs: int, run: Run,
-                           preset: str = "cleanrl") -> tuple[float, float]:
+                           preset: str = "cleanrl", overlap_updates: bool = False) -> tuple[float, float]:
     """Learner steps/s once updates run, and measured replay bytes per stored transition."""
-    learner = _bench_learner(spec, protocol, steps, num_envs, run, preset=preset)
+    learner = _bench_learner(spec, protocol, steps, num_envs, run, preset=preset, overlap_updates=overlap_updates)
     learner.begin()
     learner.train_until(WARMUP)
     start, first = time.perf_counter(), learner.state.step
@@ -165,7 +175,7 @@ def cleanrl_style_train_steps_per_s(spec, protocol, steps: int, run: Run) -> flo
         replay.add(obs, next_obs, action, np.sign(reward), terminated)
         obs = env.reset()[0] if (terminated or truncated) else next_obs
         if step >= WARMUP and step % cfg.train_freq == 0:
-            learner._update()
+            learner.update_once()
         if step % cfg.target_update_period == 0:
             learner.target.load_state_dict(learner.q.state_dict())
     env.close()
@@ -240,6 +250,148 @@ def minatar_example_steps_per_s(game: str, steps: int) -> float:
     return steps / (time.perf_counter() - start)
 
 
+PPO_WARMUP_ROLLOUTS = 1  # rollouts (and their updates) before the clock starts
+
+
+def ppo_train_steps_per_s(spec, protocol, rollouts: int, run: Run, shared_trunk: bool) -> tuple[float, float]:
+    """(g), ours: PPO training steps/s over `rollouts` rollouts and updates (the `atari` preset:
+    8 envs x 128 steps, 4 epochs of minibatch 256), and the MACs of actor + critic per state."""
+    settings = resolve_settings("ppo", spec.name, 0, None, "nature", None, {"shared_trunk": str(shared_trunk)}, "cpu")
+    config = dataclasses.replace(settings.learner, checkpoint_interval=10**9)
+    env = VecEnv(spec, protocol, config.num_envs)
+    env.reset(seed=0)
+    torch.manual_seed(0)
+    nets = build_networks(get_method("ppo"), settings, spec, env.obs_shape, env.n_actions)
+    per_rollout = config.rollout_size
+    learner = PPOLearner(nets, env, config, protocol, per_rollout * (PPO_WARMUP_ROLLOUTS + rollouts), 0,
+                         torch.device("cpu"), run)
+    learner.begin()
+    learner.train_until(per_rollout * PPO_WARMUP_ROLLOUTS)
+    start = time.perf_counter()
+    learner.train_until(per_rollout * (PPO_WARMUP_ROLLOUTS + rollouts))
+    rate = per_rollout * rollouts / (time.perf_counter() - start)
+    env.close()
+    obs = torch.zeros(1, *env.obs_shape, dtype=torch.uint8)
+    return rate, sum(sum(layer_macs(net, obs)) for net in nets.values())
+
+
+class CleanRLAgent(torch.nn.Module):
+    """The Agent of CleanRL's ppo_atari.py: the Nature CNN trunk shared by a policy output and a
+    value output, orthogonal initialization, input divided by 255."""
+
+    def __init__(self, n_actions: int):
+        super().__init__()
+        def layer(module, std=2 ** 0.5):
+            torch.nn.init.orthogonal_(module.weight, std)
+            torch.nn.init.constant_(module.bias, 0.0)
+            return module
+        self.network = torch.nn.Sequential(
+            layer(torch.nn.Conv2d(4, 32, 8, stride=4)), torch.nn.ReLU(),
+            layer(torch.nn.Conv2d(32, 64, 4, stride=2)), torch.nn.ReLU(),
+            layer(torch.nn.Conv2d(64, 64, 3, stride=1)), torch.nn.ReLU(), torch.nn.Flatten(),
+            layer(torch.nn.Linear(64 * 7 * 7, 512)), torch.nn.ReLU())
+        self.actor = layer(torch.nn.Linear(512, n_actions), std=0.01)
+        self.critic = layer(torch.nn.Linear(512, 1), std=1)
+
+    def get_value(self, x):
+        return self.critic(self.network(x / 255.0))
+
+    def get_action_and_value(self, x, action=None):
+        hidden = self.network(x / 255.0)
+        probs = torch.distributions.Categorical(logits=self.actor(hidden))
+        if action is None:
+            action = probs.sample()
+        return action, probs.log_prob(action), probs.entropy(), self.critic(hidden)
+
+
+def cleanrl_ppo_steps_per_s(spec, protocol, rollouts: int) -> float:
+    """(g)'s baseline: the loop of CleanRL's ppo_atari.py with its defaults (8 envs in a
+    SyncVectorEnv x 128 steps, float32 rollout storage, GAE, 4 epochs of 4 minibatches, clipped
+    value loss, grad-norm clip 0.5, lr annealed), on gymnasium's Atari preprocessing. Steps/s after
+    the first rollout and update."""
+    import gymnasium as gym
+
+    cfg = PPOLearner.preset("atari")
+    num_envs, num_steps = cfg.num_envs, cfg.num_steps
+    envs = gym.vector.SyncVectorEnv([lambda: _gym_atari_env(spec, protocol) for _ in range(num_envs)])
+    torch.manual_seed(0)
+    agent = CleanRLAgent(int(envs.single_action_space.n))
+    optimizer = torch.optim.Adam(agent.parameters(), lr=cfg.lr, eps=cfg.adam_eps)
+    obs = torch.zeros((num_steps, num_envs, *envs.single_observation_space.shape))
+    actions = torch.zeros((num_steps, num_envs))
+    logprobs, rewards, dones, values = (torch.zeros((num_steps, num_envs)) for _ in range(4))
+    next_obs = torch.Tensor(np.asarray(envs.reset(seed=0)[0]))
+    next_done = torch.zeros(num_envs)
+    batch_size = num_envs * num_steps
+    total = PPO_WARMUP_ROLLOUTS + rollouts
+    for iteration in range(1, total + 1):
+        if iteration == PPO_WARMUP_ROLLOUTS + 1:
+            start = time.perf_counter()
+        optimizer.param_groups[0]["lr"] = (1.0 - (iteration - 1.0) / total) * cfg.lr
+        for step in range(num_steps):
+            obs[step], dones[step] = next_obs, next_done
+            with torch.no_grad():
+                action, logprob, _, value = agent.get_action_and_value(next_obs)
+                values[step] = value.flatten()
+            actions[step], logprobs[step] = action, logprob
+            next_obs_np, reward, terminations, truncations, _ = envs.step(action.cpu().numpy())
+            rewards[step] = torch.tensor(np.sign(reward)).view(-1)
+            next_obs = torch.Tensor(np.asarray(next_obs_np))
+            next_done = torch.Tensor(np.logical_or(terminations, truncations).astype(np.float32))
+        with torch.no_grad():
+            next_value = agent.get_value(next_obs).reshape(1, -1)
+            advantages = torch.zeros_like(rewards)
+            lastgaelam = 0
+            for t in reversed(range(num_steps)):
+                nextnonterminal = 1.0 - (next_done if t == num_steps - 1 else dones[t + 1])
+                nextvalues = next_value if t == num_steps - 1 else values[t + 1]
+                delta = rewards[t] + cfg.gamma * nextvalues * nextnonterminal - values[t]
+                advantages[t] = lastgaelam = delta + cfg.gamma * cfg.gae_lambda * nextnonterminal * lastgaelam
+            returns = advantages + values
+        b_obs = obs.reshape((-1, *envs.single_observation_space.shape))
+        b_logprobs, b_actions, b_advantages = logprobs.reshape(-1), actions.reshape(-1), advantages.reshape(-1)
+        b_returns, b_values = returns.reshape(-1), values.reshape(-1)
+        b_inds = np.arange(batch_size)
+        for _ in range(cfg.update_epochs):
+            np.random.shuffle(b_inds)
+            for begin in range(0, batch_size, cfg.minibatch_size):
+                mb = b_inds[begin:begin + cfg.minibatch_size]
+                _, newlogprob, entropy, newvalue = agent.get_action_and_value(b_obs[mb], b_actions.long()[mb])
+                ratio = (newlogprob - b_logprobs[mb]).exp()
+                with torch.no_grad():  # CleanRL logs these every minibatch
+                    approx_kl = ((ratio - 1) - (newlogprob - b_logprobs[mb])).mean()
+                    clipfrac = ((ratio - 1.0).abs() > cfg.clip_coef).float().mean().item()
+                mb_adv = b_advantages[mb]
+                mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
+                pg_loss = torch.max(-mb_adv * ratio, -mb_adv * ratio.clamp(1 - cfg.clip_coef, 1 + cfg.clip_coef)).mean()
+                newvalue = newvalue.view(-1)
+                v_clipped = b_values[mb] + (newvalue - b_values[mb]).clamp(-cfg.clip_coef, cfg.clip_coef)
+                v_loss = 0.5 * torch.max((newvalue - b_returns[mb]) ** 2, (v_clipped - b_returns[mb]) ** 2).mean()
+                loss = pg_loss - cfg.ent_coef * entropy.mean() + v_loss * cfg.vf_coef
+                optimizer.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(agent.parameters(), cfg.max_grad_norm)
+                optimizer.step()
+        del approx_kl, clipfrac
+    rate = batch_size * rollouts / (time.perf_counter() - start)
+    envs.close()
+    return rate
+
+
+def layer_macs(net: torch.nn.Module, obs: torch.Tensor) -> list[int]:
+    """Dense MACs of each convolution and linear layer in one forward pass of `net` on `obs`."""
+    macs: list[int] = []
+    hooks = [m.register_forward_hook(lambda m, i, o: macs.append(dense_macs(m, i[0], o)))
+             for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    try:
+        with torch.no_grad():
+            net(obs)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return macs
+
+
 def update_time_ratio(spec, protocol, timesteps: int, run: Run, rounds: int = 5) -> tuple[float, float, float]:
     """Median seconds per learner update for DSQN and DQN (alternated), and their ratio."""
     dqn = _bench_learner(spec, protocol, 0, 1, run)
@@ -253,10 +405,10 @@ def update_time_ratio(spec, protocol, timesteps: int, run: Run, rounds: int = 5)
     times = {name: [] for name in learners}
     for _ in range(rounds):
         for name, lrn in learners.items():
-            lrn._update()  # warm
+            lrn.update_once()  # warm
             start = time.perf_counter()
             for _ in range(3):
-                lrn._update()
+                lrn.update_once()
             times[name].append((time.perf_counter() - start) / 3)
     dqn, dsqn = float(np.median(times["dqn"])), float(np.median(times["dsqn"]))
     return dsqn, dqn, dsqn / dqn
@@ -265,13 +417,7 @@ def update_time_ratio(spec, protocol, timesteps: int, run: Run, rounds: int = 5)
 def dense_mac_ratio(n_actions: int, timesteps: int) -> float:
     """DSQN MACs if every synaptic operation were dense (the first layer once, the others T
     times) over the ANN's MACs."""
-    net = build_ann("atari", (4, 84, 84), n_actions)
-    macs: list[int] = []
-    hooks = [m.register_forward_hook(lambda m, i, o: macs.append(dense_macs(m, i[0], o)))
-             for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
-    net(torch.zeros(1, 4, 84, 84, dtype=torch.uint8))
-    for hook in hooks:
-        hook.remove()
+    macs = layer_macs(build_ann("atari", (4, 84, 84), n_actions), torch.zeros(1, 4, 84, 84, dtype=torch.uint8))
     return (macs[0] + timesteps * sum(macs[1:])) / sum(macs)
 
 
@@ -301,7 +447,7 @@ def concurrent_run_shares(steps: int, out: Path) -> tuple[float, list[float]]:
 
 
 def run_benchmarks(game: str, env_steps: int, train_steps: int, echo=print, num_envs: int = 16,
-                   concurrent_steps: int = 10_000) -> dict:
+                   concurrent_steps: int = 10_000, ppo_rollouts: int = 3) -> dict:
     spec = resolve_env(game)
     if spec.family != "atari":
         raise UsageError(f"the benchmark measures Atari games; {spec.name} is {spec.family}")
@@ -320,6 +466,10 @@ def run_benchmarks(game: str, env_steps: int, train_steps: int, echo=print, num_
         run = Run(Path(tmp))
         base_rate = cleanrl_style_train_steps_per_s(spec, protocol, train_steps, run)
         train_rate, frame_bytes = ours_train_steps_per_s(spec, protocol, train_steps, 1, run)
+        overlap_rate, _ = ours_train_steps_per_s(spec, protocol, train_steps, 1, run, overlap_updates=True)
+        cleanrl_ppo = cleanrl_ppo_steps_per_s(spec, protocol, ppo_rollouts)
+        (shared_ppo, shared_macs), (separate_ppo, separate_macs) = (
+            ppo_train_steps_per_s(spec, protocol, ppo_rollouts, run, shared) for shared in (True, False))
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
@@ -328,7 +478,8 @@ def run_benchmarks(game: str, env_steps: int, train_steps: int, echo=print, num_
             torch.set_num_threads(threads)
     sb3_bytes = sb3_memory_saving_bytes((4, 84, 84))
     echo(f"(b) DQN training steps/s (Nature CNN, batch 32, update every 4 steps, CPU, 1 env each): ours "
-         f"{train_rate:,.1f} | CleanRL-style loop {base_rate:,.1f} | ratio {train_rate / base_rate:.2f}x")
+         f"{train_rate:,.1f} | ours with overlap_updates {overlap_rate:,.1f} | CleanRL-style loop {base_rate:,.1f} | "
+         f"ratio {train_rate / base_rate:.2f}x, overlapped {overlap_rate / base_rate:.2f}x")
     echo(f"(c) replay bytes per transition: ours {frame_bytes:,.0f} | CleanRL's (SB3 memory-saving layout) "
          f"{sb3_bytes:,} | ratio {sb3_bytes / frame_bytes:.1f}x smaller")
     mac_ratio = dense_mac_ratio(4, 8)
@@ -349,6 +500,13 @@ def run_benchmarks(game: str, env_steps: int, train_steps: int, echo=print, num_
         torch.set_num_threads(threads)
     echo(f"(f) DQN training steps/s, MinAtar Breakout, batch 32 every step, 1 thread: ours {ours_minatar:,.1f} | "
          f"Young & Tian's examples/dqn.py loop {theirs:,.1f} | ratio {ours_minatar / theirs:.2f}x")
+    per_flop = separate_ppo / cleanrl_ppo * separate_macs / shared_macs
+    echo(f"(g) PPO training steps/s, Breakout, 8 envs x 128, 4 epochs of minibatch 256: ours, shared trunk "
+         f"{shared_ppo:,.1f} | ours, separate critic {separate_ppo:,.1f} | CleanRL ppo_atari.py-style loop "
+         f"{cleanrl_ppo:,.1f} | ratio {shared_ppo / cleanrl_ppo:.2f}x shared, {separate_ppo / cleanrl_ppo:.2f}x "
+         f"separate ({per_flop:.2f}x per network MAC: {separate_macs / shared_macs:.2f}x the MACs)")
     return {"env_ratio": ours_rate / gym_rate, "train_ratio": train_rate / base_rate,
+            "overlap_ratio": overlap_rate / base_rate, "ppo_shared_ratio": shared_ppo / cleanrl_ppo,
+            "ppo_separate_per_mac_ratio": per_flop,
             "bytes_per_transition": frame_bytes, "dsqn_update_ratio": ratio, "mac_ratio": mac_ratio,
             "concurrent_shares": shares, "minatar_ratio": ours_minatar / theirs}

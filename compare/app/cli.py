@@ -366,11 +366,14 @@ def methods():
               help="Agent steps of DQN training to time (after a 1000-step warm-up).")
 @click.option("--concurrent-steps", default=10_000, show_default=True, type=click.IntRange(min=500),
               help="(e): agent steps of each CartPole run, alone and side by side.")
-def bench(game, env_steps, train_steps, concurrent_steps):
+@click.option("--ppo-rollouts", default=3, show_default=True, type=click.IntRange(min=1),
+              help="(g): PPO rollouts of 8 x 128 steps (and their updates) to time, after one more.")
+def bench(game, env_steps, train_steps, concurrent_steps, ppo_rollouts):
     """Measure harness and learner speed against baselines run in this same process."""
     from compare.app.bench import run_benchmarks
 
-    run_benchmarks(game, env_steps, train_steps, echo=click.echo, concurrent_steps=concurrent_steps)
+    run_benchmarks(game, env_steps, train_steps, echo=click.echo, concurrent_steps=concurrent_steps,
+                   ppo_rollouts=ppo_rollouts)
 
 
 def main(argv: list[str] | None = None) -> None:

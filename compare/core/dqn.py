@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
 
@@ -22,7 +23,7 @@ from compare.core.errors import UsageError
 from compare.core.evaluation import Policy, greedy_q_policy
 from compare.core.learner import Learner, LearnerState, StepRate, linear_decay, training_signal
 from compare.core.protocols import Protocol
-from compare.core.replay import ReplayBuffer
+from compare.core.replay import Batch, ReplayBuffer
 from compare.core.seeding import stream_seed
 
 
@@ -50,6 +51,10 @@ class DQNConfig:
     exploration_fraction: float = 0.10  # decay length as a fraction of the budget
     checkpoint_interval: int = 0      # agent steps between checkpoints; 0: ten per run, >= 10k apart
     save_replay: Literal["auto", "always", "never"] = "auto"  # auto: when it is under 1 GiB
+    # True: each training phase runs in a second thread while the agent takes its next
+    # train_freq steps, acting with the network as it was before that phase (one phase stale);
+    # False: the exact serial loop. Same transitions, batches and update schedule either way.
+    overlap_updates: bool = False
 
     def __post_init__(self):
         positive = ("num_envs", "buffer_size", "batch_size", "train_freq", "gradient_steps",
@@ -186,6 +191,11 @@ class DQNLearner(Learner, key="dqn", config_type=DQNConfig, presets=DQN_PRESETS,
         self._replay_saved_written: np.ndarray | None = None
         self._resume_warmup_until = 0
         self._losses: list[float] = []  # of the updates since the last logged episode
+        # overlap_updates: the acting network is a copy of q, refreshed when a phase is launched
+        # and at every begin(); `_phase` is the training phase running in `_worker`.
+        self.actor = copy.deepcopy(self.q).requires_grad_(False) if config.overlap_updates else self.q
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix="dqn-update") if config.overlap_updates else None
+        self._phase: Future | None = None
 
     # -- acting -----------------------------------------------------------------------------
     def _act(self, obs: np.ndarray, epsilon: float) -> np.ndarray:
@@ -195,7 +205,7 @@ class DQNLearner(Learner, key="dqn", config_type=DQNConfig, presets=DQN_PRESETS,
         if explore.all():  # nothing for the network to decide
             return random_actions
         with torch.inference_mode():
-            greedy = self.q(torch.as_tensor(obs, device=self.device)).argmax(dim=1).cpu().numpy()
+            greedy = self.actor(torch.as_tensor(obs, device=self.device)).argmax(dim=1).cpu().numpy()
         return np.where(explore, random_actions, greedy)
 
     # -- learning ---------------------------------------------------------------------------
@@ -203,9 +213,8 @@ class DQNLearner(Learner, key="dqn", config_type=DQNConfig, presets=DQN_PRESETS,
         cfg = self.cfg
         return linear_decay(cfg.lr, self.state.step, self.total_steps) if cfg.lr_schedule == "linear" else cfg.lr
 
-    def _update(self) -> float:
+    def _update(self, b: Batch, lr: float) -> float:
         cfg = self.cfg
-        b = self.replay.sample(cfg.batch_size)
         dev = self.device
         obs = torch.as_tensor(b.obs, device=dev)
         next_obs = torch.as_tensor(b.next_obs, device=dev)
@@ -216,13 +225,38 @@ class DQNLearner(Learner, key="dqn", config_type=DQNConfig, presets=DQN_PRESETS,
         q_taken = self.q(obs).gather(1, actions[:, None]).squeeze(1)
         loss = F.smooth_l1_loss(q_taken, target) if cfg.loss == "huber" else F.mse_loss(q_taken, target)
         for group in self.opt.param_groups:
-            group["lr"] = self.learning_rate()
+            group["lr"] = lr
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.max_grad_norm > 0:
             nn.utils.clip_grad_norm_(self.q.parameters(), cfg.max_grad_norm)
         self.opt.step()
         return float(loss.detach())
+
+    def update_once(self) -> float:
+        """One update from a fresh batch at the current step's learning rate (benchmarks, tests)."""
+        return self._update(self.replay.sample(self.cfg.batch_size), self.learning_rate())
+
+    def _train_phase(self) -> None:
+        """`gradient_steps` updates, their batches drawn now (the replay as of this step). With
+        overlap_updates, the previous phase is finished first, the acting network takes its
+        result, and this phase runs in the worker thread while the agent goes on acting."""
+        cfg = self.cfg
+        batches = [self.replay.sample(cfg.batch_size) for _ in range(cfg.gradient_steps)]
+        lr = self.learning_rate()
+        if self._worker is None:
+            self._losses += [self._update(b, lr) for b in batches]
+            return
+        self._finish_phase()
+        self.actor.load_state_dict(self.q.state_dict())
+        self._phase = self._worker.submit(lambda: [self._update(b, lr) for b in batches])
+
+    def _finish_phase(self) -> None:
+        """Wait for the training phase in flight (before anything reads or writes q, its
+        target or optimizer, or logs its losses)."""
+        if self._phase is not None:
+            phase, self._phase = self._phase, None
+            self._losses += phase.result()
 
     # -- checkpoints ------------------------------------------------------------------------
     def _replay_saved(self) -> bool:
@@ -244,6 +278,11 @@ class DQNLearner(Learner, key="dqn", config_type=DQNConfig, presets=DQN_PRESETS,
         super().save_checkpoint()
         if self._replay_saved_written is not None:  # the checkpoint is on disk: older replay files can go
             self.run.prune_replay(self.state.step, self._replay_files)
+
+    def on_schedule(self, episode_ended: bool) -> None:
+        if self.evaluation_due() or self.checkpoint_due(episode_ended):
+            self._finish_phase()
+        super().on_schedule(episode_ended)
 
     def restore_extra(self, payload: dict) -> None:
         self.target.load_state_dict(payload["target"])
@@ -269,6 +308,8 @@ class DQNLearner(Learner, key="dqn", config_type=DQNConfig, presets=DQN_PRESETS,
                 self._resume_warmup_until = st.step + min(cfg.learning_starts, self.total_steps - st.step)
         self.replay.end_episodes()
         self._losses.clear()
+        if self.actor is not self.q:  # a checkpoint's point: resumed or not, the actor is q
+            self.actor.load_state_dict(self.q.state_dict())
 
     def train_until(self, limit: int) -> None:
         """Act, store and learn until `limit` agent steps (in whole vector steps)."""
@@ -289,14 +330,16 @@ class DQNLearner(Learner, key="dqn", config_type=DQNConfig, presets=DQN_PRESETS,
             while st.step >= st.next_train:
                 # Training phases that fall in a post-resume refill are skipped, not caught up.
                 if st.step >= self._resume_warmup_until and self.replay.sampleable() >= cfg.batch_size:
-                    losses += [self._update() for _ in range(cfg.gradient_steps)]
+                    self._train_phase()
                 st.next_train += cfg.train_freq
             while st.step >= st.next_target:
+                self._finish_phase()
                 self.target.load_state_dict(self.q.state_dict())
                 st.next_target += cfg.target_update_period
 
             rate.update(st.step)
             if out.finished:
+                self._finish_phase()  # its losses belong to this record, as in the serial loop
                 self.log_episodes([(st.step, score, length) for _, score, length in out.finished], rate.rate,
                                   epsilon=round(eps, 6), loss=float(np.mean(losses)) if losses else None)
                 losses.clear()
@@ -305,3 +348,4 @@ class DQNLearner(Learner, key="dqn", config_type=DQNConfig, presets=DQN_PRESETS,
             elif self.progress is not None:
                 self.progress.update(st.step - self.progress.n)
             self.on_schedule(episode_ended=bool(out.done.all()))
+        self._finish_phase()

@@ -177,16 +177,24 @@ class Learner:
                 self.progress.set_postfix(ret=f"{finished[-1][1]:.1f}", refresh=False)
             self.progress.update(min(st.step, self.total_steps) - self.progress.n)
 
-    def on_schedule(self, episode_ended: bool) -> None:
-        """Periodic evaluation and checkpoint, when their step has come (`episode_ended`: the
-        last step ended an episode in every env, a point where a checkpoint cuts nothing)."""
+    def evaluation_due(self) -> bool:
+        return self.state.step >= self.state.next_eval
+
+    def checkpoint_due(self, episode_ended: bool) -> bool:
+        """`episode_ended`: the last step ended an episode in every env, a point where a
+        checkpoint cuts nothing."""
         st = self.state
-        if st.step >= st.next_eval:
+        return st.next_checkpoint <= st.step < self.total_steps and (episode_ended or self.env.num_envs > 1)
+
+    def on_schedule(self, episode_ended: bool) -> None:
+        """Periodic evaluation and checkpoint, when their step has come."""
+        st = self.state
+        if self.evaluation_due():
             result = self.evaluate(self.protocol.periodic_eval_episodes,
                                    stream_seed(self.seed, "periodic_eval", st.step))
             self.run.log_eval({"step": st.step, "frames": st.step * self.env.spec.frameskip, **result.summary()})
             st.next_eval += self.protocol.eval_interval
-        if st.next_checkpoint <= st.step < self.total_steps and (episode_ended or self.env.num_envs > 1):
+        if self.checkpoint_due(episode_ended):
             while st.next_checkpoint <= st.step:
                 st.next_checkpoint += self.checkpoint_interval
             self.save_checkpoint()

@@ -108,6 +108,14 @@ class ANN(nn.Module):
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return self.net(scale_input(obs, self.input_divisor))
 
+    def features(self, obs: torch.Tensor) -> torch.Tensor:
+        """The last hidden layer's activations (what `forward`'s output layer reads)."""
+        return self.net[:-1](scale_input(obs, self.input_divisor))
+
+    @property
+    def output_layer(self) -> nn.Linear:
+        return self.net[-1]
+
 
 def build_ann(family: str, obs_shape: tuple[int, ...], n_outputs: int,
               mlp_hidden: tuple[int, ...] = (256, 256), arch: str = "default") -> ANN:

@@ -2,7 +2,9 @@
 
 An actor maps an observation batch to (batch, n_actions) logits; a critic maps it to
 (batch, 1) values. They are separate modules with no shared parameters, so a deployed actor
-never depends on critic features; one Adam optimizer trains both. The loop, top to bottom
+never depends on critic features; one Adam optimizer trains both. The ANN `ppo` baseline may
+instead share the actor's trunk (`shared_trunk`, CleanRL's architecture): its critic is then one
+linear output on the actor's last hidden layer, and trunk and heads run once per batch. The loop, top to bottom
 (Schulman et al. 2017; CleanRL's ppo_atari.py): collect `num_steps` steps from `num_envs`
 environments, compute GAE advantages, then `update_epochs` passes of clipped-objective
 minibatch updates with an entropy bonus and a (clipped) value loss.
@@ -105,6 +107,21 @@ def actor_policy(actor: nn.Module, device: torch.device, mode: str, seed: int) -
     return act
 
 
+class TrunkValueHead(nn.Module):
+    """`shared_trunk`'s critic: one linear output on the ANN actor's last hidden layer (the Agent
+    of CleanRL's ppo_atari.py). Its parameters are that output's alone: the actor's trunk is
+    referred to, not owned, so the optimizer, checkpoints and cost counts see it once, as the
+    actor's."""
+
+    def __init__(self, actor: nn.Module):
+        super().__init__()
+        self.head = nn.Linear(actor.output_layer.in_features, 1)
+        self._actor = (actor,)  # a tuple, so that nn.Module does not register it
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.head(self._actor[0].features(obs))
+
+
 @dataclass
 class PPOState(LearnerState):
     updates: int = 0
@@ -120,7 +137,10 @@ class PPOLearner(Learner, key="ppo", config_type=PPOConfig, presets=PPO_PRESETS,
     @classmethod
     def networks(cls, network: nn.Module, options, family: str, obs_shape: tuple[int, ...]) -> dict[str, nn.Module]:
         """The actor and the ANN critic of every actor-critic method: the family's ANN with one
-        output (`critic_hidden` widths for vector observations), used only in training."""
+        output (`critic_hidden` widths for vector observations), used only in training; with
+        `shared_trunk`, one linear output on the actor's last hidden layer."""
+        if getattr(options, "shared_trunk", False):
+            return {"actor": network, "critic": TrunkValueHead(network)}
         return {"actor": network, "critic": build_ann(family, obs_shape, 1, options.critic_hidden)}
 
     @classmethod
@@ -139,20 +159,27 @@ class PPOLearner(Learner, key="ppo", config_type=PPOConfig, presets=PPO_PRESETS,
             raise ValueError("actor and critic must not share parameters")
         super().__init__(networks, env, config, protocol, total_steps, seed, device, run, progress)
         self.actor, self.critic = self.networks["actor"], self.networks["critic"]
+        self.shared_trunk = isinstance(self.critic, TrunkValueHead)
         self.params = [*self.actor.parameters(), *self.critic.parameters()]
         self.opt = torch.optim.Adam(self.params, lr=config.lr, eps=config.adam_eps)
 
     # -- learning ---------------------------------------------------------------------------
+    def logits_and_values(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.shared_trunk:
+            features = self.actor.features(obs)  # the trunk once for both heads
+            return self.actor.output_layer(features), self.critic.head(features).squeeze(-1)
+        return self.actor(obs), self.critic(obs).squeeze(-1)
+
     def loss(self, obs, actions, old_logprobs, advantages, returns, old_values, clip: float):
         """The PPO loss on one minibatch, and its parts for the log."""
         cfg = self.cfg
-        dist = Categorical(logits=self.actor(obs))
+        logits, values = self.logits_and_values(obs)
+        dist = Categorical(logits=logits)
         logprobs = dist.log_prob(actions)
         ratio = (logprobs - old_logprobs).exp()
         if cfg.norm_adv and len(advantages) > 1:
             advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
         pg_loss = torch.max(-advantages * ratio, -advantages * ratio.clamp(1 - clip, 1 + clip)).mean()
-        values = self.critic(obs).squeeze(-1)
         if cfg.clip_vloss:
             clipped = old_values + (values - old_values).clamp(-clip, clip)
             v_loss = 0.5 * torch.max((values - returns) ** 2, (clipped - returns) ** 2).mean()
@@ -196,9 +223,9 @@ class PPOLearner(Learner, key="ppo", config_type=PPOConfig, presets=PPO_PRESETS,
             for _ in range(cfg.num_steps):
                 x = torch.as_tensor(obs, device=dev)
                 with torch.no_grad():
-                    dist = Categorical(logits=self.actor(x))
+                    logits, value = self.logits_and_values(x)
+                    dist = Categorical(logits=logits)
                     action = dist.sample()
-                    value = self.critic(x).squeeze(-1)
                 out = env.step(action.cpu().numpy())
                 reward, terminal = training_signal(out, self.protocol)
                 rollout["obs"].append(x)
