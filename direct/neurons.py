@@ -54,8 +54,10 @@ class ATanSpike(torch.autograd.Function):
         return grad_output * atan_derivative(x, ctx.alpha), None
 
 
-def atan_derivative(x: torch.Tensor, alpha: float) -> torch.Tensor:
-    return torch.reciprocal(torch.square(x * (math.pi / 2 * alpha)).add_(1)).mul_(alpha / 2)
+def atan_derivative(x: torch.Tensor, alpha: float, inplace: bool = False) -> torch.Tensor:
+    """`inplace`: overwrite `x` (a temporary) instead of allocating."""
+    y = x.mul_(math.pi / 2 * alpha) if inplace else x * (math.pi / 2 * alpha)
+    return y.square_().add_(1).reciprocal_().mul_(alpha / 2)
 
 
 def spike(x: torch.Tensor, surrogate: str, alpha: float) -> torch.Tensor:
@@ -129,9 +131,10 @@ def lif_step(x: torch.Tensor, v: torch.Tensor, p: LIFParameters) -> tuple[torch.
 
 
 def surrogate_derivative(x: torch.Tensor, surrogate: str, alpha: float) -> torch.Tensor:
-    """d spike / d x of the chosen surrogate, elementwise, from the surrogate's own backward."""
+    """d spike / d x of the chosen surrogate, elementwise, from the surrogate's own backward
+    (`x` is a temporary it may overwrite)."""
     if surrogate == "atan":
-        return atan_derivative(x, alpha)
+        return atan_derivative(x, alpha, inplace=True)
     with torch.enable_grad():
         x = x.detach().requires_grad_(True)
         (grad,) = torch.autograd.grad(spike(x, surrogate, alpha).sum(), x)
@@ -144,7 +147,9 @@ class LIFSequence(torch.autograd.Function):
     Forward computes exactly `lif_step`'s values without building a graph; backward is the
     same backpropagation through time written out. Autograd then tracks one node per layer
     instead of ~10 small ops per layer and step, which is most of a small network's update
-    time on a CPU. `tests/test_dsqn.py` checks both directions against `lif_step`.
+    time on a CPU. Both directions write into buffers allocated once per call (on a CPU these
+    passes are memory-bound, and a fresh tensor per step costs as much as the arithmetic).
+    `tests/test_dsqn.py` checks both directions against `lif_step`.
     """
 
     @staticmethod
@@ -152,14 +157,15 @@ class LIFSequence(torch.autograd.Function):
         k = 1.0 / p.tau_mem
         membranes = torch.empty_like(x)   # after integration, before reset
         fired = torch.empty(x.shape, dtype=torch.bool, device=x.device)
-        v = torch.zeros_like(x[0])
+        v = torch.zeros_like(x[0])        # after reset; rewritten in place every step
+        reset_value = torch.tensor(p.v_reset, dtype=x.dtype, device=x.device)
         for t in range(x.shape[0]):
             torch.lerp(v, x[t], k, out=membranes[t])
             torch.gt(membranes[t], p.v_th, out=fired[t])
             if p.reset == "hard":  # equals v * (1 - z) + z * v_reset for z in {0, 1}
-                v = membranes[t].masked_fill(fired[t], p.v_reset)
+                torch.where(fired[t], reset_value, membranes[t], out=v)
             else:
-                v = membranes[t] - fired[t] * p.v_th
+                torch.where(fired[t], membranes[t] - p.v_th, membranes[t], out=v)
         spikes = fired.to(x.dtype)
         ctx.save_for_backward(membranes, spikes)
         ctx.p = p
@@ -172,22 +178,19 @@ class LIFSequence(torch.autograd.Function):
         k = 1.0 / p.tau_mem
         slope = surrogate_derivative(membranes - p.v_th, p.surrogate, p.alpha)
         # The reset u = reset(v, z): du/dv, and du/dz when the reset's spike carries gradient.
-        du_dv = (1 - spikes) if p.reset == "hard" else None
+        du_dv = torch.sub(1, spikes) if p.reset == "hard" else None
         if not p.detach_reset:
             du_dz = (p.v_reset - membranes) if p.reset == "hard" else torch.full_like(spikes, -p.v_th)
             # dL/dv_t = slope_t (dL/dz_t + du_dz_t g_t) + du_dv_t g_t, g_t = dL/du_t
             du_dv = (du_dv if du_dv is not None else 1) + du_dz * slope
-        grad_v = torch.empty_like(grad_spikes)
-        grad_direct = grad_spikes * slope
-        grad_u = None  # dL/d(membrane after reset at t), which flows back from step t + 1
-        for t in range(grad_spikes.shape[0] - 1, -1, -1):
-            if grad_u is None:
-                grad_v[t] = grad_direct[t]
-            elif du_dv is None:
-                torch.add(grad_direct[t], grad_u, out=grad_v[t])
+        # dL/dv_t, built in place of the slope: dL/dz_t slope_t, plus what flows back from
+        # step t + 1 through the leak (1 - k) and the reset.
+        grad_v = slope.mul_(grad_spikes)
+        for t in range(grad_spikes.shape[0] - 2, -1, -1):
+            if du_dv is None:
+                grad_v[t].add_(grad_v[t + 1], alpha=1 - k)
             else:
-                torch.addcmul(grad_direct[t], grad_u, du_dv[t], out=grad_v[t])
-            grad_u = grad_v[t] * (1 - k)
+                grad_v[t].addcmul_(grad_v[t + 1], du_dv[t], value=1 - k)
         return grad_v.mul_(k), None
 
 
