@@ -5,8 +5,8 @@ import sys
 def test_bench_reports_its_seven_figures():
     """The benchmark runs end to end (its numbers are measured, not asserted)."""
     proc = subprocess.run([sys.executable, "-m", "compare", "bench", "--env-steps", "200", "--train-steps", "100",
-                           "--concurrent-steps", "1500", "--ppo-rollouts", "1"], capture_output=True, text=True,
-                          timeout=900)
+                           "--concurrent-steps", "1500", "--ppo-rollouts", "1", "--rounds", "1"],
+                          capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     for tag in ("(a) env steps/s", "(b) DQN training steps/s", "(c) replay bytes per transition",

@@ -35,6 +35,7 @@ import tempfile
 import time
 from collections import namedtuple
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -143,8 +144,8 @@ def _bench_learner(spec, protocol, steps: int, num_envs: int, run: Run,
 
 
 def ours_train_steps_per_s(spec, protocol, steps: int, num_envs: int, run: Run,
-                           preset: str = "cleanrl", overlap_updates: bool = False) -> tuple[float, float]:
-    """Learner steps/s once updates run, and measured replay bytes per stored transition."""
+                           preset: str = "cleanrl", overlap_updates: bool = False) -> tuple[float, DQNLearner]:
+    """Learner steps/s once updates run, and the learner (its replay as the run left it)."""
     learner = _bench_learner(spec, protocol, steps, num_envs, run, preset=preset, overlap_updates=overlap_updates)
     learner.begin()
     learner.train_until(WARMUP)
@@ -152,10 +153,15 @@ def ours_train_steps_per_s(spec, protocol, steps: int, num_envs: int, run: Run,
     learner.train_until(WARMUP + steps)
     rate = (learner.state.step - first) / (time.perf_counter() - start)
     learner.env.close()
-    replay = learner.replay
+    return rate, learner
+
+
+def replay_bytes_per_transition(spec, protocol, run: Run) -> float:
+    """Measured replay bytes per stored transition after a warm-up's worth of steps."""
+    replay = ours_train_steps_per_s(spec, protocol, 0, 1, run)[1].replay
     entries = int(np.minimum(replay.written, replay.slots).sum())
     transitions = entries - int(((replay.flags & FINAL) != 0).sum())
-    return rate, replay.bytes_per_entry * entries / max(1, transitions)
+    return replay.bytes_per_entry * entries / max(1, transitions)
 
 
 def cleanrl_style_train_steps_per_s(spec, protocol, steps: int, run: Run) -> float:
@@ -446,27 +452,39 @@ def concurrent_run_shares(steps: int, out: Path) -> tuple[float, list[float]]:
     return solo, [rate / solo for rate in pair]
 
 
+def alternated_medians(measures: dict[str, Callable[[], float]], rounds: int = 3) -> dict[str, float]:
+    """Each measure's median over `rounds` rounds, the measures taking turns within a round:
+    a shared machine drifts by tens of percent between minutes, and a ratio of two measures
+    taken minutes apart would carry that drift."""
+    values: dict[str, list[float]] = {name: [] for name in measures}
+    for _ in range(rounds):
+        for name, measure in measures.items():
+            values[name].append(measure())
+    return {name: float(np.median(v)) for name, v in values.items()}
+
+
 def run_benchmarks(game: str, env_steps: int, train_steps: int, echo=print, num_envs: int = 16,
-                   concurrent_steps: int = 10_000, ppo_rollouts: int = 3) -> dict:
+                   concurrent_steps: int = 10_000, ppo_rollouts: int = 3, rounds: int = 3) -> dict:
     spec = resolve_env(game)
     if spec.family != "atari":
         raise UsageError(f"the benchmark measures Atari games; {spec.name} is {spec.family}")
     protocol = get_protocol("nature")
-    echo(f"compare bench: {spec.name}, torch threads {torch.get_num_threads()}")
-    # Alternate the two, three rounds, and keep each one's median: a shared 2-core machine
-    # drifts by tens of percent between seconds.
-    gym_rates, our_rates = [], []
-    for _ in range(3):
-        gym_rates.append(gym_env_steps_per_s(spec, protocol, env_steps))
-        our_rates.append(harness_env_steps_per_s(spec, protocol, env_steps, num_envs))
-    gym_rate, ours_rate = float(np.median(gym_rates)), float(np.median(our_rates))
+    echo(f"compare bench: {spec.name}, torch threads {torch.get_num_threads()}; (a), (b) and (f): medians of "
+         f"{rounds} alternated rounds")
+    rates = alternated_medians({"gym": lambda: gym_env_steps_per_s(spec, protocol, env_steps),
+                                "ours": lambda: harness_env_steps_per_s(spec, protocol, env_steps, num_envs)}, rounds)
+    gym_rate, ours_rate = rates["gym"], rates["ours"]
     echo(f"(a) env steps/s: harness VecEnv x{num_envs} {ours_rate:,.0f} | gymnasium "
          f"AtariPreprocessing+FrameStack single env {gym_rate:,.0f} | ratio {ours_rate / gym_rate:.2f}x")
     with tempfile.TemporaryDirectory() as tmp:
         run = Run(Path(tmp))
-        base_rate = cleanrl_style_train_steps_per_s(spec, protocol, train_steps, run)
-        train_rate, frame_bytes = ours_train_steps_per_s(spec, protocol, train_steps, 1, run)
-        overlap_rate, _ = ours_train_steps_per_s(spec, protocol, train_steps, 1, run, overlap_updates=True)
+        rates = alternated_medians({
+            "cleanrl": lambda: cleanrl_style_train_steps_per_s(spec, protocol, train_steps, run),
+            "ours": lambda: ours_train_steps_per_s(spec, protocol, train_steps, 1, run)[0],
+            "overlap": lambda: ours_train_steps_per_s(spec, protocol, train_steps, 1, run, overlap_updates=True)[0]},
+            rounds)
+        base_rate, train_rate, overlap_rate = rates["cleanrl"], rates["ours"], rates["overlap"]
+        frame_bytes = replay_bytes_per_transition(spec, protocol, run)
         cleanrl_ppo = cleanrl_ppo_steps_per_s(spec, protocol, ppo_rollouts)
         (shared_ppo, shared_macs), (separate_ppo, separate_macs) = (
             ppo_train_steps_per_s(spec, protocol, ppo_rollouts, run, shared) for shared in (True, False))
@@ -493,9 +511,12 @@ def run_benchmarks(game: str, env_steps: int, train_steps: int, echo=print, num_
     torch.set_num_threads(1)
     try:
         minatar = resolve_env("MinAtar/Breakout")
-        theirs = minatar_example_steps_per_s("breakout", train_steps)
         with tempfile.TemporaryDirectory() as tmp:
-            ours_minatar, _ = ours_train_steps_per_s(minatar, protocol, train_steps, 1, Run(Path(tmp)), "minatar")
+            run = Run(Path(tmp))
+            rates = alternated_medians({
+                "theirs": lambda: minatar_example_steps_per_s("breakout", train_steps),
+                "ours": lambda: ours_train_steps_per_s(minatar, protocol, train_steps, 1, run, "minatar")[0]}, rounds)
+        theirs, ours_minatar = rates["theirs"], rates["ours"]
     finally:
         torch.set_num_threads(threads)
     echo(f"(f) DQN training steps/s, MinAtar Breakout, batch 32 every step, 1 thread: ours {ours_minatar:,.1f} | "

@@ -368,12 +368,14 @@ def methods():
               help="(e): agent steps of each CartPole run, alone and side by side.")
 @click.option("--ppo-rollouts", default=3, show_default=True, type=click.IntRange(min=1),
               help="(g): PPO rollouts of 8 x 128 steps (and their updates) to time, after one more.")
-def bench(game, env_steps, train_steps, concurrent_steps, ppo_rollouts):
+@click.option("--rounds", default=3, show_default=True, type=click.IntRange(min=1),
+              help="(a), (b), (f): alternated rounds of each measure; the median is reported.")
+def bench(game, env_steps, train_steps, concurrent_steps, ppo_rollouts, rounds):
     """Measure harness and learner speed against baselines run in this same process."""
     from compare.app.bench import run_benchmarks
 
     run_benchmarks(game, env_steps, train_steps, echo=click.echo, concurrent_steps=concurrent_steps,
-                   ppo_rollouts=ppo_rollouts)
+                   ppo_rollouts=ppo_rollouts, rounds=rounds)
 
 
 def main(argv: list[str] | None = None) -> None:
