@@ -17,6 +17,7 @@ from compare.core.networks import build_ann
 from compare.core.runstore import Run
 from conftest import assert_clean_error as one_line_error
 from conftest import compare as compare_cli
+from conftest import compare_run
 from converters.convert import ConvertedSNN, ConvertOptions, load_converted, spiking_model
 from converters.hardware import ChipSNN, load_chip_model
 from converters.nir_export import converted_to_nir, load_converted_nir
@@ -25,9 +26,8 @@ from direct.nir_export import dsqn_to_nir, load_dsqn_nir
 
 
 def finished_run(out, *args):
-    proc = compare_cli("run", "--quiet", "--out", out, "--set", "eval_episodes=1", *args)
-    assert proc.returncode == 0, proc.stderr
-    return next(p for p in (out / "runs").iterdir())
+    """A run under out/results with a one-episode final evaluation."""
+    return compare_run(out, "--set", "eval_episodes=1", *args)
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +83,7 @@ def test_nature_dqn_does_not_fit_on_speck(tmp_path):
     out = tmp_path / "export"
     one_line_error(compare_cli("export", run, "--target", "speck2f", "--out", out),
                    "Linear 3136->512", "2048Ki kernel memory", "64Ki kernel")
-    assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["runs"]  # nothing half-written
+    assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["results"]  # nothing half-written
 
 
 @pytest.mark.parametrize("args, fragments", [
