@@ -310,13 +310,19 @@ def _launch(spec: SweepSpec, commands: list[list[str]], on_done: Callable[[int, 
         import ray
 
         if not ray.is_initialized():
-            if not spec.ray_address:
-                # Ray starts its workers at niceness 15, so beside any other work on the machine a
-                # cell starves (measured: 3 s of CPU in 8 minutes beside two training runs). The
-                # local launcher's cells run at normal priority; so do a local Ray instance's.
-                os.environ.setdefault("RAY_worker_niceness", "0")
-            ray.init(address=spec.ray_address, include_dashboard=False, log_to_driver=False,
-                     **({} if spec.ray_address else {"num_cpus": max(spec.workers * spec.cpus_per_run, 1)}))
+            # Ray starts its workers at niceness 15, so beside any other work on the machine a
+            # cell starves (measured: 3 s of CPU in 8 minutes beside two training runs). The
+            # local launcher's cells run at normal priority; so do a local Ray instance's: the
+            # instance reads the setting from the environment it starts in, and only it.
+            normal_priority = not spec.ray_address and "RAY_worker_niceness" not in os.environ
+            if normal_priority:
+                os.environ["RAY_worker_niceness"] = "0"
+            try:
+                ray.init(address=spec.ray_address, include_dashboard=False, log_to_driver=False,
+                         **({} if spec.ray_address else {"num_cpus": max(spec.workers * spec.cpus_per_run, 1)}))
+            finally:
+                if normal_priority:
+                    del os.environ["RAY_worker_niceness"]
         remote = ray.remote(num_cpus=spec.cpus_per_run, num_gpus=spec.gpus_per_run)(run_cell)
         pending = {remote.remote(args, spec.threads): i for i, args in enumerate(commands)}
         while pending:
