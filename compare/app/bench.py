@@ -50,7 +50,7 @@ from compare.core.networks import build_ann
 from compare.core.ppo import PPOLearner
 from compare.core.protocols import get_protocol
 from compare.core.registry import get_method
-from compare.core.replay import FINAL, Batch
+from compare.core.replay import FINAL, Batch, ReplayBuffer
 from compare.core.runstore import Run
 from compare.core.training import build_networks
 from direct.dsqn import DSQNOptions, build_dsqn
@@ -144,8 +144,8 @@ def _bench_learner(spec, protocol, steps: int, num_envs: int, run: Run,
 
 
 def ours_train_steps_per_s(spec, protocol, steps: int, num_envs: int, run: Run,
-                           preset: str = "cleanrl", overlap_updates: bool = False) -> tuple[float, DQNLearner]:
-    """Learner steps/s once updates run, and the learner (its replay as the run left it)."""
+                           preset: str = "cleanrl", overlap_updates: bool = False) -> tuple[float, ReplayBuffer]:
+    """Learner steps/s once updates run, and its replay as the run left it."""
     learner = _bench_learner(spec, protocol, steps, num_envs, run, preset=preset, overlap_updates=overlap_updates)
     learner.begin()
     learner.train_until(WARMUP)
@@ -153,12 +153,11 @@ def ours_train_steps_per_s(spec, protocol, steps: int, num_envs: int, run: Run,
     learner.train_until(WARMUP + steps)
     rate = (learner.state.step - first) / (time.perf_counter() - start)
     learner.env.close()
-    return rate, learner
+    return rate, learner.replay
 
 
-def replay_bytes_per_transition(spec, protocol, run: Run) -> float:
-    """Measured replay bytes per stored transition after a warm-up's worth of steps."""
-    replay = ours_train_steps_per_s(spec, protocol, 0, 1, run)[1].replay
+def replay_bytes_per_transition(replay: ReplayBuffer) -> float:
+    """Measured replay bytes per stored transition (episode-final entries counted as overhead)."""
     entries = int(np.minimum(replay.written, replay.slots).sum())
     transitions = entries - int(((replay.flags & FINAL) != 0).sum())
     return replay.bytes_per_entry * entries / max(1, transitions)
@@ -478,13 +477,20 @@ def run_benchmarks(game: str, env_steps: int, train_steps: int, echo=print, num_
          f"AtariPreprocessing+FrameStack single env {gym_rate:,.0f} | ratio {ours_rate / gym_rate:.2f}x")
     with tempfile.TemporaryDirectory() as tmp:
         run = Run(Path(tmp))
+        replays: list[ReplayBuffer] = []  # (c) reads the replay of the last timed run
+
+        def ours_serial() -> float:
+            rate, replay = ours_train_steps_per_s(spec, protocol, train_steps, 1, run)
+            replays.append(replay)
+            return rate
+
         rates = alternated_medians({
             "cleanrl": lambda: cleanrl_style_train_steps_per_s(spec, protocol, train_steps, run),
-            "ours": lambda: ours_train_steps_per_s(spec, protocol, train_steps, 1, run)[0],
+            "ours": ours_serial,
             "overlap": lambda: ours_train_steps_per_s(spec, protocol, train_steps, 1, run, overlap_updates=True)[0]},
             rounds)
         base_rate, train_rate, overlap_rate = rates["cleanrl"], rates["ours"], rates["overlap"]
-        frame_bytes = replay_bytes_per_transition(spec, protocol, run)
+        frame_bytes = replay_bytes_per_transition(replays[-1])
         cleanrl_ppo = cleanrl_ppo_steps_per_s(spec, protocol, ppo_rollouts)
         (shared_ppo, shared_macs), (separate_ppo, separate_macs) = (
             ppo_train_steps_per_s(spec, protocol, ppo_rollouts, run, shared) for shared in (True, False))
