@@ -34,7 +34,7 @@ from compare.core.accounting import CostMeter
 from compare.core.dqn import DQNLearner
 from compare.core.envs import resolve_env
 from compare.core.errors import UsageError
-from compare.core.evaluation import EvalResult, evaluate_policy
+from compare.core.evaluation import EvalResult, evaluate_policy, greedy_q_policy, select_operating_point
 from compare.core.methods import DerivedMethod
 from compare.core.networks import scale_input
 from compare.core.runstore import Run, ensure_writable_dir, provenance
@@ -59,6 +59,7 @@ class ConvertOptions:
     tau_mem: float = 20.0              # lif only, in time steps
     initial_membrane: float = 0.5      # membrane at the start of each decision, x threshold
     normalization: Literal["layer", "channel"] = "layer"  # channel: one lambda per channel/unit
+    validation_episodes: int = 30      # per T, from their own seed stream: they choose the reported T
 
     def __post_init__(self):
         if not self.timesteps or any(t <= 0 for t in self.timesteps):
@@ -69,6 +70,8 @@ class ConvertOptions:
             raise UsageError(f"calibration_frames={self.calibration_frames} must be a positive integer")
         if self.tau_mem <= 0:
             raise UsageError(f"tau_mem={self.tau_mem} must be positive")
+        if self.validation_episodes <= 0:
+            raise UsageError(f"validation_episodes={self.validation_episodes} must be a positive integer")
 
 
 def split_ann(q_network: nn.Module) -> tuple[nn.Sequential, float | None]:
@@ -306,11 +309,17 @@ def converted_snn(normalized: nn.Sequential, options: ConvertOptions, timesteps:
     return ConvertedSNN(normalized, options, timesteps, divisor, output_scale).eval()
 
 
+def reported_timesteps(record: dict) -> int:
+    """The T a finished convert run reports (eval.json): chosen on validation episodes; runs made
+    before that rule recorded the best T on their test episodes."""
+    return int(record["selected_timesteps"] if "selected_timesteps" in record else record["best_timesteps"])
+
+
 def load_converted_run(run: Run, device: str = "cpu") -> Deployed:
-    """A finished convert run's SNN at its best T; FGSM attacks it through its source ANN (the
-    SNN has no useful input gradient)."""
+    """A finished convert run's SNN at its reported T; FGSM attacks it through its source ANN
+    (the SNN has no useful input gradient)."""
     settings, source, options, scales, normalized = load_converted(run)
-    timesteps = int(run.read_eval()["best_timesteps"])
+    timesteps = reported_timesteps(run.read_eval())
     snn = converted_snn(normalized, options, timesteps, split_ann(source.network)[1], scales)
     return Deployed(settings, source.spec, snn, DQNLearner, torch.device("cpu"), timesteps=timesteps,
                     attack_network=source.network, attack=f"transfer from the source ANN (SNN at T={timesteps})")
@@ -337,26 +346,33 @@ def run_conversion(settings: Settings, results_root: Path, name: str | None = No
 
 def _evaluate_conversion(run: Run, settings: Settings, ann_q: nn.Module, normalized: nn.Sequential,
                          divisor: float | None, scales: list[torch.Tensor]) -> None:
-    """One evaluation per T (each logged as soon as it is done), then eval.json with the best."""
+    """One evaluation per T (each logged as soon as it is done), then eval.json at the T chosen
+    on validation episodes (`select_operating_point`); every T's test score stays in the sweep."""
     options, protocol, spec = settings.options, settings.protocol, resolve_env(settings.game)
+    all_timesteps = sorted(set(options.timesteps))
     sweep = []
-    for timesteps in sorted(set(options.timesteps)):
+    for timesteps in all_timesteps:
         snn = converted_snn(normalized, options, timesteps, divisor, scales)
+        entry: dict = {"timesteps": timesteps}
+        if len(all_timesteps) > 1:  # a choice to make: on episodes of their own, not the reported ones
+            validation = evaluate_policy(greedy_q_policy(snn, torch.device("cpu")), spec, protocol,
+                                         options.validation_episodes, seed=stream_seed(settings.seed, "validation"))
+            entry.update({"validation_mean_return": validation.summary()["mean_return"],
+                          "validation_episode_returns": validation.episode_returns})
         conformance = ConformanceMeter(ann_q, snn, options.gap)
         with CostMeter(snn, timesteps=timesteps) as cost:
             # The source's final-evaluation episodes: SNN and ANN play the same games.
             result = evaluate_policy(conformance.act, spec, protocol, protocol.eval_episodes,
                                      seed=stream_seed(settings.seed, "final_eval"))
-        entry = {"timesteps": timesteps, **result.summary(), **conformance.summary(),
-                 "neuro": cost.summary()}
+        entry.update({**result.summary(), **conformance.summary(), "neuro": cost.summary()})
         run.log_eval(entry)  # each T is kept as soon as it is done
         sweep.append(entry)
-    best = max(sweep, key=lambda e: e["mean_return"])  # ties: the smallest T
-    record = eval_record(settings, spec, EvalResult(best["episode_returns"], best["episode_lengths"]),
-                         best["neuro"])
-    record.update({"source": settings.source, "best_timesteps": best["timesteps"],
+    chosen, selection = select_operating_point(sweep)
+    record = eval_record(settings, spec, EvalResult(chosen["episode_returns"], chosen["episode_lengths"]),
+                         chosen["neuro"])
+    record.update({"source": settings.source, "selected_timesteps": chosen["timesteps"], "selection": selection,
                    "ann_mean_return": Run(Path(settings.source)).read_eval()["mean_return"],
-                   **{key: best[key] for key in ("conformance", "conformance_decisive", "mean_abs_q_error")},
+                   **{key: chosen[key] for key in ("conformance", "conformance_decisive", "mean_abs_q_error")},
                    "sweep": sweep})
     run.write_eval(record)
 

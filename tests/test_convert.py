@@ -115,7 +115,8 @@ def cartpole_dqn(tmp_path_factory):
 def test_conversion_is_a_run_of_its_own_and_leaves_the_source_alone(cartpole_dqn, tmp_path):
     before = digest(cartpole_dqn)
     proc = compare_cli("run", "--method", "convert", "--source", cartpole_dqn, "--timesteps", "4,16",
-                       "--calibration-frames", "500", "--set", "eval_episodes=2", "--out", tmp_path)
+                       "--calibration-frames", "500", "--set", "eval_episodes=2", "--set", "validation_episodes=3",
+                       "--out", tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert digest(cartpole_dqn) == before
     (run_dir,) = tmp_path.glob("runs/*__convert__*")
@@ -128,8 +129,10 @@ def test_conversion_is_a_run_of_its_own_and_leaves_the_source_alone(cartpole_dqn
         assert 0 <= entry["conformance"] <= 1 and entry["mean_abs_q_error"] >= 0
         assert entry["neuro"]["timesteps"] == entry["timesteps"]
         assert set(entry["neuro"]["firing_rate"]) == {"rest.0", "rest.2"}
-    best = max(result["sweep"], key=lambda e: e["mean_return"])
-    assert result["best_timesteps"] == best["timesteps"] and result["mean_return"] == best["mean_return"]
+        assert len(entry["validation_episode_returns"]) == 3  # T is chosen on these, not the reported ones
+    chosen = max(result["sweep"], key=lambda e: e["validation_mean_return"])  # ties: the smallest T
+    assert result["selection"] == "validation" and result["selected_timesteps"] == chosen["timesteps"]
+    assert result["mean_return"] == chosen["mean_return"]
 
 
 @pytest.mark.parametrize("args, fragment", [
@@ -138,6 +141,7 @@ def test_conversion_is_a_run_of_its_own_and_leaves_the_source_alone(cartpole_dqn
     (["--percentile", "0"], "percentile=0.0 must lie in (0, 100]"),
     (["--percentile", "101"], "must lie in (0, 100]"),
     (["--readout", "spikes"], "choose one of: membrane, rate, robust"),
+    (["--set", "validation_episodes=0"], "validation_episodes=0 must be a positive integer"),
 ])
 def test_bad_conversion_options(cartpole_dqn, tmp_path, args, fragment):
     before = digest(cartpole_dqn)

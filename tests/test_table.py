@@ -56,7 +56,8 @@ def test_table_cells_and_aggregates_match_the_run_files(store):
         scores = [read(runs[m, s])["mean_return"] for (m, s) in runs if m == method]
         c = table["cells"]["CartPole-v1"][column(table, method)]
         assert c["seeds"] == len(scores)
-        assert c["mean"] == pytest.approx(np.mean(scores)) and c["std"] == pytest.approx(np.std(scores))
+        assert c["mean"] == pytest.approx(np.mean(scores))
+        assert c["sd"] == pytest.approx(np.std(scores, ddof=1) if len(scores) > 1 else None)
     agg = {m: table["aggregates"][column(table, m)] for m in ("dqn", "dsqn", "convert")}
     for method in ("dqn", "dsqn"):  # one game: the IQM is the IQM of that game's seeds
         from rliable import metrics
@@ -67,7 +68,7 @@ def test_table_cells_and_aggregates_match_the_run_files(store):
     assert "p_improve_over_dqn" not in agg["dqn"] and 0 <= agg["dsqn"]["p_improve_over_dqn"] <= 1
     assert agg["dsqn"]["timesteps"] == [8] and "timesteps" not in agg["dqn"]
     convert = read(runs["convert", 0])
-    assert agg["convert"]["timesteps"] == [convert["best_timesteps"]]
+    assert agg["convert"]["timesteps"] == [convert["selected_timesteps"]]
     assert agg["convert"]["conformance"] == pytest.approx(convert["conformance"])
     dsqn_energy = np.mean([read(runs["dsqn", s])["neuro"]["first_layer"]["per_step"]["energy_per_decision_j"]
                            for s in (0, 1)])
@@ -83,7 +84,7 @@ def test_markdown_table_prints_every_cell_and_says_what_it_read(store):
     for (method, seed), run_dir in runs.items():
         assert f"{method} [" in res.stderr
     dqn = [read(runs["dqn", s])["mean_return"] for s in (0, 1)]
-    assert f"{np.mean(dqn):.2f} +- {np.std(dqn):.2f} (n=2)" in res.stdout
+    assert f"{np.mean(dqn):.2f} +- {np.std(dqn, ddof=1) / np.sqrt(2):.2f} (n=2)" in res.stdout
     for label in ("IQM score [95% CI]", "P(improvement over dqn)", "| T |", "mean firing rate",
                   "energy per decision (uJ)", "energy ratio to the ANN", "conformance", "human (published)"):
         assert label in res.stdout
@@ -129,7 +130,9 @@ def test_runs_under_different_protocols_are_never_pooled(store, tmp_path):
     (["--methods", "dqnn"], ["unknown method 'dqnn'"]),
     (["--games", "Pongg"], ["unknown game 'Pongg'"]),
     (["--games", "Pong"], ["no usable finished runs", "for these filters"]),
-    (["--timesteps", "x"], ["--timesteps 'x'"]),
+    (["--timesteps", "x"], ["--timesteps 'x'", "allowed: selected, best-test"]),
+    (["--timesteps", "7"], ["--timesteps 7:", "evaluated T = 4, 8 only"]),
+    (["--normalize", "hns"], ["--normalize hns: CartPole-v1 is not an Atari game"]),
 ])
 def test_bad_table_input(store, args, fragments):
     out, _ = store
@@ -149,12 +152,12 @@ def test_human_normalized_score_on_a_hand_computed_example():
     assert human_normalized_score(None, 10.0) is None
 
 
-def test_plot_writes_the_three_kinds_of_figure(store, tmp_path):
+def test_plot_writes_every_kind_of_figure(store, tmp_path):
     out, _ = store
     res = compare("plot", "--results", out, "--out", tmp_path / "plots")
     assert res.returncode == 0, res.stderr
     files = sorted(p.name for p in (tmp_path / "plots").iterdir())
-    for kind in ("learning_curves__", "conversion__", "score_vs_energy__"):
+    for kind in ("learning_curves__", "conversion__", "score_vs_energy__", "performance_profile__"):
         (path,) = [tmp_path / "plots" / f for f in files if f.startswith(kind)]
         data = path.read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000, (path, len(data))

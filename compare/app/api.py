@@ -88,31 +88,38 @@ def export(run_dir: str | Path, target: str, out: str | Path, timesteps: int | N
                       echo=echo)
 
 
-TABLE_FIELDS = ("iqm", "p_improve_over_dqn", "timesteps", "mean_firing_rate", "energy_uj", "energy_ratio_to_ann",
-                "conformance")
+TABLE_FIELDS = ("iqm", "iqm_ci", "p_improve_over_dqn", "p_improve_ci", "timesteps", "mean_firing_rate", "energy_uj",
+                "energy_ratio_to_ann", "conformance")
 
 
 def table(results: str | Path = DEFAULT_RESULTS, games: list[str] | None = None, methods: list[str] | None = None,
-          score: str = "final", energy: str = "per-step", normalize: str = "auto", timesteps: int | None = None):
+          score: str = "final", energy: str = "per-step", normalize: str = "auto", timesteps: str | int = "selected",
+          reference_scores: str | Path | None = None):
     """`compare table` as a pandas DataFrame: one row per group, game and column (method variant)
-    with the cell (mean, std, seeds) and the column's aggregates; `frame.attrs["skipped"]` lists
-    the runs left out and why."""
+    with the cell (mean, se = standard error over seeds with ddof 1, sd, seeds), the column's
+    aggregates and its verdict line (None for the reference column); `frame.attrs["skipped"]`
+    lists the runs left out and why. `timesteps`: "selected" (conversions: T chosen on validation
+    episodes), "best-test" (optimistic) or a T."""
     import pandas as pd
 
-    from compare.app.table import build_tables, read_runs
+    from compare.app.table import build_tables, parse_operating_point, read_runs
+    from compare.core.scores import read_references
 
-    records, skipped = read_runs(Path(results), games, methods, timesteps)
+    point = timesteps if isinstance(timesteps, int) else parse_operating_point(str(timesteps))
+    references = read_references(Path(reference_scores)) if reference_scores else None
+    records, skipped = read_runs(Path(results), games, methods, point)
     if not records:
         raise UsageError(f"no usable finished runs under {results}/runs")
     rows = []
-    for t in build_tables(records, normalize, score, energy):
+    for t in build_tables(records, normalize, score, energy, references=references):
         for game in t["games"]:
             for column in t["columns"]:
                 c, a = t["cells"][game][column], t["aggregates"][column]
                 rows.append({"group": t["group"], "conventions": t["conventions"], "unit": t["unit"], "game": game,
                              "column": column, "method": t["column_methods"][column],
-                             "mean": None if c is None else c["mean"], "std": None if c is None else c["std"],
-                             "seeds": 0 if c is None else c["seeds"], **{k: a.get(k) for k in TABLE_FIELDS}})
+                             **{k: None if c is None else c[k] for k in ("mean", "se", "sd")},
+                             "seeds": 0 if c is None else c["seeds"], **{k: a.get(k) for k in TABLE_FIELDS},
+                             "verdict": t["verdicts"].get(column)})
     frame = pd.DataFrame(rows)
     frame.attrs["skipped"] = skipped
     return frame

@@ -106,10 +106,13 @@ def run(method, game, seed, steps, protocol_name, preset, label, overrides, eval
 
 def _print_result(path: Path, result: dict) -> None:
     for entry in result.get("sweep", []):
-        click.echo(f"  T={entry['timesteps']:<5} mean return {entry['mean_return']:.2f}  conformance "
+        validation = (f"  validation {entry['validation_mean_return']:.2f}"
+                      if "validation_mean_return" in entry else "")
+        click.echo(f"  T={entry['timesteps']:<5} mean return {entry['mean_return']:.2f}{validation}  conformance "
                    f"{entry['conformance']:.3f}  mean |Q error| {entry['mean_abs_q_error']:.3f}")
-    if "best_timesteps" in result:
-        click.echo(f"best T={result['best_timesteps']} (source ANN: {result['ann_mean_return']:.2f})")
+    if "selected_timesteps" in result:
+        how = {"validation": "chosen on the validation episodes", "only": "the only T"}[result["selection"]]
+        click.echo(f"reported T={result['selected_timesteps']} ({how}; source ANN: {result['ann_mean_return']:.2f})")
     hns = f", HNS {result['hns']:.3f}" if result.get("hns") is not None else ""
     click.echo(f"{result['method']} {result['game']} seed {result['seed']}: mean return "
                f"{result['mean_return']:.2f} +- {result['std_return']:.2f} over "
@@ -177,11 +180,11 @@ def _names(text: str | None) -> list[str] | None:
     return [part.strip() for part in text.split(",") if part.strip()] if text else None
 
 
-def _read_for_report(results: Path, games, methods, timesteps: int | None):
+def _read_for_report(results: Path, games, methods, timesteps: str = "selected"):
     """Finished runs for table/plot; prints what was read and what was skipped (stderr)."""
-    from compare.app.table import read_runs, summary_lines
+    from compare.app.table import parse_operating_point, read_runs, summary_lines
 
-    records, skipped = read_runs(results, _names(games), _names(methods), timesteps)
+    records, skipped = read_runs(results, _names(games), _names(methods), parse_operating_point(timesteps))
     if not records:
         raise UsageError(f"no usable finished runs under {results}/runs" +
                          (" for these filters" if games or methods else "") +
@@ -196,29 +199,35 @@ def _read_for_report(results: Path, games, methods, timesteps: int | None):
 @click.option("--format", "fmt", type=click.Choice(["md", "csv", "latex", "json"]), default="md", show_default=True)
 @click.option("--games", help="Comma-separated games to include [default: all].")
 @click.option("--methods", help="Comma-separated methods to include [default: all].")
-@click.option("--normalize", "unit", type=click.Choice(["auto", "raw", "hns"]), default="auto", show_default=True,
-              help="Raw returns or human-normalized scores (Atari); auto: hns when every game of a "
-              "table has reference scores, else raw.")
+@click.option("--normalize", "unit", type=click.Choice(["auto", "raw", "hns", "normalized"]), default="auto",
+              show_default=True, help="Raw returns, human-normalized (Atari), or normalized by each game's "
+              "reference (Atari: human; MinAtar, classic control: a published DQN); auto: hns when every game "
+              "is Atari, normalized when every game has a reference, else raw (then no IQM across games).")
+@click.option("--reference-scores", "reference_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="CSV replacing the shipped MinAtar/classic-control references (columns: game, random, "
+              "reference, reference_name, source).")
 @click.option("--score", "kind", type=click.Choice(["final", "best-eval"]), default="final", show_default=True,
               help="final: the final evaluation; best-eval: the best periodic evaluation (Chen et al. 2022's "
               "reporting, optimistic).")
 @click.option("--energy", type=click.Choice(["per-step", "once"]), default="per-step", show_default=True,
               help="First-layer energy convention of SNNs: charged at every time step, or once per decision.")
-@click.option("--timesteps", default="best", show_default=True, metavar="best|N",
-              help="convert runs: their best T, or the sweep entry at T=N.")
+@click.option("--timesteps", default="selected", show_default=True, metavar="selected|best-test|N",
+              help="convert runs: the T chosen on validation episodes, the best T on the reported test "
+              "episodes (optimistic), or the sweep entry at T=N.")
 @click.option("--reference", is_flag=True, help="Add published random, human and Nature DQN 2015 scores.")
 @click.option("--robustness", is_flag=True, help="Also show FGSM scores stored by `compare eval --attack`.")
-def table(results, fmt, games, methods, unit, kind, energy, timesteps, reference, robustness):
+def table(results, fmt, games, methods, unit, reference_file, kind, energy, timesteps, reference, robustness):
     """The methods side by side: one table per protocol and budget, one column per method variant,
-    with aggregate rows."""
+    with aggregate rows and, under each table, what the intervals allow to conclude."""
     import json as _json
 
-    from compare.app.table import build_tables, render, robustness_rows, table_rows
+    from compare.app.table import build_tables, parse_operating_point, render, robustness_rows, table_rows
+    from compare.core.scores import read_references
 
-    if timesteps != "best" and not timesteps.isdigit():
-        raise UsageError(f"--timesteps {timesteps!r} must be 'best' or a positive integer")
-    records = _read_for_report(results, games, methods, None if timesteps == "best" else int(timesteps))
-    tables = build_tables(records, unit, kind, energy, reference, robustness)
+    parse_operating_point(timesteps)  # bad input before any run is read
+    references = read_references(reference_file) if reference_file else None
+    records = _read_for_report(results, games, methods, timesteps)
+    tables = build_tables(records, unit, kind, energy, reference, robustness, references)
     if fmt == "json":
         click.echo(_json.dumps(tables, indent=2))
         return
@@ -234,6 +243,9 @@ def table(results, fmt, games, methods, unit, kind, energy, timesteps, reference
             else:
                 click.echo(f"\n{title}\n" if fmt == "md" else f"% {title}")
             click.echo(render(header, rows, fmt), nl=False)
+        if fmt != "csv" and t["verdicts"]:  # csv stays data only; json carries them too
+            prefix = "" if fmt == "md" else "% "
+            click.echo(("\n" if fmt == "md" else "") + "\n".join(prefix + line for line in t["verdicts"].values()))
 
 
 @cli.command()
@@ -246,14 +258,22 @@ def table(results, fmt, games, methods, unit, kind, energy, timesteps, reference
               help="Score of the score-vs-energy figure (as in `compare table`).")
 @click.option("--energy", type=click.Choice(["per-step", "once"]), default="per-step", show_default=True,
               help="First-layer energy convention (as in `compare table`).")
-def plot(results, out, games, methods, kind, energy):
-    """PNG figures: learning curves, converted score and conformance against T, score against
-    energy per decision."""
+@click.option("--reference-scores", "reference_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="CSV replacing the shipped MinAtar/classic-control references (as in `compare table`).")
+def plot(results, out, games, methods, kind, energy, reference_file):
+    """PNG figures: learning curves, converted score and conformance against T, performance
+    profiles, sample efficiency (IQM against steps), score against energy per decision. Figures
+    that cannot be drawn are listed with the reason (stderr)."""
     from compare.app.plots import write_plots
+    from compare.core.scores import read_references
 
-    records = _read_for_report(results, games, methods, None)
-    for path in write_plots(records, out, kind, energy):
+    references = read_references(reference_file) if reference_file else None
+    records = _read_for_report(results, games, methods)
+    written, skipped = write_plots(records, out, kind, energy, references)
+    for path in written:
         click.echo(str(path))
+    for line in skipped:
+        click.echo(f"not drawn: {line}", err=True)
 
 
 @cli.command()

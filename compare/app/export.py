@@ -29,11 +29,29 @@ from compare.core.evaluation import evaluate_policy, greedy_q_policy
 from compare.core.runstore import Run, ensure_writable_dir, provenance, write_json
 from compare.core.seeding import stream_seed
 from compare.core.training import load_deployed, observation_shape
-from converters.convert import (ConformanceMeter, ConvertOptions, calibrate, load_converted, normalize_ann,
-                                spiking_model, split_ann)
-from converters.hardware import (CHIP_TARGETS, ChipSNN, chip_layers, chip_model_weights, describe_chip_model,
-                                 discretize_layers, map_to_cores, report_text, resource_report, spiking_layers,
-                                 write_chip_config)
+from converters.convert import (
+    ConformanceMeter,
+    ConvertOptions,
+    calibrate,
+    load_converted,
+    normalize_ann,
+    reported_timesteps,
+    spiking_model,
+    split_ann,
+)
+from converters.hardware import (
+    CHIP_TARGETS,
+    ChipSNN,
+    chip_layers,
+    chip_model_weights,
+    describe_chip_model,
+    discretize_layers,
+    map_to_cores,
+    report_text,
+    resource_report,
+    spiking_layers,
+    write_chip_config,
+)
 from converters.nir_export import converted_to_nir
 from direct.nir_export import dsqn_to_nir
 
@@ -89,7 +107,7 @@ def export_run(run_dir: Path, target: str, out: Path, options: ExportOptions,
 def _to_chip(run, target: str, folder: Path, options: ExportOptions, echo) -> dict:
     if run.config["method"] == "convert":
         _, source, convert_options, scales, _ = load_converted(run)
-        timesteps = options.timesteps or run.read_eval()["best_timesteps"]
+        timesteps = options.timesteps or reported_timesteps(run.read_eval())
     else:
         source = load_deployed(run.path, "cpu", methods=("dqn",))
         overrides = {} if options.calibration_frames is None else {"calibration_frames": options.calibration_frames}
@@ -159,7 +177,7 @@ def _converted_to_nir(run, folder: Path, options: ExportOptions) -> dict:
     divisor = split_ann(source.network)[1]
     if convert_options.neuron != "iaf":
         raise UsageError("NIR export takes IAF conversions only (sinabs' NIR reader changes LIF input scaling)")
-    timesteps = options.timesteps or run.read_eval()["best_timesteps"]
+    timesteps = options.timesteps or reported_timesteps(run.read_eval())
     model = spiking_model(normalized, convert_options, timesteps).eval()
     graph = converted_to_nir(model, observation_shape(spec, settings.protocol)[0], timesteps)
     meta = {"timesteps": timesteps, "dt": "one time step per graph step (IF neurons have no time constant)",

@@ -1,13 +1,20 @@
 """`compare plot`: PNG figures from the run store (matplotlib, headless).
 
 - learning_curves__<group>__<game>.png: training episode return against agent steps, one line
-  per method variant (the table's columns): the mean over seeds of each seed's binned curve, with a 95% confidence band
-  (mean +- 1.96 standard errors; none for a single seed);
-- conversion__<group>__<game>.png: converted SNN score and conformance against T (one figure
-  per conversion variant);
+  per method variant (the table's columns): the mean over seeds of each seed's binned curve, with
+  a 95% Student-t confidence band (mean +- t(0.975, n-1) standard errors; none for one seed);
+- conversion__<group>__<game>__<variant>.png: converted SNN score (test and validation episodes)
+  and conformance against T, the reported T marked (one figure per conversion variant);
+- performance_profile__<group>.png: rliable's performance profiles: for each variant, the share
+  of runs (all games) whose final normalized score exceeds tau, with 95% stratified-bootstrap
+  bands;
+- sample_efficiency__<group>.png: IQM of the normalized score of the periodic evaluations and the
+  final one against agent steps, with 95% stratified-bootstrap bands;
 - score_vs_energy__<group>.png: score against energy per decision, one point per variant and
   game (log energy axis), under the table's score and energy conventions.
 Groups are the table's (one protocol and budget): runs made differently are never drawn together.
+Scores pool across games only when normalized (as in the table); a figure that cannot be drawn
+is reported with its reason.
 """
 
 from __future__ import annotations
@@ -17,11 +24,22 @@ import re
 from pathlib import Path
 
 import numpy as np
+from scipy import stats
 
-from compare.app.table import ENERGY_CONVENTIONS, Group, RunRecord, check_conventions, group_runs
+from compare.app.table import (ENERGY_CONVENTIONS, UNITS, Group, RunRecord, bootstrap, check_conventions,
+                               group_references, group_runs, score_matrix, seeded_numpy_global)
 from compare.core.runstore import ensure_writable_dir, read_jsonl
+from compare.core.scores import Reference, normalized_score
 
 BINS = 20
+PROFILE_POINTS = 101
+
+
+def t_halfwidth(stack: np.ndarray) -> np.ndarray:
+    """Half-width of the 95% Student-t interval of the mean over rows (seeds), per column."""
+    n = np.sum(~np.isnan(stack), axis=0)
+    sem = np.nanstd(stack, axis=0, ddof=1) / np.sqrt(n)
+    return stats.t.ppf(0.975, np.maximum(n - 1, 1)) * sem
 
 
 def _slug(text: str) -> str:
@@ -76,13 +94,14 @@ def learning_curves(group: Group, game: str, path: Path) -> Path | None:
         mean = np.nanmean(stack, axis=0)
         ax.plot(centres, mean, label=f"{column} (n={len(curves)})")
         if len(curves) > 1:
-            sem = np.nanstd(stack, axis=0, ddof=1) / np.sqrt(np.sum(~np.isnan(stack), axis=0))
-            ax.fill_between(centres, mean - 1.96 * sem, mean + 1.96 * sem, alpha=0.2)
+            half = t_halfwidth(stack)
+            ax.fill_between(centres, mean - half, mean + half, alpha=0.2)
         drawn = True
     if not drawn:
         plt.close(fig)
         return None
-    ax.set(xlabel="agent steps", ylabel="training episode return (unclipped)", title=f"{game}: {group.label}")
+    ax.set(xlabel="agent steps", ylabel="training episode return (unclipped)")
+    ax.set_title(f"{game}: {group.label}\nmean over seeds, band: 95% Student-t CI", fontsize=9)
     # Below the axes: variant names are long and would cover the curves.
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2))
     fig.tight_layout()
@@ -104,7 +123,16 @@ def conversion_curve(group: Group, game: str, column: str, path: Path) -> Path |
     score = [np.mean([e["mean_return"] for e in by_t[t]]) for t in ts]
     conformance = [np.mean([e["conformance"] for e in by_t[t]]) for t in ts]
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(ts, score, "o-", color="tab:blue", label="SNN mean return")
+    ax.plot(ts, score, "o-", color="tab:blue", label="SNN, test episodes")
+    if all("validation_mean_return" in e for t in ts for e in by_t[t]):
+        validation = [np.mean([e["validation_mean_return"] for e in by_t[t]]) for t in ts]
+        ax.plot(ts, validation, "o:", color="tab:green", label="SNN, validation episodes")
+    chosen = [int(r.result["timesteps"]) for r in runs if "timesteps" in r.result]
+    for t in sorted(set(chosen)):
+        ax.axvline(t, color="grey", linewidth=0.8, alpha=0.6)
+    if chosen:
+        ax.plot([], [], color="grey", linewidth=0.8, label="reported T (" + ", ".join(
+            f"{t}: {chosen.count(t)} run{'s' * (chosen.count(t) > 1)}" for t in sorted(set(chosen))) + ")")
     ann = [r.result["ann_mean_return"] for r in runs if r.result.get("ann_mean_return") is not None]
     if ann:
         ax.axhline(np.mean(ann), color="tab:blue", linestyle="--", label="source ANN")
@@ -116,7 +144,7 @@ def conversion_curve(group: Group, game: str, column: str, path: Path) -> Path |
     twin.set(ylabel="conformance (share of states: ANN's action)", ylim=(0, 1.05))
     lines = ax.get_legend_handles_labels(), twin.get_legend_handles_labels()
     ax.legend(lines[0][0] + lines[1][0], lines[0][1] + lines[1][1], fontsize=8, loc="upper center",
-              bbox_to_anchor=(0.5, -0.2), ncol=3)
+              bbox_to_anchor=(0.5, -0.2), ncol=2)
     fig.tight_layout()
     _save(fig, path)
     plt.close(fig)
@@ -152,20 +180,124 @@ def score_vs_energy(group: Group, path: Path, kind: str = "final", energy: str =
     return path
 
 
-def write_plots(records: list[RunRecord], out: Path, kind: str = "final", energy: str = "per-step") -> list[Path]:
+def _final_scores(group: Group, column: str, unit: str, refs: dict[str, Reference]) -> np.ndarray | None:
+    """(runs, games) normalized final scores of one column, as the table's IQM reads them."""
+    games = [g for g in group.games if group.cell_runs(g, column)]
+    return score_matrix(group, column, games, unit, "final", refs) if games == group.games else None
+
+
+def performance_profile(group: Group, unit: str, refs: dict[str, Reference], path: Path) -> Path | None:
+    """rliable's performance profiles of every column that has runs on every game of the group."""
+    from rliable import library as rly
+
+    scores = {c: m for c in group.columns if (m := _final_scores(group, c, unit, refs)) is not None}
+    if not scores:
+        return None
+    low = min(float(m.min()) for m in scores.values())
+    high = max(float(m.max()) for m in scores.values())
+    taus = np.linspace(min(low, 0.0), high if high > low else low + 1.0, PROFILE_POINTS)
+    with seeded_numpy_global(0):
+        profiles, cis = rly.create_performance_profile(scores, taus)
+    plt = _figure()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, column in enumerate(scores):
+        n = scores[column].shape[0]
+        ax.plot(taus, profiles[column], color=f"C{i % 10}", label=f"{column} (n={n} per game)")
+        ax.fill_between(taus, cis[column][0], cis[column][1], color=f"C{i % 10}", alpha=0.15)
+    ax.set(xlabel=f"final {UNITS[unit].split(':')[0]} tau", ylabel="fraction of runs with score > tau", ylim=(0, 1.02))
+    ax.set_title(f"performance profiles: {group.label}\nbands: 95% stratified-bootstrap CI", fontsize=9)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2))
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+    return path
+
+
+def _evaluation_scores(run: RunRecord) -> dict[int, float]:
+    """Agent step -> mean return of the run's periodic evaluations and its final one."""
+    out = {int(r["step"]): float(r["mean_return"]) for r in read_jsonl(run.path / "evals.jsonl")
+           if isinstance(r, dict) and isinstance(r.get("step"), int) and isinstance(r.get("mean_return"), (int, float))}
+    out[run.budget] = float(run.result["mean_return"])
+    return out
+
+
+def sample_efficiency(group: Group, unit: str, refs: dict[str, Reference], path: Path) -> Path | None:
+    """IQM over runs and games of the normalized evaluation score at each evaluation step that
+    every run of a column has (two steps at least)."""
+    from rliable import metrics
+
+    def normalized(run: RunRecord, value: float) -> float:
+        return value if unit == "raw" else normalized_score(refs[run.game], value)
+
+    curves = {}
+    for column in group.columns:
+        if any("sweep" in r.result for r in group.runs if r.column == column):
+            continue  # derived runs have no periodic evaluations
+        per_game = {g: [_evaluation_scores(r) for r in group.cell_runs(g, column)] for g in group.games}
+        if any(not runs for runs in per_game.values()):
+            continue
+        steps = sorted(set.intersection(*(set(e) for runs in per_game.values() for e in runs)))
+        if len(steps) < 2:
+            continue
+        n = min(len(runs) for runs in per_game.values())
+        runs_of = {g: group.cell_runs(g, column)[:n] for g in group.games}
+        points, lows, highs = [], [], []
+        for step in steps:
+            matrix = np.array([[normalized(runs_of[g][i], per_game[g][i][step]) for g in group.games]
+                               for i in range(n)], dtype=np.float64)
+            point, interval = bootstrap({"x": matrix}, lambda x: np.array([metrics.aggregate_iqm(x)]))
+            points.append(point["x"][0])
+            lows.append(interval["x"][0][0])
+            highs.append(interval["x"][1][0])
+        curves[column] = (steps, points, lows, highs, n)
+    if not curves:
+        return None
+    plt = _figure()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, (column, (steps, points, lows, highs, n)) in enumerate(curves.items()):
+        ax.plot(steps, points, "o-", color=f"C{i % 10}", markersize=3, label=f"{column} (n={n} per game)")
+        ax.fill_between(steps, lows, highs, color=f"C{i % 10}", alpha=0.15)
+    ax.set(xlabel="agent steps", ylabel=f"IQM {UNITS[unit].split(':')[0]} (evaluation)")
+    ax.set_title(f"sample efficiency: {group.label}\nbands: 95% stratified-bootstrap CI", fontsize=9)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2))
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+    return path
+
+
+def write_plots(records: list[RunRecord], out: Path, kind: str = "final", energy: str = "per-step",
+                references: dict[str, Reference] | None = None) -> tuple[list[Path], list[str]]:
+    """Every figure of every group; (the files written, one line per figure not drawn and why)."""
     check_conventions(kind, energy)
     out = ensure_writable_dir(out)
-    written = []
+    written, skipped = [], []
+
+    def keep(path: Path | None, what: str, why: str) -> None:
+        if path is None:
+            skipped.append(f"{what}: {why}")
+        else:
+            written.append(path)
+
     for group in group_runs(records):
         tag = _slug(group.label)
         for game in group.games:
-            path = learning_curves(group, game, out / f"learning_curves__{tag}__{_slug(game)}.png")
-            written += [path] if path is not None else []
+            keep(learning_curves(group, game, out / f"learning_curves__{tag}__{_slug(game)}.png"),
+                 f"learning curves, {game}, {group.label}", "no run has a training curve (metrics.jsonl)")
             for column in group.columns:
                 name = f"conversion__{tag}__{_slug(game)}__{_slug(column)}.png"
                 path = conversion_curve(group, game, column, out / name)
                 written += [path] if path is not None else []
-        path = score_vs_energy(group, out / f"score_vs_energy__{tag}.png", kind, energy)
-        if path is not None:
-            written.append(path)
-    return written
+        unit, refs, missing = group_references(group.games, "auto", references)
+        if unit == "raw" and len(group.games) > 1:
+            why = f"raw returns of different games do not pool (no reference for {', '.join(missing)})"
+            skipped += [f"performance profile, {group.label}: {why}", f"sample efficiency, {group.label}: {why}"]
+        else:
+            keep(performance_profile(group, unit, refs, out / f"performance_profile__{tag}.png"),
+                 f"performance profile, {group.label}", "no column has runs on every game")
+            keep(sample_efficiency(group, unit, refs, out / f"sample_efficiency__{tag}.png"),
+                 f"sample efficiency, {group.label}", "fewer than two evaluation steps shared by a column's runs "
+                 "(periodic evaluations: evals.jsonl)")
+        keep(score_vs_energy(group, out / f"score_vs_energy__{tag}.png", kind, energy),
+             f"score vs energy, {group.label}", "no run recorded its energy")
+    return written, skipped

@@ -8,13 +8,20 @@ is the same; a column is labelled by what differs from the method's defaults for
 family (`dsqn [timesteps=4]`) or by the user's `--label`. A repeat (same variant, game and seed)
 keeps the run created last, and the skip is reported.
 
-A cell is the mean +- std over seeds of a run's score: its final evaluation (`final`) or the best
-of its periodic evaluations and the final one (`best-eval`, Chen et al. 2022's reporting, an
-optimistic estimate), as a raw return or human-normalized. Aggregate rows per column: IQM with
-a 95% stratified-bootstrap interval and the probability of improvement over dqn (both from
-rliable), T, mean firing rate, energy per decision under one first-layer convention (`once` or
-`per_step`, see compare.core.accounting) and its ratio to the ANN's, and conformance for
-conversions.
+A cell is the mean +- standard error over seeds (sample SD with ddof = 1, over sqrt(n)) of a
+run's score: its final evaluation (`final`) or the best of its periodic evaluations and the final
+one (`best-eval`, Chen et al. 2022's reporting, an optimistic estimate), as a raw return or a
+normalized score (compare.core.scores: human-normalized on Atari, published-DQN-normalized on
+MinAtar and classic control). A derived run (a conversion) reports its sweep entry chosen on
+validation episodes (compare.core.evaluation.select_operating_point); the best T on the test
+episodes is shown only on request and labelled optimistic.
+
+Aggregate rows per column: IQM with a 95% stratified-bootstrap interval (normalized scores only,
+or a single game: raw returns of different games never pool) and the probability of improvement
+over dqn (both from rliable, bootstrap seeded so that a table regenerates byte for byte), T, mean
+firing rate, energy per decision under one first-layer convention (`once` or `per_step`, see
+compare.core.accounting) and its ratio to the ANN's, and conformance for conversions. Under each
+table, one verdict line per compared column: better, worse, or no difference detected.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import io
 import json
 import warnings
 from collections import defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,12 +45,23 @@ from compare.app.resolve import setting_owners, setting_text
 from compare.app.robustness import ROBUSTNESS
 from compare.core.envs import resolve_env
 from compare.core.errors import UsageError
+from compare.core.evaluation import best_on_test, select_operating_point
 from compare.core.registry import REGISTRY, get_method
 from compare.core.runstore import list_runs, read_json, read_jsonl
-from compare.core.scores import human_normalized_score, reference_scores
+from compare.core.scores import Reference, normalization_reference, normalized_score, reference_scores
 from compare.core.settings import Settings
 
 BOOTSTRAP_REPS = 2000
+BOOTSTRAP_SEED = 0
+FEW_SEEDS = 5  # below this many seeds per cell, a verdict line warns that its interval is unreliable
+UNITS = {"raw": "raw return", "hns": "human-normalized score (Atari)",
+         "normalized": "normalized score: (score - random) / (reference - random); Atari: human, "
+                       "MinAtar and classic control: a published DQN (compare.core.scores)"}
+OPERATING_POINTS = {"selected": "T chosen on validation episodes",
+                    "best-test": "T chosen on the reported test episodes (optimistic)"}
+CHOICE_TEXT = {"validation": "chosen on validation episodes", "only": "the only T evaluated",
+               "test": "chosen on the reported test episodes (optimistic)", "fixed": "fixed by --timesteps"}
+CELL_UNCERTAINTY = "cells: mean +- standard error over seeds (sample SD, ddof = 1, / sqrt(n))"
 SCORE_KINDS = {"final": "final evaluation",
                "best-eval": "best of the periodic and final evaluations (optimistic; Chen et al. 2022's reporting)"}
 ENERGY_CONVENTIONS = {"per-step": ("per_step", "first layer charged at every time step"),
@@ -114,6 +133,7 @@ class RunRecord:
     result: dict      # eval.json, or for a conversion at a chosen T, its sweep entry merged in
     variant: Variant = field(default_factory=lambda: Variant("?", None, ()))
     column: str = ""  # the variant's column name in its table
+    choice: str | None = None  # derived runs: how the reported sweep entry was chosen (CHOICE_TEXT)
 
     @property
     def neuro(self) -> dict:
@@ -196,9 +216,34 @@ class Group:
         return next(iter(mine)) if len(mine) == 1 else None
 
 
+def parse_operating_point(text: str) -> str | int:
+    """`--timesteps`: selected, best-test, or a T (positive integer)."""
+    if text in OPERATING_POINTS:
+        return text
+    if text.isascii() and text.isdigit() and int(text) > 0:
+        return int(text)
+    raise UsageError(f"--timesteps {text!r}: allowed: {', '.join(OPERATING_POINTS)} or a positive integer T")
+
+
+def reported_entry(result: dict, operating_point: str | int, where: str) -> tuple[dict, str]:
+    """The sweep entry a derived run's cell shows, and how it was chosen (CHOICE_TEXT key)."""
+    sweep = result["sweep"]
+    if isinstance(operating_point, int):
+        entry = next((e for e in sweep if e["timesteps"] == operating_point), None)
+        if entry is None:
+            raise UsageError(f"--timesteps {operating_point}: {where} evaluated T = "
+                             f"{', '.join(str(e['timesteps']) for e in sweep)} only; allowed: one of those, "
+                             f"{', '.join(OPERATING_POINTS)}")
+        return entry, "fixed"
+    if operating_point == "best-test":
+        return best_on_test(sweep), ("only" if len(sweep) == 1 else "test")
+    return select_operating_point(sweep)
+
+
 def read_runs(results: Path, games: list[str] | None = None, methods: list[str] | None = None,
-              timesteps: int | None = None) -> tuple[list[RunRecord], list[str]]:
-    """Finished runs under RESULTS/runs that pass the filters, and one line per skipped run."""
+              operating_point: str | int = "selected") -> tuple[list[RunRecord], list[str]]:
+    """Finished runs under RESULTS/runs that pass the filters, and one line per skipped run.
+    Derived runs report the sweep entry at `operating_point` (`parse_operating_point`)."""
     results = Path(results)
     if not (results / "runs").is_dir():
         raise UsageError(f"no run store at {results} (expected {results / 'runs'}); pass --results DIR")
@@ -234,13 +279,11 @@ def read_runs(results: Path, games: list[str] | None = None, methods: list[str] 
         except (OSError, ValueError, KeyError, TypeError) as e:
             skipped.append(f"{run.path.name}: unreadable eval.json ({type(e).__name__})")
             continue
-        if timesteps is not None and "sweep" in result:
-            entry = next((e for e in result["sweep"] if e["timesteps"] == timesteps), None)
-            if entry is None:
-                skipped.append(f"{run.path.name}: no T={timesteps} in its sweep")
-                continue
+        choice = None
+        if "sweep" in result:
+            entry, choice = reported_entry(result, operating_point, run.path.name)
             result = {**result, **entry}
-        record = RunRecord(run.path, method, game, seed, protocol, budget, config, result, variant)
+        record = RunRecord(run.path, method, game, seed, protocol, budget, config, result, variant, choice=choice)
         key = (variant, game, seed, json.dumps(protocol, sort_keys=True), budget)
         kept = newest.get(key)
         if kept is not None:  # a repeat: keep the run created last
@@ -301,16 +344,22 @@ def _preset_notes(group: Group) -> list[str]:
     return notes
 
 
-def run_score(r: RunRecord, unit: str, kind: str = "final") -> float | None:
+def run_score(r: RunRecord, unit: str, kind: str = "final", references: dict[str, Reference] | None = None
+              ) -> float | None:
+    """A run's score in `unit`: raw, or normalized by its game's reference (None without one)."""
     raw = r.score(kind)
-    return raw if unit == "raw" else human_normalized_score(resolve_env(r.game).ale_id, raw)
+    if unit == "raw":
+        return raw
+    reference = (references or {}).get(r.game)
+    return None if reference is None else normalized_score(reference, raw)
 
 
-def score_matrix(group: Group, column: str, games: list[str], unit: str, kind: str) -> np.ndarray | None:
+def score_matrix(group: Group, column: str, games: list[str], unit: str, kind: str,
+                 references: dict[str, Reference] | None = None) -> np.ndarray | None:
     """(runs, games) scores for rliable; as many runs per game as the game with the fewest."""
     columns = []
     for game in games:
-        values = [run_score(r, unit, kind) for r in group.cell_runs(game, column)]
+        values = [run_score(r, unit, kind, references) for r in group.cell_runs(game, column)]
         if not values or any(v is None for v in values):
             return None
         columns.append(values)
@@ -318,38 +367,79 @@ def score_matrix(group: Group, column: str, games: list[str], unit: str, kind: s
     return np.array([c[:n] for c in columns], dtype=np.float64).T
 
 
-def aggregates(group: Group, column: str, unit: str, kind: str = "final", energy: str = "per-step") -> dict:
+def group_references(games: list[str], unit: str, references: dict[str, Reference] | None = None
+                     ) -> tuple[str, dict[str, Reference], list[str]]:
+    """The unit a group's table uses, each game's normalization reference, and the games that
+    have none. auto: hns when every game is Atari (and has human scores); otherwise normalized
+    when the group has several games, all with a reference (so that they can pool), else raw.
+    An explicit hns or normalized that some game cannot take is a UsageError."""
+    refs = {g: normalization_reference(g, resolve_env(g).ale_id, references) for g in games}
+    missing = [g for g, ref in refs.items() if ref is None]
+    atari = all(resolve_env(g).family == "atari" for g in games)
+    if unit == "auto":
+        unit = "hns" if atari and not missing else "normalized" if not missing and len(games) > 1 else "raw"
+    elif unit == "hns" and not atari:
+        raise UsageError(f"--normalize hns: {next(g for g in games if resolve_env(g).family != 'atari')} is not an "
+                         "Atari game (human scores exist for Atari only); allowed: auto, raw, normalized")
+    elif unit != "raw" and missing:
+        raise UsageError(f"--normalize {unit}: {missing[0]} has no reference score; allowed: raw, or a "
+                         "--reference-scores file with a row for it")
+    return unit, {g: ref for g, ref in refs.items() if ref is not None}, missing
+
+
+@contextmanager
+def seeded_numpy_global(seed: int):
+    """numpy's global RNG seeded for the block and restored afterwards: rliable 1.2 draws its
+    bootstrap indices from it and ignores the random_state it is given."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
+def bootstrap(scores: dict, statistic) -> tuple[dict, dict]:
+    """rliable's stratified-bootstrap interval estimates, the same on every call."""
+    with seeded_numpy_global(BOOTSTRAP_SEED):
+        return rly.get_interval_estimates(scores, statistic, reps=BOOTSTRAP_REPS,
+                                          random_state=np.random.RandomState(BOOTSTRAP_SEED))
+
+
+def aggregates(group: Group, column: str, unit: str, kind: str = "final", energy: str = "per-step",
+               references: dict[str, Reference] | None = None) -> dict:
     """The aggregate rows of one column in one group."""
     with warnings.catch_warnings():
         # rliable passes a RandomState to arch, which warns that the keyword is deprecated.
         warnings.filterwarnings("ignore", message="random_state is deprecated", category=FutureWarning)
-        return _aggregates(group, column, unit, kind, energy)
+        return _aggregates(group, column, unit, kind, energy, references)
 
 
-def _aggregates(group: Group, column: str, unit: str, kind: str, energy: str) -> dict:
+def _aggregates(group: Group, column: str, unit: str, kind: str, energy: str,
+                references: dict[str, Reference] | None) -> dict:
     games = [g for g in group.games if group.cell_runs(g, column)]
     runs = [r for r in group.runs if r.column == column]
     method, variant = group.method_of(column), group.variant_of(column)
     out: dict = {"games": len(games), "runs": len(runs)}
-    matrix = score_matrix(group, column, games, unit, kind)
+    # Raw returns pool into an IQM only within one game.
+    matrix = score_matrix(group, column, games, unit, kind, references) if unit != "raw" or len(games) == 1 else None
     if matrix is not None:
-        point, interval = rly.get_interval_estimates(
-            {column: matrix}, lambda x: np.array([metrics.aggregate_iqm(x)]), reps=BOOTSTRAP_REPS,
-            random_state=np.random.RandomState(0))
+        point, interval = bootstrap({column: matrix}, lambda x: np.array([metrics.aggregate_iqm(x)]))
         out["iqm"] = float(point[column][0])
         out["iqm_ci"] = [float(interval[column][0][0]), float(interval[column][1][0])]
     dqn = group.reference_column("dqn", variant)
     if dqn is not None and method != "dqn":
+        # P(X > Y) is computed per game and then averaged: scale-free, so raw returns are fine.
         common = [g for g in games if group.cell_runs(g, dqn)]
-        x, y = score_matrix(group, column, common, unit, kind), score_matrix(group, dqn, common, unit, kind)
+        x, y = (score_matrix(group, c, common, unit, kind, references) for c in (column, dqn))
         if common and x is not None and y is not None:
             n = min(len(x), len(y))
-            point, interval = rly.get_interval_estimates(
-                {"pair": (x[:n], y[:n])}, lambda a, b: np.array([metrics.probability_of_improvement(a, b)]),
-                reps=BOOTSTRAP_REPS, random_state=np.random.RandomState(0))
+            point, interval = bootstrap({"pair": (x[:n], y[:n])},
+                                        lambda a, b: np.array([metrics.probability_of_improvement(a, b)]))
             out["p_improve_over_dqn"] = float(point["pair"][0])
             out["p_improve_ci"] = [float(interval["pair"][0][0]), float(interval["pair"][1][0])]
             out["dqn_column"] = dqn
+            out["seeds_compared"] = n
     timesteps = sorted({int(r.neuro.get("timesteps", 1)) for r in runs})
     if timesteps != [1]:
         out["timesteps"] = timesteps
@@ -376,17 +466,25 @@ def _aggregates(group: Group, column: str, unit: str, kind: str, energy: str) ->
     return out
 
 
-def cell(group: Group, game: str, column: str, unit: str, kind: str = "final") -> dict | None:
-    values = [run_score(r, unit, kind) for r in group.cell_runs(game, column)]
+def spread(values: list[float]) -> dict:
+    """Mean, sample SD (ddof = 1) and standard error of the mean over seeds (None for one seed)."""
+    n = len(values)
+    sd = float(np.std(values, ddof=1)) if n > 1 else None
+    return {"mean": float(np.mean(values)), "se": None if sd is None else sd / float(np.sqrt(n)), "sd": sd,
+            "seeds": n}
+
+
+def cell(group: Group, game: str, column: str, unit: str, kind: str = "final",
+         references: dict[str, Reference] | None = None) -> dict | None:
+    values = [run_score(r, unit, kind, references) for r in group.cell_runs(game, column)]
     values = [v for v in values if v is not None]
     if not values:
         return None
-    return {"mean": float(np.mean(values)), "std": float(np.std(values)), "seeds": len(values),
-            "values": values}
+    return {**spread(values), "values": values}
 
 
 def robustness_cells(group: Group, game: str, column: str) -> dict[str, dict]:
-    """eps -> mean +- std over seeds of the FGSM score (runs that stored robustness.json)."""
+    """eps -> mean +- s.e. over seeds of the FGSM score (runs that stored robustness.json)."""
     per_eps: dict[str, list[float]] = defaultdict(list)
     for r in group.cell_runs(game, column):
         path = r.path / ROBUSTNESS
@@ -396,8 +494,21 @@ def robustness_cells(group: Group, game: str, column: str) -> dict[str, dict]:
             continue
         for eps, entry in stored.items():
             per_eps[eps].append(float(entry["mean_return"]))
-    return {eps: {"mean": float(np.mean(v)), "std": float(np.std(v)), "seeds": len(v)}
-            for eps, v in sorted(per_eps.items(), key=lambda kv: float(kv[0]))}
+    return {eps: spread(v) for eps, v in sorted(per_eps.items(), key=lambda kv: float(kv[0]))}
+
+
+def verdict(column: str, a: dict) -> str | None:
+    """One line: what the P(improvement) interval of `column` over its dqn column allows to say."""
+    if "p_improve_ci" not in a:
+        return None
+    low, high = a["p_improve_ci"]
+    n = a["seeds_compared"]
+    reading = ("better than" if low > 0.5 else "worse than" if high < 0.5 else
+               f"no difference detected at n = {n} from")
+    line = (f"{column}: {reading} {a['dqn_column']} (P(improvement) {a['p_improve_over_dqn']:.2f} "
+            f"[{low:.2f}, {high:.2f}], 95% stratified-bootstrap CI)")
+    return line + (f"; only {n} seeds per cell: a bootstrap over so few runs understates its uncertainty"
+                   if n < FEW_SEEDS else "")
 
 
 def check_conventions(kind: str, energy: str) -> None:
@@ -407,27 +518,45 @@ def check_conventions(kind: str, energy: str) -> None:
         raise UsageError(f"--energy {energy!r}: allowed: {', '.join(ENERGY_CONVENTIONS)}")
 
 
-def conventions_line(kind: str, energy: str) -> str:
-    return f"score: {SCORE_KINDS[kind]}; energy: {ENERGY_CONVENTIONS[energy][1]}"
+def conventions_line(kind: str, energy: str, unit: str = "raw") -> str:
+    return f"{CELL_UNCERTAINTY}; unit: {UNITS[unit]}; score: {SCORE_KINDS[kind]}; energy: {ENERGY_CONVENTIONS[energy][1]}"
+
+
+def _choice_notes(group: Group) -> list[str]:
+    """How each derived column's reported entries were chosen; optimistic choices say so."""
+    notes = []
+    for column in group.columns:
+        choices = sorted({r.choice for r in group.runs if r.column == column and r.choice is not None})
+        if choices:
+            notes.append(f"{column}: T {' / '.join(CHOICE_TEXT[c] for c in choices)}")
+    return notes
 
 
 def build_tables(records: list[RunRecord], unit: str = "auto", kind: str = "final", energy: str = "per-step",
-                 reference: bool = False, robustness: bool = False) -> list[dict]:
-    """Every group's table as plain data (what `--format json` prints)."""
+                 reference: bool = False, robustness: bool = False,
+                 references: dict[str, Reference] | None = None) -> list[dict]:
+    """Every group's table as plain data (what `--format json` prints). `references`: a
+    normalization table replacing the shipped one for non-Atari games."""
     check_conventions(kind, energy)
+    if unit not in ("auto", *UNITS):
+        raise UsageError(f"--normalize {unit!r}: allowed: auto, {', '.join(UNITS)}")
     tables = []
     for group in group_runs(records):
-        # auto: human-normalized when every game has reference scores (raw returns of different
-        # games do not pool into one IQM), raw otherwise.
-        unit_ = unit if unit != "auto" else (
-            "hns" if all(resolve_env(g).ale_id in reference_scores() for g in group.games) else "raw")
+        unit_, refs, missing = group_references(group.games, unit, references)
+        notes = group.notes + _choice_notes(group)
+        if unit_ == "raw" and len(group.games) > 1:
+            notes.append("no IQM row: raw returns of different games do not pool (no normalization reference for "
+                         f"{', '.join(missing) if missing else 'raw scores'})")
         columns = group.columns
-        table = {"group": group.label, "conventions": conventions_line(kind, energy), "notes": group.notes,
+        aggs = {c: aggregates(group, c, unit_, kind, energy, refs) for c in columns}
+        table = {"group": group.label, "conventions": conventions_line(kind, energy, unit_), "notes": notes,
                  "protocol": group.protocol, "budget": group.budget, "unit": unit_, "score": kind,
                  "energy": energy, "columns": columns, "column_methods": {c: group.method_of(c) for c in columns},
                  "games": group.games,
-                 "cells": {g: {c: cell(group, g, c, unit_, kind) for c in columns} for g in group.games},
-                 "aggregates": {c: aggregates(group, c, unit_, kind, energy) for c in columns}}
+                 "normalization": {g: dataclasses.asdict(ref) for g, ref in refs.items()} if unit_ != "raw" else {},
+                 "cells": {g: {c: cell(group, g, c, unit_, kind, refs) for c in columns} for g in group.games},
+                 "aggregates": aggs,
+                 "verdicts": {c: line for c in columns if (line := verdict(c, aggs[c]))}}
         if reference:
             refs = reference_scores()
             table["reference"] = {g: refs.get(resolve_env(g).ale_id or "", None) for g in group.games}
@@ -437,14 +566,16 @@ def build_tables(records: list[RunRecord], unit: str = "auto", kind: str = "fina
     return tables
 
 
-def _pm(mean: float, std: float, digits: int = 2) -> str:
-    return f"{mean:.{digits}f} +- {std:.{digits}f}"
+def _pm(c: dict, digits: int = 2) -> str:
+    """mean +- s.e. (n=...); a single seed has no standard error."""
+    se = "" if c["se"] is None else f" +- {c['se']:.{digits}f}"
+    return f"{c['mean']:.{digits}f}{se} (n={c['seeds']})"
 
 
 def table_rows(table: dict) -> tuple[list[str], list[list[str]]]:
     """Header and rows of one group's table, as strings; '-' marks what is missing."""
     methods, score = table["columns"], table["unit"]
-    digits = 3 if score == "hns" else 2
+    digits = 2 if score == "raw" else 3
     refs = table.get("reference")
     header = ["game", *methods] + (["random (published)", "human (published)", "Nature DQN 2015 (published)"]
                                    if refs is not None else [])
@@ -453,12 +584,12 @@ def table_rows(table: dict) -> tuple[list[str], list[list[str]]]:
         row = [game]
         for m in methods:
             c = table["cells"][game][m]
-            row.append("-" if c is None else f"{_pm(c['mean'], c['std'], digits)} (n={c['seeds']})")
+            row.append("-" if c is None else _pm(c, digits))
         if refs is not None:
             ref = refs.get(game) or {}
             row += ["-" if ref.get(k) is None else f"{ref[k]:g}" for k in ("random", "human", "nature_dqn_2015")]
         rows.append(row)
-    label = "HNS" if score == "hns" else "score"
+    label = {"hns": "HNS", "normalized": "normalized score", "raw": "score"}[score]
 
     def agg_row(name: str, render) -> list[str]:
         cells = []
@@ -493,7 +624,7 @@ def robustness_rows(table: dict) -> tuple[list[str], list[list[str]]]:
         for m in table["columns"]:
             for e in eps_values:
                 c = table["robustness"][game][m].get(e)
-                row.append("-" if c is None else f"{_pm(c['mean'], c['std'])} (n={c['seeds']})")
+                row.append("-" if c is None else _pm(c))
         rows.append(row)
     return header, rows
 

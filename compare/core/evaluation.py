@@ -62,3 +62,30 @@ def evaluate_policy(policy: Policy, spec: EnvSpec, protocol: Protocol, episodes:
         env.close()
     return EvalResult([r for per_env in returns for r in per_env],
                       [n for per_env in lengths for n in per_env])
+
+
+def select_operating_point(sweep: list[dict]) -> tuple[dict, str]:
+    """The entry of a derived run's sweep (e.g. one per T) that it reports, and how it was chosen.
+
+    Chosen on validation episodes (`validation_mean_return`, played from a seed stream of their
+    own), never on the test episodes it reports: the best of several noisy test means is biased
+    upwards (the winner's curse). Ties go to the first entry (the smallest T). A sweep of one
+    entry needs no choice ("only"); a sweep recorded without validation scores (runs made before
+    this rule) falls back to the best test mean, "test", which is optimistic.
+    """
+    if len(sweep) == 1:
+        return sweep[0], "only"
+    if all(isinstance(e.get("validation_mean_return"), (int, float)) for e in sweep):
+        return max(sweep, key=lambda e: e["validation_mean_return"]), "validation"
+    return best_on_test(sweep), "test"
+
+
+def best_on_test(sweep: list[dict]) -> dict:
+    """The entry with the best test mean: an optimistic choice, shown only on request."""
+    return max(sweep, key=lambda e: e["mean_return"])
+
+
+def random_policy_result(spec: EnvSpec, protocol: Protocol, episodes: int, seed: int) -> EvalResult:
+    """A uniform-random policy's episodes under the protocol (the `random` of a normalization)."""
+    return evaluate_policy(lambda obs: np.zeros(len(obs), dtype=np.int64), spec, protocol, episodes, seed,
+                           epsilon=1.0)

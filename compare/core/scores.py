@@ -1,10 +1,21 @@
-"""Published reference scores (random, human, Nature DQN) and human-normalized scores."""
+"""Published reference scores and normalized scores.
+
+Atari: random, human and Nature DQN scores; HNS = (score - random) / (human - random). MinAtar and
+classic control: a shipped table (`data/small_env_reference_scores.csv`) of this harness's
+measured random-policy score and a published DQN score per game. Aggregates over games (IQM)
+are computed on normalized scores only: raw returns of different games are on different scales.
+"""
 
 from __future__ import annotations
 
 import csv
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+
+import numpy as np
+
+from compare.core.errors import UsageError
 
 
 @lru_cache(maxsize=1)
@@ -26,3 +37,65 @@ def human_normalized_score(rom_id: str | None, score: float) -> float | None:
     if ref is None:
         return None
     return (score - ref["random"]) / (ref["human"] - ref["random"])
+
+
+@dataclass(frozen=True)
+class Reference:
+    """What a game's scores are normalized by: (score - random) / (reference - random)."""
+
+    random: float
+    reference: float
+    reference_name: str   # what `reference` is: "human" (Atari) or a published agent's score
+    source: str
+
+
+SMALL_ENV_REFERENCES = "small_env_reference_scores.csv"
+REFERENCE_COLUMNS = ("game", "random", "reference", "reference_name", "source")
+
+
+def read_references(path: Path) -> dict[str, Reference]:
+    """A normalization table (CSV, '#' comment lines, columns REFERENCE_COLUMNS) keyed by game
+    name (`MinAtar/Breakout`, `CartPole-v1`); a missing column or a non-numeric score is a
+    UsageError naming it."""
+    try:
+        lines = [line for line in Path(path).read_text().splitlines() if line.strip() and not line.startswith("#")]
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"reference scores {path}: unreadable ({type(e).__name__})") from None
+    rows = list(csv.DictReader(lines))
+    missing = [c for c in REFERENCE_COLUMNS if not rows or c not in rows[0]]
+    if missing:
+        raise UsageError(f"reference scores {path}: missing column {missing[0]!r} "
+                         f"(needed: {', '.join(REFERENCE_COLUMNS)})")
+    table = {}
+    for n, row in enumerate(rows, start=2):
+        try:
+            random, reference = float(row["random"]), float(row["reference"])
+        except (TypeError, ValueError):
+            raise UsageError(f"reference scores {path}, row {n} ({row['game']}): random and reference must be "
+                             f"numbers, got {row['random']!r}, {row['reference']!r}") from None
+        if not (np.isfinite(random) and np.isfinite(reference)) or reference == random:
+            raise UsageError(f"reference scores {path}, row {n} ({row['game']}): random and reference must be "
+                             "finite and differ")
+        table[row["game"]] = Reference(random, reference, row["reference_name"], row["source"])
+    return table
+
+
+@lru_cache(maxsize=1)
+def small_env_references() -> dict[str, Reference]:
+    """The shipped table for MinAtar and classic control (random: this harness's measured
+    random policy; reference: a published DQN score, with its source)."""
+    return read_references(Path(__file__).parent / "data" / SMALL_ENV_REFERENCES)
+
+
+def normalization_reference(game: str, rom_id: str | None,
+                            references: dict[str, Reference] | None = None) -> Reference | None:
+    """Atari: random and human (HNS). Other games: the row of `references` (default: the shipped
+    table). None when the game has none."""
+    atari = reference_scores().get(rom_id or "")
+    if atari is not None:
+        return Reference(atari["random"], atari["human"], "human", "Mnih et al. 2015 (random and human scores)")
+    return (small_env_references() if references is None else references).get(game)
+
+
+def normalized_score(reference: Reference, score: float) -> float:
+    return (score - reference.random) / (reference.reference - reference.random)

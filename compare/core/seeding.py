@@ -25,6 +25,7 @@ STREAMS = {
     "reevaluation": 6,      # `compare eval` and FGSM (eps 0 reproduces its clean score)
     "calibration": 7,       # conversion calibration play; indexed by round
     "export_eval": 8,       # `compare export`'s chip evaluations
+    "validation": 9,        # a derived run's validation episodes (its operating point, e.g. T)
 }
 
 
