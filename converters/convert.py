@@ -34,7 +34,13 @@ from compare.core.accounting import CostMeter
 from compare.core.dqn import DQNLearner
 from compare.core.envs import resolve_env
 from compare.core.errors import UsageError
-from compare.core.evaluation import EvalResult, evaluate_policy, greedy_q_policy, select_operating_point
+from compare.core.evaluation import (
+    EvalResult,
+    evaluate_policy,
+    greedy_q_policy,
+    select_operating_point,
+    visited_observations,
+)
 from compare.core.methods import DerivedMethod
 from compare.core.networks import scale_input
 from compare.core.runstore import Run, ensure_writable_dir, provenance
@@ -221,30 +227,12 @@ class ConvertedSNN(nn.Module):
 def calibration_observations(ann_q: nn.Module, spec, protocol, frames: int, epsilon: float,
                              seed: int) -> torch.Tensor:
     """Observations visited by the ANN playing at `epsilon` in the run's own environment."""
-    seen: list[np.ndarray] = []
-    count = 0
-
-    class Enough(Exception):
-        pass
-
     def act(obs: np.ndarray) -> np.ndarray:
-        nonlocal count
-        seen.append(obs.copy())
-        count += len(obs)
-        if count >= frames:
-            raise Enough  # stop mid-episode: the frames are what calibration needs
         with torch.inference_mode():
             return ann_q(torch.as_tensor(obs)).argmax(dim=1).numpy()
 
-    round_ = 0
-    try:
-        while True:  # whole rounds of episodes until enough frames are seen
-            evaluate_policy(act, spec, protocol, episodes=8, seed=stream_seed(seed, "calibration", round_),
-                            epsilon=epsilon)
-            round_ += 1
-    except Enough:
-        pass
-    return torch.as_tensor(np.concatenate(seen)[:frames])
+    return torch.as_tensor(visited_observations(act, spec, protocol, frames, epsilon,
+                                                lambda r: stream_seed(seed, "calibration", r)))
 
 
 @dataclass

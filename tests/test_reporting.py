@@ -7,13 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import assert_clean_error, compare
 from PIL import Image
 
 from compare.app import api
 from compare.app.cli import main
 from compare.app.table import build_tables, read_runs
 from compare.core.scores import normalized_score, small_env_references
-from conftest import assert_clean_error, compare
 
 MINATAR = ("MinAtar/Breakout", "MinAtar/SpaceInvaders")
 
@@ -204,3 +204,32 @@ def test_plot_draws_performance_profiles_and_sample_efficiency_and_says_what_it_
         with Image.open(line) as image:
             assert image.size[0] > 300 and image.size[1] > 200
     assert "not drawn: learning curves, MinAtar/Breakout" in res.stderr  # no metrics.jsonl in this store
+
+
+def test_a_network_forced_silent_is_flagged_at_start_at_each_evaluation_and_in_the_table(tmp_path):
+    res = compare("run", "--method", "dsqn", "--game", "CartPole-v1", "--steps", "600", "--quiet", "--out", tmp_path,
+                  "--set", "learning_starts=100", "--set", "eval_interval=300", "--eval-episodes", "2",
+                  "--set", "v_th=1000")  # a threshold no input current reaches
+    assert res.returncode == 0, res.stderr
+    warnings = [line for line in res.stderr.splitlines() if line.startswith("compare: warning:")]
+    assert len(warnings) == 3 and "as initialised" in warnings[0] and "at step 300" in warnings[1]
+    assert all("silent (firing rate 0) lifs.0, lifs.1" in line for line in warnings)
+    (run,) = (tmp_path / "runs").iterdir()
+    start = json.loads((run / "config.json").read_text())["liveness_at_start"]
+    assert start["silent_layers"] == ["lifs.0", "lifs.1"] and start["observations"] == 256
+    evals = [json.loads(line) for line in (run / "evals.jsonl").read_text().splitlines()]
+    assert [e["silent_layers"] for e in evals] == [["lifs.0", "lifs.1"]] * 2
+    assert json.loads((run / "eval.json").read_text())["silent_layers"] == ["lifs.0", "lifs.1"]
+    table = compare("table", "--results", tmp_path)
+    assert "(n=1) [silent: 1 of 1]" in table.stdout and "a dead network, not a weak method" in table.stdout
+
+
+def test_a_live_network_gets_no_warning_and_no_mark(tmp_path):
+    res = compare("run", "--method", "dsqn", "--game", "CartPole-v1", "--steps", "300", "--quiet", "--out", tmp_path,
+                  "--set", "learning_starts=100", "--eval-episodes", "2", "--set", "weight_gain=4")
+    assert res.returncode == 0, res.stderr
+    assert "warning" not in res.stderr
+    (run,) = (tmp_path / "runs").iterdir()
+    start = json.loads((run / "config.json").read_text())["liveness_at_start"]
+    assert start["silent_layers"] == [] and all(0 < r < 1 for r in start["firing_rate"].values())
+    assert "[silent" not in compare("table", "--results", tmp_path).stdout

@@ -26,8 +26,18 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from compare.app.table import (ENERGY_CONVENTIONS, UNITS, Group, RunRecord, bootstrap, check_conventions,
-                               group_references, group_runs, score_matrix, seeded_numpy_global)
+from compare.app.table import (
+    ENERGY_CONVENTIONS,
+    UNITS,
+    Group,
+    RunRecord,
+    bootstrap,
+    check_conventions,
+    group_references,
+    group_runs,
+    score_matrix,
+    seeded_numpy_global,
+)
 from compare.core.runstore import ensure_writable_dir, read_jsonl
 from compare.core.scores import Reference, normalized_score
 

@@ -61,6 +61,7 @@ OPERATING_POINTS = {"selected": "T chosen on validation episodes",
                     "best-test": "T chosen on the reported test episodes (optimistic)"}
 CHOICE_TEXT = {"validation": "chosen on validation episodes", "only": "the only T evaluated",
                "test": "chosen on the reported test episodes (optimistic)", "fixed": "fixed by --timesteps"}
+LIVENESS = ("silent", "saturated")  # a cell's mark: runs whose final network has such a spiking layer
 CELL_UNCERTAINTY = "cells: mean +- standard error over seeds (sample SD, ddof = 1, / sqrt(n))"
 SCORE_KINDS = {"final": "final evaluation",
                "best-eval": "best of the periodic and final evaluations (optimistic; Chen et al. 2022's reporting)"}
@@ -476,11 +477,13 @@ def spread(values: list[float]) -> dict:
 
 def cell(group: Group, game: str, column: str, unit: str, kind: str = "final",
          references: dict[str, Reference] | None = None) -> dict | None:
-    values = [run_score(r, unit, kind, references) for r in group.cell_runs(game, column)]
-    values = [v for v in values if v is not None]
-    if not values:
+    runs = [r for r in group.cell_runs(game, column) if run_score(r, unit, kind, references) is not None]
+    if not runs:
         return None
-    return {**spread(values), "values": values}
+    values = [run_score(r, unit, kind, references) for r in runs]
+    return {**spread(values), "values": values,
+            **{f"{state}_runs": sum(bool(r.result.get(f"{state}_layers") or r.neuro.get(f"{state}_layers"))
+                                    for r in runs) for state in LIVENESS}}
 
 
 def robustness_cells(group: Group, game: str, column: str) -> dict[str, dict]:
@@ -548,6 +551,11 @@ def build_tables(records: list[RunRecord], unit: str = "auto", kind: str = "fina
             notes.append("no IQM row: raw returns of different games do not pool (no normalization reference for "
                          f"{', '.join(missing) if missing else 'raw scores'})")
         columns = group.columns
+        if any(r.result.get(f"{state}_layers") or r.neuro.get(f"{state}_layers") for r in group.runs
+               for state in LIVENESS):
+            notes.append("[silent: k of n]: k runs whose final network has a spiking layer that never fired "
+                         "(eval.json silent_layers): a dead network, not a weak method; [saturated: ...] likewise "
+                         "for layers firing at nearly every step")
         aggs = {c: aggregates(group, c, unit_, kind, energy, refs) for c in columns}
         table = {"group": group.label, "conventions": conventions_line(kind, energy, unit_), "notes": notes,
                  "protocol": group.protocol, "budget": group.budget, "unit": unit_, "score": kind,
@@ -567,9 +575,12 @@ def build_tables(records: list[RunRecord], unit: str = "auto", kind: str = "fina
 
 
 def _pm(c: dict, digits: int = 2) -> str:
-    """mean +- s.e. (n=...); a single seed has no standard error."""
+    """mean +- s.e. (n=...); a single seed has no standard error. Cells with runs whose network
+    has a silent or saturated spiking layer say how many."""
     se = "" if c["se"] is None else f" +- {c['se']:.{digits}f}"
-    return f"{c['mean']:.{digits}f}{se} (n={c['seeds']})"
+    marks = "".join(f" [{state}: {c[f'{state}_runs']} of {c['seeds']}]" for state in LIVENESS
+                    if c.get(f"{state}_runs"))
+    return f"{c['mean']:.{digits}f}{se} (n={c['seeds']}){marks}"
 
 
 def table_rows(table: dict) -> tuple[list[str], list[list[str]]]:

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+SATURATED_RATE = 0.99  # a spiking layer firing at nearly every step carries no more information than a constant
 JOULES_PER_MAC = 4.6e-12
 JOULES_PER_AC = 0.9e-12
 ENERGY_CAVEAT = ("45 nm compute only (Horowitz 2014); with data movement modelled, SNNs need "
@@ -53,12 +54,29 @@ def synaptic_ops(layer: nn.Module, spikes: torch.Tensor) -> float:
     raise TypeError(f"no synaptic-operation count for {type(layer).__name__}")
 
 
-class CostMeter:
-    """Accumulates the cost of every decision a network makes while attached."""
+def liveness(firing_rate: dict[str, float]) -> dict:
+    """Spiking layers that never fired (no gradient reaches the layers below them, and a
+    Q-network's output is constant) and layers firing at nearly every step."""
+    return {"silent_layers": [name for name, rate in firing_rate.items() if rate == 0.0],
+            "saturated_layers": [name for name, rate in firing_rate.items() if rate >= SATURATED_RATE]}
 
-    def __init__(self, network: nn.Module, timesteps: int = 1):
+
+def liveness_warning(where: str, record: dict) -> str | None:
+    """One line naming a network's silent or saturated spiking layers, or None."""
+    parts = [f"{kind} {', '.join(record[key])}" for key, kind in
+             (("silent_layers", "silent (firing rate 0)"), ("saturated_layers", f"saturated (rate >= {SATURATED_RATE})"))
+             if record.get(key)]
+    return f"compare: warning: {where}: spiking layers {'; '.join(parts)}" if parts else None
+
+
+class CostMeter:
+    """Accumulates the cost of every decision a network makes while attached (`synapses=False`:
+    firing rates only, as the liveness checks need)."""
+
+    def __init__(self, network: nn.Module, timesteps: int = 1, synapses: bool = True):
         self.network = network
         self.timesteps = timesteps
+        self.synapses = synapses
         self.decisions = 0
         self.macs = 0.0
         self.static_macs = 0.0   # the part of `macs` in static-input layers
@@ -70,7 +88,7 @@ class CostMeter:
     def __enter__(self) -> "CostMeter":
         self._handles.append(self.network.register_forward_hook(self._count_decisions))
         for name, module in self.network.named_modules():
-            if isinstance(module, (nn.Conv2d, nn.Linear)):
+            if self.synapses and isinstance(module, (nn.Conv2d, nn.Linear)):
                 self._handles.append(module.register_forward_hook(self._count_synapses))
             if getattr(module, "is_spiking", False):
                 self._handles.append(module.register_forward_hook(self._spike_counter(name)))
@@ -114,9 +132,16 @@ class CostMeter:
                  "first_layer": conventions,   # energy under both conventions (module docstring)
                  "decisions": self.decisions,
                  "energy_note": ENERGY_CAVEAT}
-        if self.spikes:
-            block["firing_rate"] = {name: self.spikes[name] / self.neuron_steps[name]
-                                    for name in self.spikes}
+        firing = self.firing()
+        if firing:
             total = sum(self.neuron_steps.values())
-            block["mean_firing_rate"] = sum(self.spikes.values()) / total
+            block.update({"firing_rate": firing["firing_rate"],
+                          "mean_firing_rate": sum(self.spikes.values()) / total, **firing})
         return block
+
+    def firing(self) -> dict:
+        """Firing rates and liveness only ({} for a network without spiking layers)."""
+        if not self.spikes:
+            return {}
+        rates = {name: self.spikes[name] / self.neuron_steps[name] for name in self.spikes}
+        return {"firing_rate": rates, **liveness(rates)}

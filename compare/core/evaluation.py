@@ -10,6 +10,7 @@ import torch
 
 from compare.core.envs import EnvSpec, VecEnv
 from compare.core.protocols import Protocol
+from compare.core.seeding import stream_seed
 
 Policy = Callable[[np.ndarray], np.ndarray]  # observation batch -> greedy actions
 
@@ -89,3 +90,39 @@ def random_policy_result(spec: EnvSpec, protocol: Protocol, episodes: int, seed:
     """A uniform-random policy's episodes under the protocol (the `random` of a normalization)."""
     return evaluate_policy(lambda obs: np.zeros(len(obs), dtype=np.int64), spec, protocol, episodes, seed,
                            epsilon=1.0)
+
+
+class _Enough(Exception):
+    pass
+
+
+def visited_observations(act: Policy, spec: EnvSpec, protocol: Protocol, count: int, epsilon: float,
+                         seed_of_round: Callable[[int], int]) -> np.ndarray:
+    """The first `count` observation rows that `act` (at `epsilon`) is shown while it plays whole
+    rounds of 8 episodes, round r seeded by `seed_of_round(r)`; play stops mid-episode once
+    enough are seen (calibration of a conversion, liveness probes)."""
+    seen: list[np.ndarray] = []
+    total = 0
+
+    def record(obs: np.ndarray) -> np.ndarray:
+        nonlocal total
+        seen.append(obs.copy())
+        total += len(obs)
+        if total >= count:
+            raise _Enough
+        return act(obs)
+
+    round_ = 0
+    try:
+        while True:
+            evaluate_policy(record, spec, protocol, episodes=8, seed=seed_of_round(round_), epsilon=epsilon)
+            round_ += 1
+    except _Enough:
+        pass
+    return np.concatenate(seen)[:count]
+
+
+def random_observations(spec: EnvSpec, protocol: Protocol, count: int, seed: int) -> np.ndarray:
+    """`count` observations a uniform-random policy visits (seed: one stream, indexed by round)."""
+    return visited_observations(lambda obs: np.zeros(len(obs), dtype=np.int64), spec, protocol, count, 1.0,
+                                lambda r: stream_seed(seed, "liveness", r))

@@ -24,6 +24,7 @@ checkpoints are at least AUTO_CHECKPOINT_MIN steps apart.
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 from dataclasses import dataclass
 from typing import ClassVar
@@ -32,6 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from compare.core.accounting import CostMeter, liveness_warning
 from compare.core.config import unknown_name_message
 from compare.core.envs import Step, VecEnv
 from compare.core.errors import UsageError
@@ -190,9 +192,15 @@ class Learner:
         """Periodic evaluation and checkpoint, when their step has come."""
         st = self.state
         if self.evaluation_due():
-            result = self.evaluate(self.protocol.periodic_eval_episodes,
-                                   stream_seed(self.seed, "periodic_eval", st.step))
-            self.run.log_eval({"step": st.step, "frames": st.step * self.env.spec.frameskip, **result.summary()})
+            with CostMeter(self.deployed, synapses=False) as meter:  # firing rates: is it alive?
+                result = self.evaluate(self.protocol.periodic_eval_episodes,
+                                       stream_seed(self.seed, "periodic_eval", st.step))
+            firing = meter.firing()
+            warning = liveness_warning(f"{self.run.path.name} at step {st.step:,}", firing)
+            if warning:
+                print(warning, file=sys.stderr)
+            self.run.log_eval({"step": st.step, "frames": st.step * self.env.spec.frameskip, **result.summary(),
+                               **firing})
             st.next_eval += self.protocol.eval_interval
         if self.checkpoint_due(episode_ended):
             while st.next_checkpoint <= st.step:

@@ -26,6 +26,7 @@ STREAMS = {
     "calibration": 7,       # conversion calibration play; indexed by round
     "export_eval": 8,       # `compare export`'s chip evaluations
     "validation": 9,        # a derived run's validation episodes (its operating point, e.g. T)
+    "liveness": 10,         # observations probing a new spiking network's firing; indexed by round
 }
 
 

@@ -15,10 +15,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from compare.core.accounting import CostMeter
+from compare.core.accounting import CostMeter, liveness_warning
 from compare.core.envs import EnvSpec, VecEnv, resolve_env
 from compare.core.errors import UsageError
-from compare.core.evaluation import EvalResult, Policy, evaluate_policy
+from compare.core.evaluation import EvalResult, Policy, evaluate_policy, random_observations
 from compare.core.learner import Learner
 from compare.core.registry import get_method
 from compare.core.runstore import Run, ensure_writable_dir, provenance
@@ -87,13 +87,39 @@ def build_networks(method, settings: Settings, spec: EnvSpec, obs_shape: tuple[i
     return method.learner.networks(network, settings.options, spec.family, obs_shape)
 
 
+LIVENESS_OBSERVATIONS = 256
+
+
+def liveness_at_start(method, settings: Settings, spec: EnvSpec) -> dict:
+    """Firing rates of the deployed network exactly as `_train` initialises it, on observations
+    a uniform-random policy visits in the run's environment (seed stream "liveness"); {} for a
+    network without spiking layers. Torch's global RNG is left as it was."""
+    use_threads(settings)
+    obs_shape, n_actions = observation_shape(spec, settings.protocol)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(stream_seed(settings.seed, "torch"))
+        network = build_networks(method, settings, spec, obs_shape, n_actions)[method.learner.deployed_role]
+    obs = random_observations(spec, settings.protocol, LIVENESS_OBSERVATIONS, settings.seed)
+    with CostMeter(network.eval(), synapses=False) as meter, torch.inference_mode():
+        network(torch.as_tensor(obs))
+    firing = meter.firing()
+    return {"observations": LIVENESS_OBSERVATIONS, **firing} if firing else {}
+
+
 def start_training_run(method, settings: Settings, results_root: Path, name: str | None = None,
                        progress_factory=None) -> Run:
     ensure_writable_dir(results_root)
     spec = resolve_env(settings.game)
     preflight(method, settings, spec)
-    with Run.create(results_root, spec.slug, settings.method, settings.seed,
-                    {**settings.to_dict(), **provenance()}, name=name) as run:
+    config = {**settings.to_dict(), **provenance()}
+    start = liveness_at_start(method, settings, spec)
+    if start:  # recorded with the run, and said at once: a silent network learns nothing
+        config["liveness_at_start"] = start
+        warning = liveness_warning(f"{settings.method} {settings.game} seed {settings.seed} as initialised, on "
+                                   f"{start['observations']} random-policy observations", start)
+        if warning:
+            print(warning, file=sys.stderr)
+    with Run.create(results_root, spec.slug, settings.method, settings.seed, config, name=name) as run:
         _train(method, run, settings, checkpoint=None, progress_factory=progress_factory)
     return run
 
@@ -160,10 +186,11 @@ def _train(method, run: Run, settings: Settings, checkpoint: dict | None, progre
 
 def eval_record(settings: Settings, spec: EnvSpec, result: EvalResult, neuro: dict) -> dict:
     """The eval.json record of an evaluation: scores, protocol and the cost of a decision."""
+    liveness = {key: neuro[key] for key in ("silent_layers", "saturated_layers") if key in neuro}
     return {"game": settings.game, "method": settings.method, "seed": settings.seed,
             "step": settings.total_steps, **result.summary(),
             "hns": human_normalized_score(spec.ale_id, result.summary()["mean_return"]),
-            "protocol": dataclasses.asdict(settings.protocol), "neuro": neuro}
+            "protocol": dataclasses.asdict(settings.protocol), **liveness, "neuro": neuro}
 
 
 def evaluate_deployed(deployed: Deployed, episodes: int, seed: int,
