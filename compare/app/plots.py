@@ -35,8 +35,8 @@ from compare.app.table import (
     check_conventions,
     group_references,
     group_runs,
+    reproducible_rliable,
     score_matrix,
-    seeded_numpy_global,
 )
 from compare.core.runstore import ensure_writable_dir, read_jsonl
 from compare.core.scores import Reference, normalized_score
@@ -206,7 +206,7 @@ def performance_profile(group: Group, unit: str, refs: dict[str, Reference], pat
     low = min(float(m.min()) for m in scores.values())
     high = max(float(m.max()) for m in scores.values())
     taus = np.linspace(min(low, 0.0), high if high > low else low + 1.0, PROFILE_POINTS)
-    with seeded_numpy_global(0):
+    with reproducible_rliable():
         profiles, cis = rly.create_performance_profile(scores, taus)
     plt = _figure()
     fig, ax = plt.subplots(figsize=(6, 4))

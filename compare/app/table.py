@@ -389,20 +389,23 @@ def group_references(games: list[str], unit: str, references: dict[str, Referenc
 
 
 @contextmanager
-def seeded_numpy_global(seed: int):
+def reproducible_rliable(seed: int = BOOTSTRAP_SEED):
     """numpy's global RNG seeded for the block and restored afterwards: rliable 1.2 draws its
-    bootstrap indices from it and ignores the random_state it is given."""
+    bootstrap indices from it and ignores the random_state it is given. (rliable also passes a
+    RandomState to arch, which warns that the keyword is deprecated: silenced here.)"""
     state = np.random.get_state()
     np.random.seed(seed)
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="random_state is deprecated", category=FutureWarning)
+            yield
     finally:
         np.random.set_state(state)
 
 
 def bootstrap(scores: dict, statistic) -> tuple[dict, dict]:
     """rliable's stratified-bootstrap interval estimates, the same on every call."""
-    with seeded_numpy_global(BOOTSTRAP_SEED):
+    with reproducible_rliable():
         return rly.get_interval_estimates(scores, statistic, reps=BOOTSTRAP_REPS,
                                           random_state=np.random.RandomState(BOOTSTRAP_SEED))
 
@@ -410,14 +413,6 @@ def bootstrap(scores: dict, statistic) -> tuple[dict, dict]:
 def aggregates(group: Group, column: str, unit: str, kind: str = "final", energy: str = "per-step",
                references: dict[str, Reference] | None = None) -> dict:
     """The aggregate rows of one column in one group."""
-    with warnings.catch_warnings():
-        # rliable passes a RandomState to arch, which warns that the keyword is deprecated.
-        warnings.filterwarnings("ignore", message="random_state is deprecated", category=FutureWarning)
-        return _aggregates(group, column, unit, kind, energy, references)
-
-
-def _aggregates(group: Group, column: str, unit: str, kind: str, energy: str,
-                references: dict[str, Reference] | None) -> dict:
     games = [g for g in group.games if group.cell_runs(g, column)]
     runs = [r for r in group.runs if r.column == column]
     method, variant = group.method_of(column), group.variant_of(column)
