@@ -24,7 +24,7 @@ from compare.core.dqn import DQNLearner
 from compare.core.errors import UsageError
 from compare.core.methods import TrainedMethod
 from compare.core.networks import scale_input, synapse_stack
-from direct.neurons import LeakyIntegratorLayer, LIFLayer, NeuronOptions, all_steps, scale_weights
+from direct.neurons import LeakyIntegratorLayer, LIFLayer, NeuronOptions, all_steps, driven_pairs, scale_weights
 
 Decoder = Literal["max", "mean", "last", "max-abs"]
 
@@ -79,6 +79,10 @@ class SpikingQNetwork(nn.Module):
 
     def _input(self, obs: torch.Tensor) -> torch.Tensor:
         return scale_input(obs, self.opts.input_divisor if self.pixel_input else None)
+
+    def init_layers(self) -> list[tuple[nn.Module, str]]:
+        """Synaptic layers a data-driven initialisation scales, each with the LIF layer it drives."""
+        return driven_pairs(self.synapses, self.lifs)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         # The input is static: its synaptic current is computed once and held for T steps.

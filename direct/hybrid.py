@@ -31,7 +31,7 @@ from compare.core.errors import UsageError
 from compare.core.methods import TrainedMethod
 from compare.core.networks import scale_input, synapse_stack
 from compare.core.ppo import PPOLearner
-from direct.neurons import LeakyIntegratorLayer, LIFLayer, NeuronOptions, all_steps, scale_weights
+from direct.neurons import LeakyIntegratorLayer, LIFLayer, NeuronOptions, all_steps, driven_pairs, scale_weights
 
 ENCODER_THRESHOLD = 0.999  # PopSAN's regular-spike encoder
 
@@ -121,6 +121,10 @@ class SpikingActor(nn.Module):
         # PopSAN's decoder: one learnable weight per output neuron and a bias per action.
         self.decoder_weight = nn.Parameter(torch.full((n_actions, options.out_pop), 1.0 / options.out_pop))
         self.decoder_bias = nn.Parameter(torch.zeros(n_actions))
+
+    def init_layers(self) -> list[tuple[nn.Module, str]]:
+        """Synaptic layers a data-driven initialisation scales, each with the LIF layer it drives."""
+        return driven_pairs(self.synapses, self.lifs)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         T = self.opts.timesteps

@@ -92,6 +92,12 @@ class NeuronOptions:
     surrogate_alpha: float = 2.0
     neuron_impl: NeuronImpl = "fused"  # norse: Norse's own step functions (same values, slower)
     weight_gain: float = 1.0           # x PyTorch's default synapse init (1: the papers' init)
+    # data: before training, each synaptic layer feeding spiking neurons is rescaled (first to
+    # last) so that its neurons fire at init_rate on init_observations random-policy observations
+    # of the run's own environment (compare.core.liveness); default: PyTorch's init x weight_gain.
+    init: Literal["default", "data"] = "default"
+    init_rate: float = 0.1
+    init_observations: int = 256
 
     def __post_init__(self):
         if self.surrogate not in SURROGATES:
@@ -102,12 +108,22 @@ class NeuronOptions:
         for name in ("tau_mem", "v_th", "surrogate_alpha", "weight_gain"):
             if getattr(self, name) <= 0:
                 raise UsageError(f"{name}={getattr(self, name)} must be positive")
+        if not 0 < self.init_rate < 1:
+            raise UsageError(f"init_rate={self.init_rate} must lie strictly between 0 and 1 (a firing rate)")
+        if self.init_observations < 1:
+            raise UsageError(f"init_observations={self.init_observations} must be a positive integer")
 
     @property
     def lif(self) -> LIFParameters:
         return LIFParameters(tau_mem=self.tau_mem, v_th=self.v_th, v_reset=self.v_reset,
                              reset=self.reset, detach_reset=self.detach_reset,
                              surrogate=self.surrogate, alpha=self.surrogate_alpha, impl=self.neuron_impl)
+
+
+def driven_pairs(synapses: nn.ModuleList, lifs: nn.ModuleList) -> list[tuple[nn.Module, str]]:
+    """(synaptic layer, name of the LIF layer it drives) for every LIF layer, first to last:
+    what a data-driven initialisation scales and what it measures."""
+    return [(synapses[i], f"lifs.{i}") for i in range(len(lifs))]
 
 
 def scale_weights(synapses: list[nn.Module], gain: float) -> list[nn.Module]:

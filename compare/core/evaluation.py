@@ -122,7 +122,8 @@ def visited_observations(act: Policy, spec: EnvSpec, protocol: Protocol, count: 
     return np.concatenate(seen)[:count]
 
 
-def random_observations(spec: EnvSpec, protocol: Protocol, count: int, seed: int) -> np.ndarray:
-    """`count` observations a uniform-random policy visits (seed: one stream, indexed by round)."""
+def random_observations(spec: EnvSpec, protocol: Protocol, count: int, seed: int, stream: str) -> np.ndarray:
+    """`count` observations a uniform-random policy visits (run seed `seed`, seed stream
+    `stream` indexed by round)."""
     return visited_observations(lambda obs: np.zeros(len(obs), dtype=np.int64), spec, protocol, count, 1.0,
-                                lambda r: stream_seed(seed, "liveness", r))
+                                lambda r: stream_seed(seed, stream, r))

@@ -18,8 +18,9 @@ from torch import nn
 from compare.core.accounting import CostMeter, liveness_warning
 from compare.core.envs import EnvSpec, VecEnv, resolve_env
 from compare.core.errors import UsageError
-from compare.core.evaluation import EvalResult, Policy, evaluate_policy, random_observations
+from compare.core.evaluation import EvalResult, Policy, evaluate_policy
 from compare.core.learner import Learner
+from compare.core.liveness import apply_scales, initial_scales, liveness_at_start
 from compare.core.registry import get_method
 from compare.core.runstore import Run, ensure_writable_dir, provenance
 from compare.core.scores import human_normalized_score
@@ -87,23 +88,13 @@ def build_networks(method, settings: Settings, spec: EnvSpec, obs_shape: tuple[i
     return method.learner.networks(network, settings.options, spec.family, obs_shape)
 
 
-LIVENESS_OBSERVATIONS = 256
-
-
-def liveness_at_start(method, settings: Settings, spec: EnvSpec) -> dict:
-    """Firing rates of the deployed network exactly as `_train` initialises it, on observations
-    a uniform-random policy visits in the run's environment (seed stream "liveness"); {} for a
-    network without spiking layers. Torch's global RNG is left as it was."""
-    use_threads(settings)
+def new_deployed_network(method, settings: Settings, spec: EnvSpec) -> nn.Module:
+    """The deployed network exactly as `_train` builds it for a new run (torch's global RNG is
+    left as it was)."""
     obs_shape, n_actions = observation_shape(spec, settings.protocol)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(stream_seed(settings.seed, "torch"))
-        network = build_networks(method, settings, spec, obs_shape, n_actions)[method.learner.deployed_role]
-    obs = random_observations(spec, settings.protocol, LIVENESS_OBSERVATIONS, settings.seed)
-    with CostMeter(network.eval(), synapses=False) as meter, torch.inference_mode():
-        network(torch.as_tensor(obs))
-    firing = meter.firing()
-    return {"observations": LIVENESS_OBSERVATIONS, **firing} if firing else {}
+        return build_networks(method, settings, spec, obs_shape, n_actions)[method.learner.deployed_role]
 
 
 def start_training_run(method, settings: Settings, results_root: Path, name: str | None = None,
@@ -112,7 +103,12 @@ def start_training_run(method, settings: Settings, results_root: Path, name: str
     spec = resolve_env(settings.game)
     preflight(method, settings, spec)
     config = {**settings.to_dict(), **provenance()}
-    start = liveness_at_start(method, settings, spec)
+    use_threads(settings)
+    network = new_deployed_network(method, settings, spec)
+    scales = initial_scales(network, settings.options, spec, settings.protocol, settings.seed)
+    if scales is not None:  # reapplied by _train; recorded so that the run is reproducible
+        config["init_scales"] = scales
+    start = liveness_at_start(network, spec, settings.protocol, settings.seed)
     if start:  # recorded with the run, and said at once: a silent network learns nothing
         config["liveness_at_start"] = start
         warning = liveness_warning(f"{settings.method} {settings.game} seed {settings.seed} as initialised, on "
@@ -154,6 +150,8 @@ def _train(method, run: Run, settings: Settings, checkpoint: dict | None, progre
     env = VecEnv(spec, settings.protocol, settings.learner.num_envs)
     env.reset(seed=0)  # learns obs shape and action count; the learner starts its own episodes
     nets = build_networks(method, settings, spec, env.obs_shape, env.n_actions)
+    if checkpoint is None and run.config.get("init_scales"):  # init=data: the scales found at the start
+        apply_scales(nets[method.learner.deployed_role], run.config["init_scales"])
     learner = method.learner(nets, env, settings.learner, settings.protocol, settings.total_steps,
                              settings.seed, device, run)
     if checkpoint is not None:

@@ -1,0 +1,95 @@
+"""Spiking networks that fire from the first step, and runs that say when one does not.
+
+A spiking layer that never fires passes no gradient to the layers below it, and a Q-network
+whose layers are silent outputs constants. Two tools, used by every trained run:
+
+- `data_driven_scales`: a data-driven initialisation (the method's `init=data`). Each synaptic
+  layer that drives spiking neurons (the network's `init_layers()`, first to last) is rescaled,
+  weight and bias together, so that the neurons it drives fire at a target rate on observations
+  of the run's own environment; each layer is set on the spikes of the layers already set. The
+  rate is found by bisection on log2 of the scale. The scales are recorded in config.json
+  (`init_scales`) and reapplied by the run, so a run is reproducible and inspectable.
+- `liveness_at_start`: the firing rates of the network as the run initialises it, on other
+  observations (their own seed stream), recorded in config.json with a one-line warning for a
+  silent or saturated layer; periodic and final evaluations record the same
+  (compare.core.learner, compare.core.accounting).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from compare.core.accounting import CostMeter
+from compare.core.envs import EnvSpec
+from compare.core.evaluation import random_observations
+
+LIVENESS_OBSERVATIONS = 256
+LOG2_SCALE_RANGE = (-8.0, 12.0)   # scales from 1/256 to 4096 x the layer's initial weights
+BISECTION_STEPS = 12              # the scale to within a factor 2^(20 / 4096) ~ 1.003
+
+
+def firing_rates(network: nn.Module, observations: torch.Tensor) -> dict[str, float]:
+    """Firing rate of every spiking layer of `network` on one pass over `observations`."""
+    with CostMeter(network, synapses=False) as meter, torch.inference_mode():
+        network(observations)
+    return meter.firing().get("firing_rate", {})
+
+
+def _rescale(layer: nn.Module, weight: torch.Tensor, bias: torch.Tensor | None, scale: float) -> None:
+    with torch.no_grad():
+        layer.weight.copy_(weight * scale)
+        if bias is not None:
+            layer.bias.copy_(bias * scale)
+
+
+def data_driven_scales(network: nn.Module, observations: torch.Tensor, rate: float) -> dict[str, float]:
+    """Rescale `network` in place (see the module docstring); the scale of each layer by name."""
+    names = {id(module): name for name, module in network.named_modules()}
+    scales = {}
+    was_training = network.training
+    network.eval()
+    for layer, spiking in network.init_layers():
+        weight = layer.weight.detach().clone()
+        bias = None if layer.bias is None else layer.bias.detach().clone()
+        low, high = LOG2_SCALE_RANGE
+        for _ in range(BISECTION_STEPS):
+            middle = (low + high) / 2
+            _rescale(layer, weight, bias, 2.0 ** middle)
+            if firing_rates(network, observations)[spiking] < rate:
+                low = middle
+            else:
+                high = middle
+        scale = 2.0 ** ((low + high) / 2)
+        _rescale(layer, weight, bias, scale)
+        scales[names[id(layer)]] = scale
+    network.train(was_training)
+    return scales
+
+
+def apply_scales(network: nn.Module, scales: dict[str, float]) -> None:
+    """Reapply recorded `init_scales` to a freshly built network."""
+    for name, scale in scales.items():
+        layer = network.get_submodule(name)
+        _rescale(layer, layer.weight.detach().clone(),
+                 None if layer.bias is None else layer.bias.detach().clone(), scale)
+
+
+def initial_scales(network: nn.Module, options, spec: EnvSpec, protocol, seed: int) -> dict[str, float] | None:
+    """The data-driven scales of a new run's deployed network (None unless `init=data`)."""
+    if getattr(options, "init", "default") != "data":
+        return None
+    observations = torch.as_tensor(random_observations(spec, protocol, options.init_observations, seed, "init"))
+    return data_driven_scales(network, observations, options.init_rate)
+
+
+def liveness_at_start(network: nn.Module, spec: EnvSpec, protocol, seed: int,
+                      count: int = LIVENESS_OBSERVATIONS) -> dict:
+    """Firing rates and silent/saturated layers of a new network on `count` random-policy
+    observations; {} for a network without spiking layers."""
+    observations = torch.as_tensor(random_observations(spec, protocol, count, seed, "liveness"))
+    with CostMeter(network.eval(), synapses=False) as meter, torch.inference_mode():
+        network(observations)
+    network.train()
+    firing = meter.firing()
+    return {"observations": count, **firing} if firing else {}
