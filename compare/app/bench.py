@@ -15,8 +15,9 @@
     workers on two cores runs them) against one alone: each one's steps/s as a share of the solo
     run's;
 (f) DQN training steps/s on MinAtar Breakout at one thread, an update of batch 32 every step:
-    our learner (the `minatar` preset) against the loop of the MinAtar authors' own PyTorch DQN
-    (Young & Tian 2019, `examples/dqn.py` in kenjyoung/MinAtar), written out here;
+    our learner (the `youngtian2019` preset and protocol) against the loop of the MinAtar
+    authors' own PyTorch DQN as published (Young & Tian 2019, `examples/dqn.py` in
+    kenjyoung/MinAtar: centered RMSProp without momentum), written out here;
 (g) PPO training steps/s on the Atari game (the `atari` preset): our learner with the
     shared-trunk critic and with its separate critic, against the loop of CleanRL's
     ppo_atari.py, written out here (gymnasium's Atari preprocessing for its envs).
@@ -198,7 +199,7 @@ def minatar_example_steps_per_s(game: str, steps: int) -> float:
     """(f)'s baseline: the training loop of Young & Tian's examples/dqn.py, step by step: the raw
     `minatar.Environment`, one tensor per state, action, reward and flag, transitions as named
     tuples in a list sampled with `random.sample` and concatenated per batch, the target network
-    run on the non-terminal next states only, centered RMSProp with momentum 0.95, one update of
+    run on the non-terminal next states only, centered RMSProp without momentum, one update of
     32 per step after the warm-up, the target copied every 1,000 steps. Steps/s after WARMUP."""
     from minatar import Environment
 
@@ -210,7 +211,7 @@ def minatar_example_steps_per_s(game: str, steps: int) -> float:
     n_actions = env.num_actions()
     q = build_ann("minatar", (env.state_shape()[2], 10, 10), n_actions)  # their QNetwork's layers
     target = copy.deepcopy(q)
-    cfg = DQNLearner.preset("minatar")  # Young & Tian's constants, as their loop writes them
+    cfg = DQNLearner.preset("youngtian2019")  # Young & Tian's constants, as their loop uses them
     optimizer = torch.optim.RMSprop(q.parameters(), lr=cfg.lr, alpha=0.95, centered=True, eps=cfg.optimizer_eps,
                                     momentum=cfg.optimizer_momentum)
     buffer, cursor, capacity = [], 0, cfg.buffer_size
@@ -516,12 +517,13 @@ def run_benchmarks(game: str, env_steps: int, train_steps: int, echo=print, num_
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        minatar = resolve_env("MinAtar/Breakout")
+        minatar, paper = resolve_env("MinAtar/Breakout"), get_protocol("youngtian2019")
         with tempfile.TemporaryDirectory() as tmp:
             run = Run(Path(tmp))
             rates = alternated_medians({
                 "theirs": lambda: minatar_example_steps_per_s("breakout", train_steps),
-                "ours": lambda: ours_train_steps_per_s(minatar, protocol, train_steps, 1, run, "minatar")[0]}, rounds)
+                "ours": lambda: ours_train_steps_per_s(minatar, paper, train_steps, 1, run, "youngtian2019")[0]},
+                rounds)
         theirs, ours_minatar = rates["theirs"], rates["ours"]
     finally:
         torch.set_num_threads(threads)

@@ -41,9 +41,9 @@ def cli():
 @click.option("--steps", type=click.IntRange(min=1),
               help="Agent steps to train [default: the environment's budget; Atari: the protocol's].")
 @click.option("--protocol", "protocol_name", default="nature", show_default=True,
-              help="Evaluation protocol preset: nature, chen2022, machado, atari100k.")
+              help="Evaluation protocol preset: nature, chen2022, machado, atari100k; youngtian2019 (MinAtar only).")
 @click.option("--preset", help="A paper's settings. DQN learner (dqn, dsqn): nature, chen2022, liu2022, "
-              "cleanrl, minatar, cartpole; PPO learner (ppo, hybrid): atari, cartpole; convert: tan2021 "
+              "cleanrl, youngtian2019, minatar, cartpole; PPO learner (ppo, hybrid): atari, cartpole; convert: tan2021 "
               "[default: the learner's preset for the environment family, the same for every method].")
 @click.option("--label", help="Name this variant in `compare table` (letters, digits, spaces, _.,:=+()-).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
@@ -189,9 +189,13 @@ def _read_for_report(results: Path, games, methods, timesteps: str = "selected")
         raise UsageError(f"no usable finished runs under {results}/runs" +
                          (" for these filters" if games or methods else "") +
                          (f" ({len(skipped)} skipped; first: {skipped[0]})" if skipped else ""))
-    for line in summary_lines(records, skipped):
+    return records, summary_lines(records, skipped)
+
+
+def _say(lines: list[str]) -> None:
+    """What a report read and skipped (stderr), printed once its input is known to be good."""
+    for line in lines:
         click.echo(line, err=True)
-    return records
 
 
 @cli.command()
@@ -206,9 +210,10 @@ def _read_for_report(results: Path, games, methods, timesteps: str = "selected")
 @click.option("--reference-scores", "reference_file", type=click.Path(dir_okay=False, path_type=Path),
               help="CSV replacing the shipped MinAtar/classic-control references (columns: game, random, "
               "reference, reference_name, source).")
-@click.option("--score", "kind", type=click.Choice(["final", "best-eval"]), default="final", show_default=True,
-              help="final: the final evaluation; best-eval: the best periodic evaluation (Chen et al. 2022's "
-              "reporting, optimistic).")
+@click.option("--score", "kind", type=click.Choice(["final", "best-eval", "train-ma100"]), default="final",
+              show_default=True, help="final: the final evaluation; best-eval: the best periodic evaluation (Chen et "
+              "al. 2022's reporting, optimistic); train-ma100: mean of the last 100 training-episode returns (Young "
+              "& Tian 2019's statistic, a training statistic).")
 @click.option("--energy", type=click.Choice(["per-step", "once"]), default="per-step", show_default=True,
               help="First-layer energy convention of SNNs: charged at every time step, or once per decision.")
 @click.option("--timesteps", default="selected", show_default=True, metavar="selected|best-test|N",
@@ -226,8 +231,9 @@ def table(results, fmt, games, methods, unit, reference_file, kind, energy, time
 
     parse_operating_point(timesteps)  # bad input before any run is read
     references = read_references(reference_file) if reference_file else None
-    records = _read_for_report(results, games, methods, timesteps)
+    records, summary = _read_for_report(results, games, methods, timesteps)
     tables = build_tables(records, unit, kind, energy, reference, robustness, references)
+    _say(summary)
     if fmt == "json":
         click.echo(_json.dumps(tables, indent=2))
         return
@@ -260,7 +266,10 @@ def table(results, fmt, games, methods, unit, reference_file, kind, energy, time
               help="First-layer energy convention (as in `compare table`).")
 @click.option("--reference-scores", "reference_file", type=click.Path(dir_okay=False, path_type=Path),
               help="CSV replacing the shipped MinAtar/classic-control references (as in `compare table`).")
-def plot(results, out, games, methods, kind, energy, reference_file):
+@click.option("--curve", type=click.Choice(["episode", "train-ma100"]), default="episode", show_default=True,
+              help="Learning curves: binned training-episode returns, or the 100-episode moving average (Young & "
+              "Tian 2019's statistic; their published points are drawn on youngtian2019 runs).")
+def plot(results, out, games, methods, kind, energy, reference_file, curve):
     """PNG figures: learning curves, converted score and conformance against T, performance
     profiles, sample efficiency (IQM against steps), score against energy per decision. Figures
     that cannot be drawn are listed with the reason (stderr)."""
@@ -268,8 +277,9 @@ def plot(results, out, games, methods, kind, energy, reference_file):
     from compare.core.scores import read_references
 
     references = read_references(reference_file) if reference_file else None
-    records = _read_for_report(results, games, methods)
-    written, skipped = write_plots(records, out, kind, energy, references)
+    records, summary = _read_for_report(results, games, methods)
+    _say(summary)
+    written, skipped = write_plots(records, out, kind, energy, references, curve)
     for path in written:
         click.echo(str(path))
     for line in skipped:

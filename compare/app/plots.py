@@ -38,8 +38,9 @@ from compare.app.table import (
     reproducible_rliable,
     score_matrix,
 )
+from compare.core.errors import UsageError
 from compare.core.runstore import ensure_writable_dir, read_jsonl
-from compare.core.scores import Reference, normalized_score
+from compare.core.scores import Reference, normalized_score, published_minatar_curves, training_return_average
 
 BINS = 20
 PROFILE_POINTS = 101
@@ -54,6 +55,17 @@ def t_halfwidth(stack: np.ndarray) -> np.ndarray:
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-")
+
+
+CURVES = {"episode": "training episode return (unclipped), binned mean",
+          "train-ma100": "mean return of the last 100 training episodes (Young & Tian 2019's statistic)"}
+
+
+def training_average_curve(run: RunRecord, edges: np.ndarray) -> np.ndarray:
+    """The 100-episode moving average of training returns at each bin's right edge."""
+    records = read_jsonl(run.path / "metrics.jsonl")
+    values = [training_return_average(records, int(edge)) for edge in edges[1:]]
+    return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
 
 
 def binned_curve(run: RunRecord, edges: np.ndarray) -> np.ndarray:
@@ -88,14 +100,15 @@ def _figure():
     return plt
 
 
-def learning_curves(group: Group, game: str, path: Path) -> Path | None:
+def learning_curves(group: Group, game: str, path: Path, curve: str = "episode") -> Path | None:
     plt = _figure()
     edges = np.linspace(0, group.budget, BINS + 1)
-    centres = (edges[:-1] + edges[1:]) / 2
+    centres = (edges[:-1] + edges[1:]) / 2 if curve == "episode" else edges[1:]
+    read = binned_curve if curve == "episode" else training_average_curve
     fig, ax = plt.subplots(figsize=(6, 4))
     drawn = False
     for column in group.columns:
-        curves = [binned_curve(r, edges) for r in group.cell_runs(game, column)
+        curves = [read(r, edges) for r in group.cell_runs(game, column)
                   if (r.path / "metrics.jsonl").is_file()]
         curves = [c for c in curves if not np.isnan(c).all()]
         if not curves:
@@ -110,7 +123,14 @@ def learning_curves(group: Group, game: str, path: Path) -> Path | None:
     if not drawn:
         plt.close(fig)
         return None
-    ax.set(xlabel="agent steps", ylabel="training episode return (unclipped)")
+    paper = [v for v in (group.variant_of(c) for c in group.columns) if v.preset == "youngtian2019"]
+    if group.protocol.get("name") == "youngtian2019" and paper and game in published_minatar_curves():
+        points = [p for p in published_minatar_curves()[game] if p[0] <= group.budget]
+        if points:  # MinAtar has no frame skip: frames are agent steps
+            frames, values, reading = zip(*points)
+            ax.errorbar(frames, values, yerr=reading, fmt="k^", capsize=3,
+                        label="Young & Tian 2019 DQN, published figure (bars: reading uncertainty)")
+    ax.set(xlabel="agent steps", ylabel=CURVES[curve].split(",")[0].split(" (Young")[0])
     ax.set_title(f"{game}: {group.label}\nmean over seeds, band: 95% Student-t CI", fontsize=9)
     # Below the axes: variant names are long and would cover the curves.
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2))
@@ -277,9 +297,12 @@ def sample_efficiency(group: Group, unit: str, refs: dict[str, Reference], path:
 
 
 def write_plots(records: list[RunRecord], out: Path, kind: str = "final", energy: str = "per-step",
-                references: dict[str, Reference] | None = None) -> tuple[list[Path], list[str]]:
-    """Every figure of every group; (the files written, one line per figure not drawn and why)."""
+                references: dict[str, Reference] | None = None, curve: str = "episode") -> tuple[list[Path], list[str]]:
+    """Every figure of every group; (the files written, one line per figure not drawn and why).
+    `curve`: what the learning curves show (CURVES)."""
     check_conventions(kind, energy)
+    if curve not in CURVES:
+        raise UsageError(f"--curve {curve!r}: allowed: {', '.join(CURVES)}")
     out = ensure_writable_dir(out)
     written, skipped = [], []
 
@@ -292,7 +315,7 @@ def write_plots(records: list[RunRecord], out: Path, kind: str = "final", energy
     for group in group_runs(records):
         tag = _slug(group.label)
         for game in group.games:
-            keep(learning_curves(group, game, out / f"learning_curves__{tag}__{_slug(game)}.png"),
+            keep(learning_curves(group, game, out / f"learning_curves__{tag}__{_slug(game)}.png", curve),
                  f"learning curves, {game}, {group.label}", "no run has a training curve (metrics.jsonl)")
             for column in group.columns:
                 name = f"conversion__{tag}__{_slug(game)}__{_slug(column)}.png"

@@ -48,7 +48,14 @@ from compare.core.errors import UsageError
 from compare.core.evaluation import best_on_test, select_operating_point
 from compare.core.registry import REGISTRY, get_method
 from compare.core.runstore import list_runs, read_json, read_jsonl
-from compare.core.scores import Reference, normalization_reference, normalized_score, reference_scores
+from compare.core.scores import (
+    Reference,
+    normalization_reference,
+    normalized_score,
+    published_minatar_curves,
+    reference_scores,
+    training_return_average,
+)
 from compare.core.settings import Settings
 
 BOOTSTRAP_REPS = 2000
@@ -64,7 +71,9 @@ CHOICE_TEXT = {"validation": "chosen on validation episodes", "only": "the only 
 LIVENESS = ("silent", "saturated")  # a cell's mark: runs whose final network has such a spiking layer
 CELL_UNCERTAINTY = "cells: mean +- standard error over seeds (sample SD, ddof = 1, / sqrt(n))"
 SCORE_KINDS = {"final": "final evaluation",
-               "best-eval": "best of the periodic and final evaluations (optimistic; Chen et al. 2022's reporting)"}
+               "best-eval": "best of the periodic and final evaluations (optimistic; Chen et al. 2022's reporting)",
+               "train-ma100": "mean return of the last 100 training episodes at the budget (Young & Tian 2019's "
+                              "statistic; a training statistic: exploration on)"}
 ENERGY_CONVENTIONS = {"per-step": ("per_step", "first layer charged at every time step"),
                       "once": ("once", "first layer charged once per decision")}
 
@@ -146,8 +155,15 @@ class RunRecord:
 
     def score(self, kind: str = "final") -> float:
         """The final evaluation's mean return, or (best-eval) the best of it and the periodic
-        evaluations (trained runs; a derived run has only its final evaluation)."""
+        evaluations (trained runs; a derived run has only its final evaluation), or
+        (train-ma100) the mean of the last 100 training-episode returns at the budget."""
         final = float(self.result["mean_return"])
+        if kind == "train-ma100":
+            value = training_return_average(read_jsonl(self.path / "metrics.jsonl"), self.budget)
+            if value is None:
+                raise UsageError(f"--score train-ma100: {self.path.name} has no training episodes (metrics.jsonl); "
+                                 "it is a statistic of trained runs: leave derived methods out with --methods")
+            return value
         if kind == "final" or get_method(self.method).source_method is not None:
             return final
         return max([final, *self.periodic_scores])
@@ -563,6 +579,10 @@ def build_tables(records: list[RunRecord], unit: str = "auto", kind: str = "fina
         if reference:
             refs = reference_scores()
             table["reference"] = {g: refs.get(resolve_env(g).ale_id or "", None) for g in group.games}
+            published = {g: next((value for frames, value, _ in published_minatar_curves().get(g, [])
+                                  if frames == group.budget), None) for g in group.games}
+            if group.protocol.get("name") == "youngtian2019" and any(v is not None for v in published.values()):
+                table["published_at_budget"] = published
         if robustness:
             table["robustness"] = {g: {c: robustness_cells(group, g, c) for c in columns} for g in group.games}
         tables.append(table)
@@ -582,9 +602,10 @@ def table_rows(table: dict) -> tuple[list[str], list[list[str]]]:
     """Header and rows of one group's table, as strings; '-' marks what is missing."""
     methods, score = table["columns"], table["unit"]
     digits = 2 if score == "raw" else 3
-    refs = table.get("reference")
+    refs, published = table.get("reference"), table.get("published_at_budget")
     header = ["game", *methods] + (["random (published)", "human (published)", "Nature DQN 2015 (published)"]
-                                   if refs is not None else [])
+                                   if refs is not None else []) + (
+        [f"Young & Tian 2019 DQN at {table['budget']:,} frames (published, training statistic)"] if published else [])
     rows = []
     for game in table["games"]:
         row = [game]
@@ -594,6 +615,8 @@ def table_rows(table: dict) -> tuple[list[str], list[list[str]]]:
         if refs is not None:
             ref = refs.get(game) or {}
             row += ["-" if ref.get(k) is None else f"{ref[k]:g}" for k in ("random", "human", "nature_dqn_2015")]
+        if published:
+            row.append("-" if published.get(game) is None else f"{published[game]:g}")
         rows.append(row)
     label = {"hns": "HNS", "normalized": "normalized score", "raw": "score"}[score]
 
@@ -605,7 +628,7 @@ def table_rows(table: dict) -> tuple[list[str], list[list[str]]]:
                 cells.append(render(a, m))
             except KeyError:
                 cells.append("-")
-        return [name, *cells] + (["", "", ""] if refs is not None else [])
+        return [name, *cells] + (["", "", ""] if refs is not None else []) + ([""] if published else [])
 
     rows.append(agg_row(f"IQM {label} [95% CI]", lambda a, m: f"{a['iqm']:.{digits}f} "
                         f"[{a['iqm_ci'][0]:.{digits}f}, {a['iqm_ci'][1]:.{digits}f}]"))

@@ -48,6 +48,7 @@ class DQNConfig:
     epsilon_start: float = 1.0
     epsilon_end: float = 0.01
     epsilon_decay_steps: int = 0      # linear decay length in agent steps; 0: use the fraction
+    epsilon_from_learning_starts: bool = False  # True: the decay starts at learning_starts (Young & Tian)
     exploration_fraction: float = 0.10  # decay length as a fraction of the budget
     checkpoint_interval: int = 0      # agent steps between checkpoints; 0: ten per run, >= 10k apart
     save_replay: Literal["auto", "always", "never"] = "auto"  # auto: when it is under 1 GiB
@@ -82,8 +83,11 @@ class DQNConfig:
             raise UsageError(f"batch_size={self.batch_size} exceeds buffer_size={self.buffer_size}")
 
     def epsilon(self, step: int, total_steps: int) -> float:
-        """Linear decay from epsilon_start to epsilon_end, then constant."""
+        """Linear decay from epsilon_start to epsilon_end (from step 0, or from learning_starts),
+        then constant."""
         decay = self.epsilon_decay_steps or max(1, int(self.exploration_fraction * total_steps))
+        if self.epsilon_from_learning_starts:
+            step = max(0, step - self.learning_starts)
         frac = min(1.0, step / decay)
         return self.epsilon_start + frac * (self.epsilon_end - self.epsilon_start)
 
@@ -103,8 +107,18 @@ DQN_PRESETS: dict[str, DQNConfig] = {
                          epsilon_decay_steps=1_000_000),
     # CleanRL dqn_atari.py defaults.
     "cleanrl": DQNConfig(),
-    # Young & Tian 2019, MinAtar DQN (their examples/dqn.py: centered RMSProp with alpha 0.95,
-    # eps 0.01 and momentum 0.95; epsilon 1 -> 0.1 over 100k steps).
+    # Young & Tian 2019, MinAtar DQN, as their examples/dqn.py runs it: centered RMSProp (lr
+    # 2.5e-4, alpha 0.95, eps 0.01) with no heavy-ball momentum (the script's GRAD_MOMENTUM was
+    # never passed to the optimizer and was removed as dead code in MinAtar PR #37), Huber, batch
+    # 32, replay 100k from 5k, one update per step, target copied every 1,000, epsilon 1 -> 0.1
+    # over 100k steps after the replay start. Use with `--protocol youngtian2019`.
+    "youngtian2019": DQNConfig(optimizer="rmsprop", lr=2.5e-4, optimizer_eps=0.01, loss="huber",
+                               buffer_size=100_000, learning_starts=5_000, train_freq=1,
+                               target_update_period=1_000, epsilon_end=0.1, epsilon_decay_steps=100_000,
+                               epsilon_from_learning_starts=True),
+    # This project's MinAtar default: Young & Tian's settings with two deviations, RMSProp
+    # momentum 0.95 (it learned faster in this project's 30k-40k-step MinAtar runs) and epsilon
+    # decaying from step 0; with the `nature` protocol (no sticky actions, minimal action set).
     "minatar": DQNConfig(optimizer="rmsprop", lr=2.5e-4, optimizer_eps=0.01, optimizer_momentum=0.95, loss="huber",
                          buffer_size=100_000, learning_starts=5_000, train_freq=1,
                          target_update_period=1_000, epsilon_end=0.1,

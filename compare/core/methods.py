@@ -28,7 +28,7 @@ from compare.core.config import unknown_name_message
 from compare.core.envs import resolve_env
 from compare.core.errors import UsageError
 from compare.core.learner import Learner
-from compare.core.protocols import get_protocol
+from compare.core.protocols import check_protocol_family, get_protocol
 from compare.core.runstore import Run
 from compare.core.settings import Settings
 from compare.core.training import Deployed, load_trained, resolve_device, resume_training_run, start_training_run
@@ -75,6 +75,7 @@ class TrainedMethod:
             raise UsageError(f"--source is for methods that start from another run; {self.name} trains from scratch")
         spec = resolve_env(game)
         protocol = get_protocol(protocol_name)
+        check_protocol_family(protocol_name, spec.family, spec.name)
         preset = preset or self.default_preset(spec.family)
         return Settings(self.name, spec.name, seed, steps if steps is not None else spec.budget(protocol),
                         resolve_device(device), preset, protocol, self.default_sections(spec.family, preset))

@@ -64,13 +64,29 @@ PROTOCOLS: dict[str, Protocol] = {
     # Atari-100k (Kaiser et al. 2020): 100k agent steps, 100 evaluation episodes.
     "atari100k": Protocol(name="atari100k", eval_episodes=100, atari_budget_steps=100_000,
                           eval_interval=0),
+    # Young & Tian 2019 (MinAtar): minatar.Environment(game)'s defaults in their examples/dqn.py,
+    # sticky actions 0.1 and the full 6-action set (difficulty ramping on, as in every MinAtar run
+    # here). They report training returns (`compare table --score train-ma100`); the evaluation
+    # fields are the nature protocol's.
+    "youngtian2019": Protocol(name="youngtian2019", sticky_action_prob=0.1, full_action_space=True),
 }
+# Protocols written for one environment family only.
+PROTOCOL_FAMILIES = {"youngtian2019": "minatar"}
 
 
 def get_protocol(name: str) -> Protocol:
     if name not in PROTOCOLS:
         raise UsageError(unknown_name_message("protocol", name, list(PROTOCOLS)))
     return PROTOCOLS[name]
+
+
+def check_protocol_family(name: str, family: str, game: str) -> None:
+    """A protocol written for one environment family refuses games of another."""
+    only = PROTOCOL_FAMILIES.get(name)
+    if only is not None and family != only:
+        allowed = [p for p in PROTOCOLS if PROTOCOL_FAMILIES.get(p, family) == family]
+        raise UsageError(f"--protocol {name} is for {only} games (MinAtar/<Game>), not {game}; allowed for "
+                         f"{game}: {', '.join(allowed)}")
 
 
 def protocol_fields() -> list[str]:

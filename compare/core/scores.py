@@ -99,3 +99,30 @@ def normalization_reference(game: str, rom_id: str | None,
 
 def normalized_score(reference: Reference, score: float) -> float:
     return (score - reference.random) / (reference.reference - reference.random)
+
+
+TRAINING_WINDOW = 100  # episodes: Young & Tian 2019's "moving average of returns over 100 episodes"
+PUBLISHED_CURVES = "minatar_youngtian2019_dqn.csv"
+PUBLISHED_GAMES = {"breakout": "MinAtar/Breakout", "space_invaders": "MinAtar/SpaceInvaders"}
+
+
+def training_return_average(records: list[dict], at_step: int, window: int = TRAINING_WINDOW) -> float | None:
+    """Mean return of the last `window` training episodes that ended at or before `at_step`
+    (metrics.jsonl records); None before the first episode."""
+    returns = [float(r["episode_return"]) for r in records
+               if isinstance(r, dict) and isinstance(r.get("step"), int) and r["step"] <= at_step
+               and isinstance(r.get("episode_return"), (int, float))]
+    return float(np.mean(returns[-window:])) if returns else None
+
+
+@lru_cache(maxsize=1)
+def published_minatar_curves() -> dict[str, list[tuple[int, float, float]]]:
+    """Young & Tian 2019's DQN curves read off their figure: game -> [(frames, return,
+    reading uncertainty)] (data/minatar_youngtian2019_dqn.csv; its header gives the provenance)."""
+    lines = [line for line in (Path(__file__).parent / "data" / PUBLISHED_CURVES).read_text().splitlines()
+             if line and not line.startswith("#")]
+    curves: dict[str, list[tuple[int, float, float]]] = {}
+    for row in csv.DictReader(lines):
+        curves.setdefault(PUBLISHED_GAMES[row["game"]], []).append(
+            (int(row["frames"]), float(row["dqn_return"]), float(row["reading_uncertainty"])))
+    return curves

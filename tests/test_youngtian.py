@@ -1,0 +1,88 @@
+"""Young & Tian 2019's MinAtar DQN setup (`--protocol youngtian2019 --preset youngtian2019`) and
+their statistic, the moving average of 100 training-episode returns."""
+
+import json
+
+import pytest
+import torch
+from conftest import assert_clean_error, compare
+from test_reporting import write_run
+
+from compare.app import api
+from compare.app.table import build_tables, read_runs
+from compare.core.dqn import DQNLearner
+from compare.core.scores import published_minatar_curves, training_return_average
+
+# kenjyoung/MinAtar examples/dqn.py (after PR #37), the constants it uses.
+PAPER = {"batch_size": 32, "buffer_size": 100_000, "target_update_period": 1_000, "train_freq": 1,
+         "learning_starts": 5_000, "epsilon_end": 0.1, "epsilon_decay_steps": 100_000, "lr": 2.5e-4,
+         "optimizer": "rmsprop", "optimizer_eps": 0.01, "optimizer_momentum": 0.0, "gamma": 0.99, "loss": "huber",
+         "epsilon_from_learning_starts": True}
+
+
+def test_the_papers_setup_is_recorded_in_config_json(tmp_path):
+    res = compare("run", "--method", "dqn", "--game", "MinAtar/Breakout", "--protocol", "youngtian2019",
+                  "--preset", "youngtian2019", "--steps", "200", "--eval-episodes", "1", "--quiet", "--out", tmp_path)
+    assert res.returncode == 0, res.stderr
+    (run,) = (tmp_path / "runs").iterdir()
+    config = json.loads((run / "config.json").read_text())
+    assert {k: config["dqn"][k] for k in PAPER} == PAPER
+    assert config["protocol"]["sticky_action_prob"] == 0.1 and config["protocol"]["full_action_space"] is True
+    weights = torch.load(run / "model.pt", weights_only=True)
+    output = [v for k, v in weights.items() if k.endswith("weight")][-1]
+    assert output.shape[0] == 6  # the full action set: one Q-value per MinAtar action (Breakout's minimal: 3)
+
+
+def test_epsilon_decays_after_the_replay_start_as_their_script_computes_it():
+    cfg = DQNLearner.preset("youngtian2019")
+
+    def theirs(t):  # world_dynamics: uniform random before the replay start, then the linear anneal
+        return 1.0 if t < 5000 else (0.1 if t - 5000 >= 100_000 else (0.1 - 1.0) / 100_000 * (t - 5000) + 1.0)
+
+    for t in (0, 4_999, 5_000, 30_000, 55_000, 104_999, 105_000, 400_000):
+        assert cfg.epsilon(t, 5_000_000) == pytest.approx(theirs(t)), t
+    assert DQNLearner.preset("minatar").epsilon(5_000, 5_000_000) < 1.0  # this project's preset: from step 0
+
+
+def test_the_papers_protocol_refuses_other_families():
+    for game in ("CartPole-v1", "Breakout"):
+        assert_clean_error(compare("run", "--game", game, "--protocol", "youngtian2019", "--steps", "10"),
+                           "--protocol youngtian2019 is for minatar games")
+
+
+def test_the_moving_average_of_100_training_returns():
+    records = [{"step": 10 * (i + 1), "episode_return": float(i % 7)} for i in range(250)]
+    assert training_return_average(records, 2_500) == pytest.approx(sum(i % 7 for i in range(150, 250)) / 100)
+    assert training_return_average(records, 555) == pytest.approx(sum(i % 7 for i in range(55)) / 55)
+    assert training_return_average(records, 5) is None
+
+
+def test_the_table_reports_the_training_statistic_and_the_published_value_at_its_budget(tmp_path):
+    for seed, offset in enumerate((0.0, 1.0)):
+        run = write_run(tmp_path, "dqn", "MinAtar/Breakout", seed, 3.0, steps=250_000)
+        config = json.loads((run / "config.json").read_text())
+        resolved = api.resolve(method="dqn", game="MinAtar/Breakout", seed=seed, steps=250_000,
+                               protocol="youngtian2019", preset="youngtian2019", device="cpu").to_dict()
+        (run / "config.json").write_text(json.dumps({**config, **resolved}))
+        (run / "metrics.jsonl").write_text("".join(
+            json.dumps({"step": 1_000 * (i + 1), "episode_return": i + offset}) + "\n" for i in range(250)))
+    (table,) = build_tables(read_runs(tmp_path)[0], kind="train-ma100", reference=True)
+    (cell,) = table["cells"]["MinAtar/Breakout"].values()
+    assert cell["values"] == [pytest.approx(199.5), pytest.approx(200.5)]
+    published = dict((f, v) for f, v, _ in published_minatar_curves()["MinAtar/Breakout"])
+    assert table["published_at_budget"] == {"MinAtar/Breakout": published[250_000]}
+    md = compare("table", "--results", tmp_path, "--score", "train-ma100", "--reference")
+    assert "Young & Tian 2019 DQN at 250,000 frames (published, training statistic)" in md.stdout
+    assert "mean return of the last 100 training episodes" in md.stdout
+    plot = compare("plot", "--results", tmp_path, "--out", tmp_path / "figures", "--curve", "train-ma100")
+    assert plot.returncode == 0 and "learning_curves__" in plot.stdout, plot.stderr
+
+
+def test_the_training_statistic_of_a_run_without_training_episodes_is_refused(tmp_path):
+    dqn = write_run(tmp_path, "dqn", "CartPole-v1", 0, 7.0, steps=1000)
+    (dqn / "metrics.jsonl").write_text(json.dumps({"step": 10, "episode_return": 7.0}) + "\n")
+    write_run(tmp_path, "convert", "CartPole-v1", 0, 5.0, source=dqn, steps=1000,
+              sweep=[{"timesteps": 8, "mean_return": 5.0, "conformance": 1.0, "neuro": {}}])
+    assert_clean_error(compare("table", "--results", tmp_path, "--score", "train-ma100"),
+                       "has no training episodes")
+    assert compare("table", "--results", tmp_path, "--score", "train-ma100", "--methods", "dqn").returncode == 0
