@@ -214,3 +214,13 @@ def test_a_tracked_sweep_groups_its_cells_in_wandb():
     assert args[args.index("--wandb-group") + 1] == f"sweep-{spec.sweep_id}"
     assert "--track" not in sweep_module.cell_command(sweep_module.make_spec("CartPole-v1", "dqn", "0"),
                                                       spec.cells()[0])
+
+
+def test_the_reproduction_study_plans_the_papers_setup(tmp_path):
+    """studies/minatar-youngtian2019.toml: DQN on both published games, 3 seeds, 500k steps,
+    under Young & Tian's protocol and preset."""
+    res = compare("sweep", STUDIES / "minatar-youngtian2019.toml", "--results", tmp_path / "results", "--dry-run")
+    assert res.returncode == 0, res.stderr
+    lines = [line for line in res.stdout.splitlines() if line.strip()[:1].isdigit()]
+    assert len(lines) == 6 and all(" dqn seed " in line for line in lines)
+    assert "total: 3,000,000 agent steps" in res.stdout and "presets (minatar): dqn youngtian2019" in res.stdout
