@@ -167,11 +167,11 @@ def conversion_curve(group: Group, game: str, column: str, path: Path) -> Path |
     if ann:
         ax.axhline(np.mean(ann), color="tab:blue", linestyle="--", label="source ANN")
     ax.set(xscale="log", xlabel="simulation time steps T (per decision)", ylabel="mean return (evaluation)")
-    ax.set_title(f"{game}: {column}\n{group.label}", fontsize=9)  # variant names are long
+    fig.suptitle(f"{game}: {column}\n{group.label}", fontsize=9)  # over both y axes: variant names are long
     ax.set_xticks(ts, [str(t) for t in ts])
     twin = ax.twinx()
     twin.plot(ts, conformance, "s-", color="tab:orange", label="conformance")
-    twin.set(ylabel="conformance (share of states: ANN's action)", ylim=(0, 1.05))
+    twin.set(ylabel="conformance (share of states)", ylim=(0, 1.05))
     lines = ax.get_legend_handles_labels(), twin.get_legend_handles_labels()
     ax.legend(lines[0][0] + lines[1][0], lines[0][1] + lines[1][1], fontsize=8, loc="upper center",
               bbox_to_anchor=(0.5, -0.2), ncol=2)

@@ -559,8 +559,8 @@ def build_tables(records: list[RunRecord], unit: str = "auto", kind: str = "fina
         unit_, refs, missing = group_references(group.games, unit, references)
         notes = group.notes + _choice_notes(group)
         if unit_ == "raw" and len(group.games) > 1:
-            notes.append("no IQM row: raw returns of different games do not pool (no normalization reference for "
-                         f"{', '.join(missing) if missing else 'raw scores'})")
+            why = f"no normalization reference for {', '.join(missing)}" if missing else "raw returns were asked for"
+            notes.append(f"no IQM row: raw returns of different games do not pool ({why})")
         columns = group.columns
         if any(r.result.get(f"{state}_layers") or r.neuro.get(f"{state}_layers") for r in group.runs
                for state in LIVENESS):
