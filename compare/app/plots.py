@@ -91,6 +91,17 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+def _finish(fig, ax, title: str, path: Path) -> Path:
+    """Title, the legend below the axes (variant names are long and would cover the data), and
+    the figure saved and closed."""
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2))
+    fig.tight_layout()
+    _save(fig, path)
+    _figure().close(fig)
+    return path
+
+
 def _figure():
     import matplotlib
 
@@ -131,13 +142,7 @@ def learning_curves(group: Group, game: str, path: Path, curve: str = "episode")
             ax.errorbar(frames, values, yerr=reading, fmt="k^", capsize=3,
                         label="Young & Tian 2019 DQN, published figure (bars: reading uncertainty)")
     ax.set(xlabel="agent steps", ylabel=CURVES[curve].split(",")[0].split(" (Young")[0])
-    ax.set_title(f"{game}: {group.label}\nmean over seeds, band: 95% Student-t CI", fontsize=9)
-    # Below the axes: variant names are long and would cover the curves.
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2))
-    fig.tight_layout()
-    _save(fig, path)
-    plt.close(fig)
-    return path
+    return _finish(fig, ax, f"{game}: {group.label}\nmean over seeds, band: 95% Student-t CI", path)
 
 
 def conversion_curve(group: Group, game: str, column: str, path: Path) -> Path | None:
@@ -235,12 +240,7 @@ def performance_profile(group: Group, unit: str, refs: dict[str, Reference], pat
         ax.plot(taus, profiles[column], color=f"C{i % 10}", label=f"{column} (n={n} per game)")
         ax.fill_between(taus, cis[column][0], cis[column][1], color=f"C{i % 10}", alpha=0.15)
     ax.set(xlabel=f"final {UNITS[unit].split(':')[0]} tau", ylabel="fraction of runs with score > tau", ylim=(0, 1.02))
-    ax.set_title(f"performance profiles: {group.label}\nbands: 95% stratified-bootstrap CI", fontsize=9)
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2))
-    fig.tight_layout()
-    _save(fig, path)
-    plt.close(fig)
-    return path
+    return _finish(fig, ax, f"performance profiles: {group.label}\nbands: 95% stratified-bootstrap CI", path)
 
 
 def _evaluation_scores(run: RunRecord) -> dict[int, float]:
@@ -288,12 +288,7 @@ def sample_efficiency(group: Group, unit: str, refs: dict[str, Reference], path:
         ax.plot(steps, points, "o-", color=f"C{i % 10}", markersize=3, label=f"{column} (n={n} per game)")
         ax.fill_between(steps, lows, highs, color=f"C{i % 10}", alpha=0.15)
     ax.set(xlabel="agent steps", ylabel=f"IQM {UNITS[unit].split(':')[0]} (evaluation)")
-    ax.set_title(f"sample efficiency: {group.label}\nbands: 95% stratified-bootstrap CI", fontsize=9)
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2))
-    fig.tight_layout()
-    _save(fig, path)
-    plt.close(fig)
-    return path
+    return _finish(fig, ax, f"sample efficiency: {group.label}\nbands: 95% stratified-bootstrap CI", path)
 
 
 def write_plots(records: list[RunRecord], out: Path, kind: str = "final", energy: str = "per-step",
