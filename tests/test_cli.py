@@ -78,6 +78,7 @@ def test_finished_run_lists_and_re_evaluates(tmp_path):
     again = compare("eval", run_dir, "--episodes", "3")
     assert again.returncode == 0, again.stderr
     assert "over 3 episodes" in again.stdout
+    assert "seed stream 'reevaluation' of seed 0: not the run's own final evaluation" in again.stdout
     assert snapshot(run_dir) == before
 
 

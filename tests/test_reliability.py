@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from compare.app.cli import main
 from conftest import assert_clean_error, compare, read_jsonl, snapshot
 
 SHORT = ["--game", "CartPole-v1", "--quiet", "--set", "eval_episodes=2", "--set", "mlp_hidden=16"]
@@ -250,6 +251,20 @@ def test_bad_values_for_a_run(tmp_path, args, fragment):
 def test_bad_evaluation_seed(finished_dqn):
     before = snapshot(finished_dqn)
     assert_clean_error(compare("eval", finished_dqn, "--seed", "-100000"), "--seed")
+    assert snapshot(finished_dqn) == before
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--attack", "fgsm", "--eps", "nan"], "must list finite numbers >= 0"),
+    (["--attack", "fgsm", "--eps", "0.01,inf"], "must list finite numbers >= 0"),
+    (["--eps", "0.01"], "--eps sizes an attack: add --attack fgsm"),
+])
+def test_bad_attack_sizes_are_refused_and_nothing_is_written(finished_dqn, capsys, args, fragment):
+    before = snapshot(finished_dqn)
+    with pytest.raises(SystemExit) as exit_:
+        main(["eval", str(finished_dqn), *args])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and len(err) == 1 and fragment in err[0], err
     assert snapshot(finished_dqn) == before
 
 

@@ -126,16 +126,19 @@ def _print_result(path: Path, result: dict) -> None:
 @click.option("--seed", type=click.IntRange(min=0, max=MAX_SEED), default=None,
               help="Evaluation seed [default: the run's seed].")
 @click.option("--attack", type=click.Choice(["fgsm"]), help="Perturb every observation (stored in robustness.json).")
-@click.option("--eps", default="0.001,0.005,0.01", show_default=True, help="--attack: perturbation sizes.")
+@click.option("--eps", help="--attack: perturbation sizes [default: 0.001,0.005,0.01].")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 def eval_(run_dir, episodes, seed, attack, eps, device):
     """Evaluate a finished run's trained network again under its protocol (does not modify it),
     or under an FGSM attack (adds the scores to the run's robustness.json)."""
     from compare.app import api
 
+    if eps is not None and attack is None:
+        raise UsageError("--eps sizes an attack: add --attack fgsm (or leave --eps out)")
     if attack == "fgsm":
         from compare.app.robustness import parse_eps
 
+        eps = eps or "0.001,0.005,0.01"
         entry = api.attack(run_dir, parse_eps(eps), episodes, seed)
         click.echo(f"FGSM ({entry['attack']}; eps in {entry['eps_unit']}):")
         for value in parse_eps(eps):
@@ -146,6 +149,8 @@ def eval_(run_dir, episodes, seed, attack, eps, device):
     result = api.evaluate(run_dir, episodes, seed, device)
     click.echo(f"{result['method']} {result['game']}: mean return {result['mean_return']:.2f} +- "
                f"{result['std_return']:.2f} over {result['episodes']} episodes")
+    click.echo(f"(episodes of the seed stream 'reevaluation' of seed {result['seed'] if seed is None else seed}: "
+               "not the run's own final evaluation, whose score eval.json keeps)")
 
 
 @cli.command()

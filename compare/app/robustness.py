@@ -18,6 +18,7 @@ Results go to `robustness.json` in the run directory (written atomically, merged
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -60,8 +61,8 @@ def parse_eps(text: str) -> list[float]:
         values = [float(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise UsageError(f"--eps {text!r} must be a comma-separated list of numbers, e.g. 0.001,0.005,0.01") from None
-    if not values or any(v < 0 for v in values):
-        raise UsageError(f"--eps {text!r} must list numbers >= 0")
+    if not values or any(not math.isfinite(v) or v < 0 for v in values):
+        raise UsageError(f"--eps {text!r} must list finite numbers >= 0")
     return values
 
 

@@ -66,7 +66,7 @@ UNITS = {"raw": "raw return", "hns": "human-normalized score (Atari)",
                        "MinAtar and classic control: a published DQN (compare.core.scores)"}
 OPERATING_POINTS = {"selected": "T chosen on validation episodes",
                     "best-test": "T chosen on the reported test episodes (optimistic)"}
-CHOICE_TEXT = {"validation": "chosen on validation episodes", "only": "the only T evaluated",
+CHOICE_TEXT = {"validation": "chosen on validation episodes", "only": "is the only one evaluated",
                "test": "chosen on the reported test episodes (optimistic)", "fixed": "fixed by --timesteps"}
 LIVENESS = ("silent", "saturated")  # a cell's mark: runs whose final network has such a spiking layer
 CELL_UNCERTAINTY = "cells: mean +- standard error over seeds (sample SD, ddof = 1, / sqrt(n))"
@@ -542,7 +542,7 @@ def _choice_notes(group: Group) -> list[str]:
     for column in group.columns:
         choices = sorted({r.choice for r in group.runs if r.column == column and r.choice is not None})
         if choices:
-            notes.append(f"{column}: T {' / '.join(CHOICE_TEXT[c] for c in choices)}")
+            notes.append(f"{column}: reported T {' / '.join(CHOICE_TEXT[c] for c in choices)}")
     return notes
 
 
