@@ -4,9 +4,9 @@ binary channels, as each method's user starts it (`compare run`). Slow (minutes)
 A uniformly random policy scores 0.412 there under the harness (10,000 episodes; the shipped
 normalization table, compare.core.scores), so no bar below is under 3x random (1.24). Each bar
 is at most 70% of the worst seed we measured (README, "Learning from pixels"). The DQN's bar is
-judged over three seeds: the same code and seed scored 6.42 on one machine and 4.18 on another
-(an ANN's trajectory amplifies last-bit float differences between CPUs; the spiking runs here
-reproduced across the same two machines).
+judged over three seeds: the same seed, settings and package versions scored 6.42 on 2026-11-30
+and 4.18 on 2026-12-02 (machines of the same kind; the cause is not pinned down, while the
+spiking runs and the CartPole MLP runs gave the same numbers on both days).
 
 The DQN-learner runs here keep their MinAtar preset except what the short budget forces on
 both alike: learning from step 1,000 and epsilon decayed over half the run (the preset's 5,000
@@ -47,7 +47,7 @@ def minatar_dqn(minatar_dqns):
     return minatar_dqns[0]
 
 
-# measured seeds 0, 1: 6.42, 6.71 (2026-11-30); seeds 0, 1, 2: 4.18, 7.34, 7.19 (2026-12-02, another CPU)
+# measured seeds 0, 1: 6.42, 6.71 (2026-11-30); seeds 0, 1, 2: 4.18, 7.34, 7.19 (2026-12-02)
 DQN_STEPS, DQN_BAR, DQN_SEEDS = 40_000, 2.9, (0, 1, 2)
 DSQN_STEPS, DSQN_BAR = 15_000, 2.5     # measured 3.95 and 3.68
 ACTOR_CRITIC = {"ppo": (100_000, 1.8),  # measured 2.98 and 2.65

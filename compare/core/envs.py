@@ -165,8 +165,9 @@ class VecEnv:
 
                 if "MinAtar/Breakout-v1" not in gym.registry:
                     minatar.gym.register_envs()
-                env_id = f"{spec.name}-{'v0' if protocol.full_action_space else 'v1'}"  # v0: all 6 actions
-                kwargs = dict(sticky_action_prob=protocol.sticky_action_prob,
+                env_id = f"{spec.name}-v1"  # MinAtar's minimal action set unless the protocol wants all 6
+                kwargs = dict(use_minimal_action_set=not protocol.full_action_space,
+                              sticky_action_prob=protocol.sticky_action_prob,
                               max_episode_steps=protocol.max_episode_frames // spec.frameskip)
             else:
                 env_id = spec.name
