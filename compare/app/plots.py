@@ -40,7 +40,13 @@ from compare.app.table import (
 )
 from compare.core.errors import UsageError
 from compare.core.runstore import ensure_writable_dir, read_jsonl
-from compare.core.scores import Reference, normalized_score, published_minatar_curves, training_return_average
+from compare.core.scores import (
+    Reference,
+    normalized_score,
+    published_minatar_curves,
+    their_code_minatar_curves,
+    training_return_average,
+)
 
 BINS = 20
 PROFILE_POINTS = 101
@@ -141,6 +147,11 @@ def learning_curves(group: Group, game: str, path: Path, curve: str = "episode")
             frames, values, reading = zip(*points)
             ax.errorbar(frames, values, yerr=reading, fmt="k^", capsize=3,
                         label="Young & Tian 2019 DQN, published figure (bars: reading uncertainty)")
+        here = [p for p in their_code_minatar_curves().get(game, []) if p[0] <= group.budget]
+        if here:
+            frames, means, errors = zip(*here)
+            ax.errorbar(frames, means, yerr=errors, fmt="s", color="grey", capsize=3,
+                        label="their examples/dqn.py run on this kind of machine (3 runs, mean +- s.e.)")
     ax.set(xlabel="agent steps", ylabel=CURVES[curve].split(",")[0].split(" (Young")[0])
     return _finish(fig, ax, f"{game}: {group.label}\nmean over seeds, band: 95% Student-t CI", path)
 

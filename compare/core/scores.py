@@ -103,6 +103,7 @@ def normalized_score(reference: Reference, score: float) -> float:
 
 TRAINING_WINDOW = 100  # episodes: Young & Tian 2019's "moving average of returns over 100 episodes"
 PUBLISHED_CURVES = "minatar_youngtian2019_dqn.csv"
+THEIR_CODE_HERE = "minatar_youngtian2019_dqn_rerun.csv"
 PUBLISHED_GAMES = {"breakout": "MinAtar/Breakout", "space_invaders": "MinAtar/SpaceInvaders"}
 
 
@@ -125,4 +126,17 @@ def published_minatar_curves() -> dict[str, list[tuple[int, float, float]]]:
     for row in csv.DictReader(lines):
         curves.setdefault(PUBLISHED_GAMES[row["game"]], []).append(
             (int(row["frames"]), float(row["dqn_return"]), float(row["reading_uncertainty"])))
+    return curves
+
+
+@lru_cache(maxsize=1)
+def their_code_minatar_curves() -> dict[str, list[tuple[int, float, float]]]:
+    """Young & Tian's examples/dqn.py as published, run on a machine like this one (three runs):
+    game -> [(frames, mean, standard error)] (data/minatar_youngtian2019_dqn_rerun.csv)."""
+    lines = [line for line in (Path(__file__).parent / "data" / THEIR_CODE_HERE).read_text().splitlines()
+             if line and not line.startswith("#")]
+    curves: dict[str, list[tuple[int, float, float]]] = {}
+    for row in csv.DictReader(lines):
+        curves.setdefault(PUBLISHED_GAMES[row["game"]], []).append(
+            (int(row["frames"]), float(row["mean"]), float(row["standard_error"])))
     return curves
