@@ -211,7 +211,8 @@ def _say(lines: list[str]) -> None:
 @click.option("--normalize", "unit", type=click.Choice(["auto", "raw", "hns", "normalized"]), default="auto",
               show_default=True, help="Raw returns, human-normalized (Atari), or normalized by each game's "
               "reference (Atari: human; MinAtar, classic control: a published DQN); auto: hns when every game "
-              "is Atari, normalized when every game has a reference, else raw (then no IQM across games).")
+              "is Atari, normalized when a table has several games that all have a reference, else raw "
+              "(then no IQM across games).")
 @click.option("--reference-scores", "reference_file", type=click.Path(dir_okay=False, path_type=Path),
               help="CSV replacing the shipped MinAtar/classic-control references (columns: game, random, "
               "reference, reference_name, source).")
