@@ -488,10 +488,10 @@ def spread(values: list[float]) -> dict:
 
 def cell(group: Group, game: str, column: str, unit: str, kind: str = "final",
          references: dict[str, Reference] | None = None) -> dict | None:
-    runs = [r for r in group.cell_runs(game, column) if run_score(r, unit, kind, references) is not None]
+    scored = [(r, run_score(r, unit, kind, references)) for r in group.cell_runs(game, column)]
+    runs, values = [r for r, v in scored if v is not None], [v for _, v in scored if v is not None]
     if not runs:
         return None
-    values = [run_score(r, unit, kind, references) for r in runs]
     return {**spread(values), "values": values,
             **{f"{state}_runs": sum(bool(r.result.get(f"{state}_layers") or r.neuro.get(f"{state}_layers"))
                                     for r in runs) for state in LIVENESS}}
