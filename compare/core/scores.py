@@ -120,23 +120,22 @@ def training_return_average(records: list[dict], at_step: int, window: int = TRA
 def published_minatar_curves() -> dict[str, list[tuple[int, float, float]]]:
     """Young & Tian 2019's DQN curves read off their figure: game -> [(frames, return,
     reading uncertainty)] (data/minatar_youngtian2019_dqn.csv; its header gives the provenance)."""
-    lines = [line for line in (Path(__file__).parent / "data" / PUBLISHED_CURVES).read_text().splitlines()
-             if line and not line.startswith("#")]
-    curves: dict[str, list[tuple[int, float, float]]] = {}
-    for row in csv.DictReader(lines):
-        curves.setdefault(PUBLISHED_GAMES[row["game"]], []).append(
-            (int(row["frames"]), float(row["dqn_return"]), float(row["reading_uncertainty"])))
-    return curves
+    return _curves(PUBLISHED_CURVES, "dqn_return", "reading_uncertainty")
 
 
 @lru_cache(maxsize=1)
 def their_code_minatar_curves() -> dict[str, list[tuple[int, float, float]]]:
     """Young & Tian's examples/dqn.py as published, run on a machine like this one (three runs):
     game -> [(frames, mean, standard error)] (data/minatar_youngtian2019_dqn_rerun.csv)."""
-    lines = [line for line in (Path(__file__).parent / "data" / THEIR_CODE_HERE).read_text().splitlines()
+    return _curves(THEIR_CODE_HERE, "mean", "standard_error")
+
+
+def _curves(name: str, value: str, error: str) -> dict[str, list[tuple[int, float, float]]]:
+    """game -> [(frames, value, error)] from a shipped curve file ('#' lines: its provenance)."""
+    lines = [line for line in (Path(__file__).parent / "data" / name).read_text().splitlines()
              if line and not line.startswith("#")]
     curves: dict[str, list[tuple[int, float, float]]] = {}
     for row in csv.DictReader(lines):
         curves.setdefault(PUBLISHED_GAMES[row["game"]], []).append(
-            (int(row["frames"]), float(row["mean"]), float(row["standard_error"])))
+            (int(row["frames"]), float(row[value]), float(row[error])))
     return curves
