@@ -233,3 +233,14 @@ def test_a_live_network_gets_no_warning_and_no_mark(tmp_path):
     start = json.loads((run / "config.json").read_text())["liveness_at_start"]
     assert start["silent_layers"] == [] and all(0 < r < 1 for r in start["firing_rate"].values())
     assert "[silent" not in compare("table", "--results", tmp_path).stdout
+
+
+@pytest.mark.parametrize("game", ["MinAtar/Breakout", "CartPole-v1"])
+def test_the_shipped_random_scores_are_the_harness_measurement_they_cite(game):
+    """small_env_reference_scores.csv's `random`: 10,000 episodes, `nature` protocol, seed 12345."""
+    from compare.core.envs import resolve_env
+    from compare.core.evaluation import random_policy_result
+    from compare.core.protocols import get_protocol
+
+    result = random_policy_result(resolve_env(game), get_protocol("nature"), 10_000, seed=12345)
+    assert round(float(np.mean(result.episode_returns)), 3) == small_env_references()[game].random

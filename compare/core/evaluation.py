@@ -86,10 +86,14 @@ def best_on_test(sweep: list[dict]) -> dict:
     return max(sweep, key=lambda e: e["mean_return"])
 
 
+def any_action(obs: np.ndarray) -> np.ndarray:
+    """A placeholder policy: with epsilon 1 every action is the uniform-random one."""
+    return np.zeros(len(obs), dtype=np.int64)
+
+
 def random_policy_result(spec: EnvSpec, protocol: Protocol, episodes: int, seed: int) -> EvalResult:
     """A uniform-random policy's episodes under the protocol (the `random` of a normalization)."""
-    return evaluate_policy(lambda obs: np.zeros(len(obs), dtype=np.int64), spec, protocol, episodes, seed,
-                           epsilon=1.0)
+    return evaluate_policy(any_action, spec, protocol, episodes, seed, epsilon=1.0)
 
 
 class _Enough(Exception):
@@ -125,5 +129,4 @@ def visited_observations(act: Policy, spec: EnvSpec, protocol: Protocol, count: 
 def random_observations(spec: EnvSpec, protocol: Protocol, count: int, seed: int, stream: str) -> np.ndarray:
     """`count` observations a uniform-random policy visits (run seed `seed`, seed stream
     `stream` indexed by round)."""
-    return visited_observations(lambda obs: np.zeros(len(obs), dtype=np.int64), spec, protocol, count, 1.0,
-                                lambda r: stream_seed(seed, stream, r))
+    return visited_observations(any_action, spec, protocol, count, 1.0, lambda r: stream_seed(seed, stream, r))

@@ -29,11 +29,12 @@ LOG2_SCALE_RANGE = (-8.0, 12.0)   # scales from 1/256 to 4096 x the layer's init
 BISECTION_STEPS = 12              # the scale to within a factor 2^(20 / 4096) ~ 1.003
 
 
-def firing_rates(network: nn.Module, observations: torch.Tensor) -> dict[str, float]:
-    """Firing rate of every spiking layer of `network` on one pass over `observations`."""
+def firing(network: nn.Module, observations: torch.Tensor) -> dict:
+    """Firing rates and silent/saturated layers of `network` on one pass over `observations`
+    ({} for a network without spiking layers)."""
     with CostMeter(network, synapses=False) as meter, torch.inference_mode():
         network(observations)
-    return meter.firing().get("firing_rate", {})
+    return meter.firing()
 
 
 def _rescale(layer: nn.Module, weight: torch.Tensor, bias: torch.Tensor | None, scale: float) -> None:
@@ -56,7 +57,7 @@ def data_driven_scales(network: nn.Module, observations: torch.Tensor, rate: flo
         for _ in range(BISECTION_STEPS):
             middle = (low + high) / 2
             _rescale(layer, weight, bias, 2.0 ** middle)
-            if firing_rates(network, observations)[spiking] < rate:
+            if firing(network, observations)["firing_rate"][spiking] < rate:
                 low = middle
             else:
                 high = middle
@@ -69,10 +70,12 @@ def data_driven_scales(network: nn.Module, observations: torch.Tensor, rate: flo
 
 def apply_scales(network: nn.Module, scales: dict[str, float]) -> None:
     """Reapply recorded `init_scales` to a freshly built network."""
-    for name, scale in scales.items():
-        layer = network.get_submodule(name)
-        _rescale(layer, layer.weight.detach().clone(),
-                 None if layer.bias is None else layer.bias.detach().clone(), scale)
+    with torch.no_grad():
+        for name, scale in scales.items():
+            layer = network.get_submodule(name)
+            layer.weight.mul_(scale)
+            if layer.bias is not None:
+                layer.bias.mul_(scale)
 
 
 def initial_scales(network: nn.Module, options, spec: EnvSpec, protocol, seed: int) -> dict[str, float] | None:
@@ -86,10 +89,9 @@ def initial_scales(network: nn.Module, options, spec: EnvSpec, protocol, seed: i
 def liveness_at_start(network: nn.Module, spec: EnvSpec, protocol, seed: int,
                       count: int = LIVENESS_OBSERVATIONS) -> dict:
     """Firing rates and silent/saturated layers of a new network on `count` random-policy
-    observations; {} for a network without spiking layers."""
+    observations (seed stream "liveness"); {} for a network without spiking layers."""
     observations = torch.as_tensor(random_observations(spec, protocol, count, seed, "liveness"))
-    with CostMeter(network.eval(), synapses=False) as meter, torch.inference_mode():
-        network(observations)
-    network.train()
-    firing = meter.firing()
-    return {"observations": count, **firing} if firing else {}
+    was_training = network.training
+    found = firing(network.eval(), observations)
+    network.train(was_training)
+    return {"observations": count, **found} if found else {}
