@@ -17,7 +17,8 @@
 (f) DQN training steps/s on MinAtar Breakout at one thread, an update of batch 32 every step:
     our learner (the `youngtian2019` preset and protocol) against the loop of the MinAtar
     authors' own PyTorch DQN as published (Young & Tian 2019, `examples/dqn.py` in
-    kenjyoung/MinAtar: centered RMSProp without momentum), written out here;
+    kenjyoung/MinAtar: centered RMSProp without momentum), written out in
+    `compare.app.reference_loop`, timed over its frames that make an update;
 (g) PPO training steps/s on the Atari game (the `atari` preset): our learner with the
     shared-trunk critic and with its separate critic, against the loop of CleanRL's
     ppo_atari.py, written out here (gymnasium's Atari preprocessing for its envs).
@@ -26,22 +27,19 @@
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import os
-import random
 import subprocess
 import sys
 import tempfile
 import time
-from collections import namedtuple
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from compare.app.reference_loop import REPLAY_START_SIZE, youngtian2019_dqn
 from compare.app.resolve import resolve_settings
 from compare.core.accounting import dense_macs
 from compare.core.dqn import DQNLearner
@@ -185,74 +183,6 @@ def cleanrl_style_train_steps_per_s(spec, protocol, steps: int, run: Run) -> flo
         if step % cfg.target_update_period == 0:
             learner.target.load_state_dict(learner.q.state_dict())
     env.close()
-    return steps / (time.perf_counter() - start)
-
-
-Transition = namedtuple("Transition", "state next_state action reward terminal")
-
-
-def _minatar_state(frame: np.ndarray) -> torch.Tensor:
-    return torch.tensor(frame).permute(2, 0, 1).unsqueeze(0).float()
-
-
-def minatar_example_steps_per_s(game: str, steps: int) -> float:
-    """(f)'s baseline: the training loop of Young & Tian's examples/dqn.py, step by step: the raw
-    `minatar.Environment`, one tensor per state, action, reward and flag, transitions as named
-    tuples in a list sampled with `random.sample` and concatenated per batch, the target network
-    run on the non-terminal next states only, centered RMSProp without momentum, one update of
-    32 per step after the warm-up, the target copied every 1,000 steps. Steps/s after WARMUP."""
-    from minatar import Environment
-
-    random.seed(0)
-    np.random.seed(0)
-    torch.manual_seed(0)
-    env = Environment(game)
-    env.seed(0)
-    n_actions = env.num_actions()
-    q = build_ann("minatar", (env.state_shape()[2], 10, 10), n_actions)  # their QNetwork's layers
-    target = copy.deepcopy(q)
-    cfg = DQNLearner.preset("youngtian2019")  # Young & Tian's constants, as their loop uses them
-    optimizer = torch.optim.RMSprop(q.parameters(), lr=cfg.lr, alpha=0.95, centered=True, eps=cfg.optimizer_eps,
-                                    momentum=cfg.optimizer_momentum)
-    buffer, cursor, capacity = [], 0, cfg.buffer_size
-    env.reset()
-    state, start = _minatar_state(env.state()), time.perf_counter()
-    for t in range(WARMUP + steps):
-        if t == WARMUP:
-            start = time.perf_counter()
-        epsilon = 1.0 if t < WARMUP else max(cfg.epsilon_end, 1.0 - 0.9 * (t - WARMUP) / cfg.epsilon_decay_steps)
-        if np.random.binomial(1, epsilon) == 1:
-            action = torch.tensor([[random.randrange(n_actions)]])
-        else:
-            with torch.no_grad():
-                action = q(state).max(1)[1].view(1, 1)
-        reward, terminal = env.act(action)
-        next_state = _minatar_state(env.state())
-        transition = Transition(state, next_state, action, torch.tensor([[reward]]).float(), torch.tensor([[terminal]]))
-        if len(buffer) < capacity:
-            buffer.append(transition)
-        else:
-            buffer[cursor] = transition
-        cursor = (cursor + 1) % capacity
-        if t >= WARMUP:
-            batch = Transition(*zip(*random.sample(buffer, cfg.batch_size)))
-            states, next_states = torch.cat(batch.state), torch.cat(batch.next_state)
-            actions, rewards, terminals = torch.cat(batch.action), torch.cat(batch.reward), torch.cat(batch.terminal)
-            q_sa = q(states).gather(1, actions)
-            live = torch.tensor([i for i, done in enumerate(terminals) if done == 0], dtype=torch.int64)
-            next_q = torch.zeros(cfg.batch_size, 1)
-            if len(live):
-                next_q[live] = target(next_states.index_select(0, live)).detach().max(1)[0].unsqueeze(1)
-            loss = F.smooth_l1_loss(rewards + cfg.gamma * next_q, q_sa)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-        if t % cfg.target_update_period == 0:
-            target.load_state_dict(q.state_dict())
-        state = next_state
-        if terminal:
-            env.reset()
-            state = _minatar_state(env.state())
     return steps / (time.perf_counter() - start)
 
 
@@ -521,7 +451,8 @@ def run_benchmarks(game: str, env_steps: int, train_steps: int, echo=print, num_
         with tempfile.TemporaryDirectory() as tmp:
             run = Run(Path(tmp))
             rates = alternated_medians({
-                "theirs": lambda: minatar_example_steps_per_s("breakout", train_steps),
+                "theirs": lambda: youngtian2019_dqn("breakout", REPLAY_START_SIZE + 1 + train_steps,
+                                                    seed=0).training_frames_per_s,
                 "ours": lambda: ours_train_steps_per_s(minatar, paper, train_steps, 1, run, "youngtian2019")[0]},
                 rounds)
         theirs, ours_minatar = rates["theirs"], rates["ours"]

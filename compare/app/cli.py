@@ -7,6 +7,7 @@ sinabs or rliable, and a subprocess-heavy sweep does not pay for them per cell.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -412,6 +413,43 @@ def bench(game, env_steps, train_steps, concurrent_steps, ppo_rollouts, rounds):
 
     run_benchmarks(game, env_steps, train_steps, echo=click.echo, concurrent_steps=concurrent_steps,
                    ppo_rollouts=ppo_rollouts, rounds=rounds)
+
+
+@cli.command("reference-loop")
+@click.option("--game", default="MinAtar/Breakout", show_default=True, help="A MinAtar game.")
+@click.option("--frames", default=250_000, show_default=True, type=click.IntRange(min=1),
+              help="Frames (= agent steps) per run; their script's NUM_FRAMES is 5M.")
+@click.option("--seeds", default="0-2", show_default=True, help="Runs: a seed range, 0-2, or a list, 0,2,5.")
+@click.option("--at", "at_text", default="100000,150000,200000,250000", show_default=True, metavar="N[,N...]",
+              help="Frame counts at which to report their statistic.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for each run's returns (a run already there is read back, not rerun).")
+@click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1, max=os.cpu_count() or 1),
+              help="torch threads (their reruns here used one).")
+def reference_loop(game, frames, seeds, at_text, out, threads):
+    """Young & Tian 2019's DQN loop (MinAtar examples/dqn.py), written out: train it and print
+    their statistic (mean of the last 100 training-episode returns) per run, as a CSV row per
+    frame count with the mean and standard error over runs."""
+    import torch
+
+    from compare.app.reference_loop import run_reference_loop
+    from compare.app.sweep import parse_seeds
+    from compare.core.envs import resolve_env
+
+    try:
+        at = tuple(int(v) for v in at_text.split(","))
+    except ValueError:
+        raise UsageError(f"--at {at_text!r} is not a list of frame counts; use e.g. 100000,250000") from None
+    if not at or min(at) < 1:
+        raise UsageError(f"--at {at_text!r}: frame counts are positive integers")
+    spec = resolve_env(game)
+    torch.set_num_threads(threads)
+    rows = run_reference_loop(spec, frames, parse_seeds(seeds), out, at, echo=click.echo)
+    n = max(len(row["runs"]) for row in rows)
+    click.echo("game,frames," + ",".join(f"run{i + 1}" for i in range(n)) + ",mean,standard_error")
+    for row in rows:
+        click.echo(f"{row['game']},{row['frames']}," + ",".join(f"{v:.2f}" for v in row["runs"])
+                   + f",{row['mean']:.2f},{row['standard_error']:.2f}")
 
 
 def main(argv: list[str] | None = None) -> None:
