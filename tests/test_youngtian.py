@@ -86,3 +86,61 @@ def test_the_training_statistic_of_a_run_without_training_episodes_is_refused(tm
     assert_clean_error(compare("table", "--results", tmp_path, "--score", "train-ma100"),
                        "has no training episodes")
     assert compare("table", "--results", tmp_path, "--score", "train-ma100", "--methods", "dqn").returncode == 0
+
+
+def test_the_written_out_loop_uses_the_constants_of_the_papers_preset():
+    from compare.app import reference_loop as theirs
+
+    cfg = DQNLearner.preset("youngtian2019")
+    assert (theirs.BATCH_SIZE, theirs.REPLAY_BUFFER_SIZE, theirs.TARGET_NETWORK_UPDATE_FREQ, theirs.REPLAY_START_SIZE,
+            theirs.FIRST_N_FRAMES, theirs.END_EPSILON, theirs.STEP_SIZE, theirs.MIN_SQUARED_GRAD, theirs.GAMMA) == (
+        cfg.batch_size, cfg.buffer_size, cfg.target_update_period, cfg.learning_starts, cfg.epsilon_decay_steps,
+        cfg.epsilon_end, cfg.lr, cfg.optimizer_eps, cfg.gamma)
+    assert {k: PAPER[k] for k in ("batch_size", "buffer_size", "learning_starts", "lr")} == {
+        "batch_size": theirs.BATCH_SIZE, "buffer_size": theirs.REPLAY_BUFFER_SIZE,
+        "learning_starts": theirs.REPLAY_START_SIZE, "lr": theirs.STEP_SIZE}
+
+
+def test_the_reference_loop_saves_each_run_reads_it_back_and_reports_their_statistic(tmp_path):
+    out = tmp_path / "their-loop"
+    args = ("reference-loop", "--game", "MinAtar/Breakout", "--frames", "5300", "--seeds", "0,1", "--at",
+            "2000,5300", "--out", out)
+    first = compare(*args)
+    assert first.returncode == 0, first.stderr
+    files = sorted(out.glob("*.json"))
+    assert [f.name for f in files] == ["youngtian2019-dqn__breakout__seed0.json", "youngtian2019-dqn__breakout__seed1.json"]
+    saved = [json.loads(f.read_text()) for f in files]
+    assert all(s["frame_stamps"][-1] == 5300 and s["training_frames_per_s"] > 0 for s in saved)  # updates ran
+    expected = [training_return_average([{"step": t, "episode_return": r} for t, r in
+                                         zip(s["frame_stamps"], s["returns"])], 5300) for s in saved]
+    row = first.stdout.strip().splitlines()[-1].split(",")
+    assert row[:2] == ["breakout", "5300"] and [float(v) for v in row[2:4]] == pytest.approx(expected, abs=0.005)
+    stamps = [f.stat().st_mtime_ns for f in files]
+    again = compare(*args)  # both runs are on disk: read back, not rerun
+    assert again.returncode == 0 and again.stdout.splitlines()[-1] == first.stdout.splitlines()[-1]
+    assert [f.stat().st_mtime_ns for f in files] == stamps
+
+
+def test_the_reference_loop_refuses_bad_input(tmp_path):
+    assert_clean_error(compare("reference-loop", "--game", "Breakout", "--out", tmp_path), "MinAtar games only")
+    assert_clean_error(compare("reference-loop", "--frames", "1000", "--at", "2000", "--out", tmp_path),
+                       "--at 2000 is past --frames 1000")
+    assert_clean_error(compare("reference-loop", "--at", "1e5", "--out", tmp_path), "--at '1e5'")
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_run_whose_training_log_is_committed_compressed_reads_as_before(tmp_path):
+    import gzip
+
+    from compare.core.runstore import Run, UsageError
+
+    run = Run(tmp_path)
+    records = [{"step": 10 * (i + 1), "episode_return": float(i)} for i in range(5)]
+    for record in records:
+        run.log_metric(record)
+    (tmp_path / "metrics.jsonl.gz").write_bytes(gzip.compress((tmp_path / "metrics.jsonl").read_bytes()))
+    (tmp_path / "metrics.jsonl").unlink()
+    assert run.metrics() == records
+    (tmp_path / "metrics.jsonl.gz").write_bytes(b"\x1f\x8b not gzip")
+    with pytest.raises(UsageError, match="metrics.jsonl.gz is damaged"):
+        run.metrics()

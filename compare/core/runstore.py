@@ -24,6 +24,7 @@ from __future__ import annotations
 import datetime as _dt
 import errno
 import fcntl
+import gzip
 import io
 import json
 import os
@@ -131,11 +132,20 @@ def append_jsonl(path: Path, record: dict) -> None:
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    path = Path(path)
-    if not path.exists():
+    """One record per line; a log committed compressed (`metrics.jsonl.gz`, as a study's
+    results keep it) is read when the plain file is absent."""
+    path, packed = Path(path), Path(f"{path}.gz")
+    if path.exists():
+        text = path.read_text()
+    elif packed.is_file():
+        try:
+            text = gzip.decompress(packed.read_bytes()).decode()
+        except (OSError, EOFError, UnicodeDecodeError) as e:
+            raise UsageError(f"{packed} is damaged ({type(e).__name__}); restore it or delete it") from None
+    else:
         return []
     records = []
-    for line in path.read_text().splitlines():
+    for line in text.splitlines():
         try:
             records.append(json.loads(line))
         except json.JSONDecodeError:
