@@ -232,7 +232,7 @@ def describe_chip_model(model: nn.Sequential) -> list[dict]:
 def chip_model_weights(model: nn.Sequential) -> dict[str, torch.Tensor]:
     """What model.pt holds: every convolution's weights and every IAF layer's threshold and
     membrane floor (tensors only; the membrane state is not part of the model)."""
-    return {key: value for key, value in model.state_dict().items() if not key.endswith("v_mem")}
+    return {key: value for key, value in model.state_dict().items() if key.rsplit(".", 1)[-1] != "v_mem"}
 
 
 def load_chip_model(folder: Path) -> nn.Sequential:
@@ -255,7 +255,7 @@ def load_chip_model(folder: Path) -> nn.Sequential:
         missing, unexpected = model.load_state_dict(weights, strict=False)
     except Exception as e:  # damaged, foreign or mismatched file
         raise UsageError(f"{folder}/model.pt is not this chip model's tensors ({type(e).__name__})") from None
-    if unexpected or any(not key.endswith("v_mem") for key in missing):
+    if unexpected or any(key.rsplit(".", 1)[-1] != "v_mem" for key in missing):
         raise UsageError(f"{folder}/model.pt does not match export.json's layers")
     return model
 

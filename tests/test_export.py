@@ -77,6 +77,28 @@ def test_speck_dqn_exports_to_speck2f(speck_breakout, tmp_path):
     assert q.shape == (2, 4)
 
 
+def test_the_reloaded_chip_model_is_the_model_that_was_scored(tmp_path):
+    """model.pt keeps every layer's threshold and membrane floor, so `load_chip_model` rebuilds the
+    discretized network the export evaluated, output for output."""
+    from compare.core.runstore import write_json
+    from converters.hardware import chip_model_weights, describe_chip_model, discretize_layers
+
+    torch.manual_seed(0)
+    float_model = torch.nn.Sequential(
+        torch.nn.Conv2d(2, 4, 3, bias=False), sl.IAFSqueeze(spike_threshold=0.7, min_v_mem=-0.7, num_timesteps=4),
+        torch.nn.Conv2d(4, 3, 6, bias=False), sl.IAFSqueeze(spike_threshold=0.4, min_v_mem=-0.4, num_timesteps=4))
+    chip_model, _ = discretize_layers(float_model)
+    floors = [float(m.min_v_mem) for m in chip_model if isinstance(m, sl.IAFSqueeze)]
+    assert all(floor < -1.5 for floor in floors)  # far from the -1.0 a rebuilt layer starts with
+    torch.save(chip_model_weights(chip_model), tmp_path / "model.pt")
+    write_json(tmp_path / "export.json", {"chip_layers": describe_chip_model(chip_model), "timesteps": 4})
+    reloaded = load_chip_model(tmp_path)
+    assert [float(m.min_v_mem) for m in reloaded if isinstance(m, sl.IAFSqueeze)] == floors
+    obs = torch.randint(0, 255, (5, 2, 8, 8), dtype=torch.uint8)
+    expected = ChipSNN(chip_model, 4, 255.0, 1.0)(obs)
+    assert torch.equal(ChipSNN(reloaded, 4, 255.0, 1.0)(obs), expected)
+
+
 def test_nature_dqn_does_not_fit_on_speck(tmp_path):
     run = finished_run(tmp_path, "--method", "dqn", "--game", "Breakout", "--steps", "200",
                        "--set", "learning_starts=100")

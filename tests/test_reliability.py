@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -342,11 +343,52 @@ def test_a_run_killed_at_birth_is_started_again_by_name(tmp_path):
     out = tmp_path / "results"
     stub = out / "runs" / "mine"
     stub.mkdir(parents=True)
+    (stub / ".compare-run").touch()  # the first file of every run directory
     (stub / ".config.json.abc.tmp").write_text("{")
     assert_clean_error(compare("run", "--resume", stub), "start the run again with --name mine")
     res = compare("run", *SHORT, "--steps", "300", "--set", "learning_starts=100", "--out", out, "--name", "mine")
     assert res.returncode == 0, res.stderr
     assert (stub / "eval.json").is_file() and not list(stub.glob(".*.tmp"))
+
+
+def test_a_users_own_folder_named_like_a_run_is_never_taken_over(tmp_path):
+    out = tmp_path / "results"
+    mine = out / "runs" / "mydata"
+    mine.mkdir(parents=True)
+    (mine / "data.csv").write_text("a,b\n1,2\n")
+    (mine / "notes.txt").write_text("my notes")
+    before = {p.name: p.read_bytes() for p in mine.iterdir()}
+    res = compare("run", *SHORT, "--steps", "300", "--out", out, "--name", "mydata")
+    assert_clean_error(res, "was not made by compare", "choose another name")
+    assert {p.name: p.read_bytes() for p in mine.iterdir()} == before  # not even a lock file added
+
+
+def test_a_sweep_leaves_a_users_folder_named_like_its_cell_alone(tmp_path):
+    results = tmp_path / "results"
+    args = ("sweep", "--games", "CartPole-v1", "--methods", "dqn", "--seeds", "0", "--steps", "300",
+            "--set", "eval_episodes=1", "--set", "learning_starts=100", "--results", results)
+    dry = compare(*args, "--dry-run")
+    sweep_id = dry.stdout.split()[1].rstrip(":")
+    mine = results / "runs" / f"CartPole-v1__dqn__seed0__sweep-{sweep_id}"
+    mine.mkdir(parents=True)
+    (mine / "user.txt").write_text("keep me")
+    res = compare(*args)
+    assert res.returncode == 1 and "1 failed" in res.stdout and "was not made by compare" in res.stdout
+    assert [p.name for p in mine.iterdir()] == ["user.txt"] and (mine / "user.txt").read_text() == "keep me"
+
+
+@pytest.mark.parametrize("command", ["resume", "fgsm"])
+def test_a_lock_that_is_a_symlink_is_refused_and_its_target_untouched(finished_dqn, tmp_path, command):
+    run_dir = copy_run(finished_dqn, tmp_path, finished=command == "fgsm")
+    elsewhere = tmp_path / "elsewhere.txt"
+    elsewhere.write_text("someone else's file\n")
+    (run_dir / ".lock").unlink(missing_ok=True)
+    (run_dir / ".lock").symlink_to(elsewhere)
+    before = snapshot(run_dir)
+    args = ("run", "--resume", run_dir) if command == "resume" else ("eval", run_dir, "--attack", "fgsm",
+                                                                       "--eps", "0.01", "--episodes", "1")
+    assert_clean_error(compare(*args), ".lock is a symbolic link")
+    assert elsewhere.read_text() == "someone else's file\n" and snapshot(run_dir) == before
 
 
 def test_a_killed_named_conversion_is_replaced_by_the_same_command(finished_dqn, tmp_path):
@@ -372,3 +414,22 @@ def test_leftover_temp_files_go_and_results_are_world_readable(finished_dqn, tmp
     os.umask(umask)
     for name in ("config.json", "eval.json", "model.pt", "checkpoint.pt", "metrics.jsonl"):
         assert stat.S_IMODE((run_dir / name).stat().st_mode) == 0o666 & ~umask, name
+
+
+@pytest.mark.parametrize("damage", ["chunk shape", "head outside the ring"])
+def test_a_refused_resume_leaves_the_run_as_it_was(finished_dqn, tmp_path, damage):
+    run_dir = copy_run(finished_dqn, tmp_path, finished=False)
+    if damage == "chunk shape":
+        for chunk in (run_dir / "replay").glob("*.npy"):  # one more value per frame than the env gives
+            frames = np.load(chunk)
+            np.save(chunk, np.zeros((*frames.shape[:-1], frames.shape[-1] + 1), frames.dtype), allow_pickle=False)
+    else:
+        (state_file,) = (run_dir / "replay").glob("state.s*.npz")
+        with np.load(state_file, allow_pickle=False) as data:
+            state = {key: data[key] for key in data.files}
+        state["head"] = state["head"] + 10**9
+        with open(state_file, "wb") as f:
+            np.savez(f, **state)
+    before = snapshot(run_dir)
+    assert_clean_error(compare("run", "--resume", run_dir), "does not fit this run", "delete that folder")
+    assert snapshot(run_dir) == before

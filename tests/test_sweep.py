@@ -224,3 +224,15 @@ def test_the_reproduction_study_plans_the_papers_setup(tmp_path):
     lines = [line for line in res.stdout.splitlines() if line.strip()[:1].isdigit()]
     assert len(lines) == 6 and all(" dqn seed " in line for line in lines)
     assert "total: 3,000,000 agent steps" in res.stdout and "presets (minatar): dqn youngtian2019" in res.stdout
+
+
+def test_the_command_lines_settings_merge_with_the_files_key_by_key(tmp_path):
+    from compare.app.sweep import cell_overrides, from_toml
+
+    path = tmp_path / "sweep.toml"
+    path.write_text('games = "CartPole-v1"\nmethods = "dqn"\nseeds = "0"\n'
+                    '[set]\nlearning_starts = 200\neval_episodes = 2\nlr = 0.01\n')
+    spec = from_toml(path, overrides=("lr=0.001", "gamma=0.9"))
+    assert cell_overrides(spec, "dqn") == {"learning_starts": "200", "eval_episodes": "2", "lr": "0.001",
+                                           "gamma": "0.9"}
+    assert cell_overrides(from_toml(path), "dqn")["lr"] == "0.01"

@@ -168,12 +168,7 @@ def make_spec(games, methods, seeds, steps=None, protocol="nature", presets=(), 
     get_protocol(protocol)
     if launcher not in LAUNCHERS:
         raise UsageError(f"unknown launcher {launcher!r}; allowed: {', '.join(LAUNCHERS)}")
-    if isinstance(overrides, dict):
-        pairs = {str(k): str(v).lower() if isinstance(v, bool) else str(v) for k, v in overrides.items()}
-    elif isinstance(overrides, (list, tuple)):
-        pairs = parse_overrides(tuple(str(o) for o in overrides))
-    else:
-        raise UsageError(f"set={overrides!r} must be a table of KEY = VALUE settings")
+    pairs = override_pairs(overrides)
     spec = SweepSpec(games_, methods_, parse_seeds(seeds), None if steps is None else _number("steps", steps, int, 1),
                      protocol, _list(presets), tuple(sorted(pairs.items())), launcher,
                      _number("workers", workers, int, 1),
@@ -192,6 +187,15 @@ def make_spec(games, methods, seeds, steps=None, protocol="nature", presets=(), 
         if get_method(m).source_method is None:
             resolve_settings(m, games_[0], 0, spec.steps, protocol, preset, cell_overrides(spec, m), "cpu")
     return spec
+
+
+def override_pairs(overrides) -> dict[str, str]:
+    """Settings as KEY -> VALUE text, from a TOML `[set]` table or `--set KEY=VALUE` pairs."""
+    if isinstance(overrides, dict):
+        return {str(k): str(v).lower() if isinstance(v, bool) else str(v) for k, v in overrides.items()}
+    if isinstance(overrides, (list, tuple)):
+        return parse_overrides(tuple(str(o) for o in overrides))
+    raise UsageError(f"set={overrides!r} must be a table of KEY = VALUE settings")
 
 
 def cell_preset(spec: SweepSpec, method: str) -> str | None:
@@ -226,8 +230,9 @@ def from_toml(path: Path, **cli) -> SweepSpec:
     for key in ("games", "methods", "seeds"):
         if key not in data and cli.get(key) is None:
             raise UsageError(f"{path}: missing key {key!r}")
-    merged = {**{k: v for k, v in data.items() if k != "set"}, "overrides": data.get("set", {}),
-              **{k: v for k, v in cli.items() if v is not None}}
+    merged = {**{k: v for k, v in data.items() if k != "set"}, **{k: v for k, v in cli.items() if v is not None}}
+    # the file's [set] table and --set merge, key by key, the command line winning
+    merged["overrides"] = {**override_pairs(data.get("set", {})), **override_pairs(cli.get("overrides") or ())}
     return make_spec(**merged)
 
 

@@ -198,7 +198,6 @@ class DQNLearner(Learner, key="dqn", config_type=DQNConfig, presets=DQN_PRESETS,
         self.rng = np.random.default_rng(stream_seed(seed, "exploration"))
         self.state.next_train = self.state.next_target = config.learning_starts
         self.replay: ReplayBuffer | None = None
-        self._restored_replay: tuple | None = None
         # What the replay on disk holds: chunk -> step of its file, and each env's entries written
         # at that save (the next checkpoint writes only the chunks changed since).
         self._replay_files: dict[str, int] = {}
@@ -301,7 +300,21 @@ class DQNLearner(Learner, key="dqn", config_type=DQNConfig, presets=DQN_PRESETS,
     def restore_extra(self, payload: dict) -> None:
         self.target.load_state_dict(payload["target"])
         self.rng.bit_generator.state = payload["numpy_rng"]
-        self._restored_replay = self.run.load_replay(self.state.step) if payload["replay_saved"] else None
+        restored = self.run.load_replay(self.state.step) if payload["replay_saved"] else None
+        if restored is not None:  # filled now: a replay that does not fit refuses the resume before a log is cut
+            state, chunks, self._replay_files = restored
+            self.replay = self._new_replay()
+            try:
+                self.replay.load_state_dict(state, chunks)
+            except (ValueError, KeyError, IndexError, TypeError) as e:
+                raise UsageError(f"{self.run.path / 'replay'} does not fit this run ({e}); delete that folder to "
+                                 "resume without it (the replay then refills before updates resume)") from None
+            self._replay_saved_written = self.replay.written.copy()
+
+    def _new_replay(self) -> ReplayBuffer:
+        cfg = self.cfg
+        return ReplayBuffer(cfg.buffer_size, cfg.num_envs, self.env.frame_shape, self.env.frame_dtype,
+                            self.env.spec.frame_stack, seed=stream_seed(self.seed, "replay"))
 
     # -- the loop ---------------------------------------------------------------------------
     def begin(self) -> None:
@@ -309,15 +322,9 @@ class DQNLearner(Learner, key="dqn", config_type=DQNConfig, presets=DQN_PRESETS,
         one was saved) and close every episode it holds, since its envs restart."""
         cfg, st = self.cfg, self.state
         super().begin()
-        if self.replay is None:
-            self.replay = ReplayBuffer(cfg.buffer_size, cfg.num_envs, self.env.frame_shape, self.env.frame_dtype,
-                                       self.env.spec.frame_stack, seed=stream_seed(self.seed, "replay"))
-            if self._restored_replay is not None:
-                state, chunks, self._replay_files = self._restored_replay
-                self.replay.load_state_dict(state, chunks)
-                self._replay_saved_written = self.replay.written.copy()
-                self._restored_replay = None  # one copy of the replay, not two
-            elif st.step > 0:
+        if self.replay is None:  # not restored with the checkpoint (restore_extra)
+            self.replay = self._new_replay()
+            if st.step > 0:
                 # The replay was not checkpointed: refill it before updating again.
                 self._resume_warmup_until = st.step + min(cfg.learning_starts, self.total_steps - st.step)
         self.replay.end_episodes()

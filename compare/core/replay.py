@@ -189,6 +189,9 @@ class ReplayBuffer:
             if state[key].shape != getattr(self, key).shape:
                 raise ValueError(f"replay {key} has shape {state[key].shape}, expected {getattr(self, key).shape}")
             getattr(self, key)[...] = state[key]
+        if ((self.head < 0) | (self.head >= self.slots) | (self.written < 0)).any():
+            raise ValueError(f"replay head {self.head.tolist()} or count {self.written.tolist()} lies outside "
+                             f"its ring of {self.slots} slots")
         size = self.chunk_slots
         for name, frames in chunks.items():
             env, chunk = (int(part[1:]) for part in name.split("-")[1:])

@@ -47,6 +47,7 @@ from compare.core.errors import UsageError
 CONFIG, METRICS, EVALS, EVAL, CHECKPOINT, REPLAY, WEIGHTS, LOCK = (
     "config.json", "metrics.jsonl", "evals.jsonl", "eval.json", "checkpoint.pt", "replay", "model.pt",
     ".lock")
+MARKER = ".compare-run"  # written first in every run directory: only such a folder is ever taken over
 MAX_NAME = 200  # characters in a run name (file systems allow 255 bytes)
 FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}  # out of space, quota or file-size limit
 BUSY_MARK = "is being written by process"  # in the one-line error a second writer gets (sweeps read it)
@@ -218,6 +219,7 @@ class Run:
         path = runs / name
         try:
             path.mkdir()
+            (path / MARKER).touch()
             run = cls(path).acquire()
         except FileExistsError:
             run = cls._take_over(path, method, restart_unfinished)
@@ -229,7 +231,14 @@ class Run:
     def _take_over(cls, path: Path, method: str, restart_unfinished: bool) -> "Run":
         """Reuse a named directory that holds no run to continue: one a kill left before its
         config.json, or (with `restart_unfinished`) an unfinished run of `method`. Returned
-        emptied and holding its lock."""
+        emptied and holding its lock. A folder this project did not make (no marker, no
+        config.json, not empty) is refused untouched: it may be the user's own."""
+        if not path.is_dir() or path.is_symlink():
+            raise UsageError(f"{path} exists and is not a run directory; choose another name or remove it")
+        ours = (path / MARKER).is_file() or (path / CONFIG).is_file()
+        if not ours and any(child.name != LOCK for child in path.iterdir()):
+            raise UsageError(f"{path} exists and was not made by compare (no {CONFIG}, no {MARKER}); its files "
+                             "are left as they are: choose another name or move them")
         if (path / CONFIG).is_file():
             try:
                 same = read_json(path / CONFIG).get("method") == method
@@ -240,9 +249,10 @@ class Run:
         run = cls(path).acquire()  # refuses if another process writes it
         with run.released_on_error():
             for child in path.iterdir():
-                if child.name != LOCK and child.is_file():
+                if child.name not in (LOCK, MARKER) and child.is_file():
                     child.unlink()
             shutil.rmtree(path / REPLAY, ignore_errors=True)
+            (path / MARKER).touch()
         return run
 
     @classmethod
@@ -261,7 +271,15 @@ class Run:
     def acquire(self) -> "Run":
         """Take this run's writer lock, or fail with one line naming the process that holds
         it. Temporary files a killed write left behind are removed."""
-        fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, _file_mode())
+        try:  # the lock is this run's own file: a link (to a file anywhere) is never followed
+            fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, _file_mode())
+        except OSError as e:
+            lock = self.path / LOCK
+            if lock.is_symlink() or lock.is_dir():
+                kind = "a symbolic link" if lock.is_symlink() else "a directory"
+                raise UsageError(f"{lock} is {kind}; a run's lock must be its own file: delete it and try "
+                                 "again") from None
+            raise UsageError(f"cannot write to {self.path}: {e.strerror or e}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
