@@ -24,7 +24,15 @@ from compare.core.dqn import DQNLearner
 from compare.core.errors import UsageError
 from compare.core.methods import TrainedMethod
 from compare.core.networks import scale_input, synapse_stack
-from direct.neurons import LeakyIntegratorLayer, LIFLayer, NeuronOptions, all_steps, driven_pairs, scale_weights
+from direct.neurons import (
+    LeakyIntegratorLayer,
+    LIFLayer,
+    NeuronOptions,
+    all_steps,
+    check_time_constant,
+    driven_pairs,
+    scale_weights,
+)
 
 Decoder = Literal["max", "mean", "last", "max-abs"]
 
@@ -43,9 +51,9 @@ class DSQNOptions(NeuronOptions):
         super().__post_init__()
         if self.timesteps <= 0:
             raise UsageError(f"timesteps={self.timesteps} must be a positive integer")
-        for name in ("out_tau_mem", "input_divisor"):
-            if getattr(self, name) <= 0:
-                raise UsageError(f"{name}={getattr(self, name)} must be positive")
+        if self.input_divisor <= 0:
+            raise UsageError(f"input_divisor={self.input_divisor} must be positive")
+        check_time_constant("out_tau_mem", self.out_tau_mem)
         check_widths(self, "mlp_hidden")
 
 

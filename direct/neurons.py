@@ -67,6 +67,12 @@ def spike(x: torch.Tensor, surrogate: str, alpha: float) -> torch.Tensor:
     return norse_threshold(x, surrogate, alpha)
 
 
+def check_time_constant(name: str, tau: float) -> None:
+    """A membrane time constant in steps: v <- v + (x - v) / tau overshoots x below 1."""
+    if not tau >= 1:
+        raise UsageError(f"{name}={tau} must be at least 1 (in steps; 1: no memory)")
+
+
 @dataclass(frozen=True)
 class LIFParameters:
     tau_mem: float = 2.0          # v <- v + (x - v) / tau_mem
@@ -105,9 +111,13 @@ class NeuronOptions:
         if self.neuron_impl == "norse" and self.surrogate == "atan":
             raise UsageError("neuron_impl=norse: Norse has no ATan surrogate; choose surrogate="
                              f"{', '.join(SURROGATES[1:])}, or neuron_impl=fused")
-        for name in ("tau_mem", "v_th", "surrogate_alpha", "weight_gain"):
+        for name in ("v_th", "surrogate_alpha", "weight_gain"):
             if getattr(self, name) <= 0:
                 raise UsageError(f"{name}={getattr(self, name)} must be positive")
+        check_time_constant("tau_mem", self.tau_mem)
+        if self.reset == "hard" and self.v_reset >= self.v_th:
+            raise UsageError(f"v_reset={self.v_reset} must lie below v_th={self.v_th}: a hard reset there fires "
+                             "again on every step")
         if not 0 < self.init_rate < 1:
             raise UsageError(f"init_rate={self.init_rate} must lie strictly between 0 and 1 (a firing rate)")
         if self.init_observations < 1:

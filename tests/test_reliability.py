@@ -241,12 +241,28 @@ def test_export_of_a_conversion_with_a_truncated_eval_json(finished_dqn, tmp_pat
     (["--method", "dsqn", "--set", "v_th=-1"], "v_th=-1.0 must be positive"),
     (["--seed", str(2**32)], "--seed"),
     (["--name", "x" * 300], "too long; at most 200"),
+    # values torch would take (or reject with its own traceback): refused before anything starts
+    (["--set", "optimizer_eps=-1"], "optimizer_eps=-1.0 must be positive"),
+    (["--set", "max_grad_norm=-1"], "max_grad_norm=-1.0 must be positive, or 0 for no clipping"),
+    (["--method", "ppo", "--set", "max_grad_norm=-0.5"], "max_grad_norm=-0.5 must be positive"),
+    (["--method", "ppo", "--set", "vf_coef=-1"], "vf_coef=-1.0 must be zero or positive"),
+    (["--method", "ppo", "--set", "ent_coef=-0.1"], "ent_coef=-0.1 must be zero or positive"),
+    (["--method", "dsqn", "--set", "tau_mem=0.5"], "tau_mem=0.5 must be at least 1"),
+    (["--method", "dsqn", "--set", "out_tau_mem=0.5"], "out_tau_mem=0.5 must be at least 1"),
+    (["--method", "hybrid", "--set", "out_tau_mem=0.9"], "out_tau_mem=0.9 must be at least 1"),
+    (["--method", "dsqn", "--set", "v_reset=2"], "v_reset=2.0 must lie below v_th=1.0"),
 ])
 def test_bad_values_for_a_run(tmp_path, args, fragment):
     out = tmp_path / "results"
     assert_clean_error(compare("run", "--game", "CartPole-v1", "--steps", "100", "--quiet", "--out", out, *args),
                        fragment)
     assert not (out / "runs").exists() or not any((out / "runs").iterdir())  # no run half-made
+
+
+def test_a_budget_that_never_reaches_learning_starts_is_said(tmp_path):
+    res = compare("run", *SHORT, "--steps", "200", "--set", "learning_starts=500", "--out", tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "compare: warning: learning_starts=500 is not below the budget of 200 steps" in res.stderr
 
 
 def test_bad_evaluation_seed(finished_dqn):

@@ -151,6 +151,11 @@ def test_committed_studies_plan_their_cells_on_the_family_defaults(tmp_path, nam
     (["--games", "Pong", "--methods", "dqn", "--seeds", "0", "--launcher", "k8s"], ["unknown launcher 'k8s'"]),
     (["--games", "Pong", "--methods", "dqn", "--seeds", "0", "--set", "lrr=1"], ["--set lrr"]),
     (["--games", "Pong"], ["needs --games, --methods and --seeds"]),
+    (["--games", "Pong", "--methods", "dqn", "--seeds", "0-99999999999"], ["at most 10,000 seeds"]),
+    (["--games", "Pong", "--methods", "dqn", "--seeds", "0", "--cpus-per-run", "inf"], ["cpus_per_run=inf must be a number"]),
+    (["--games", "CartPole-v1,CartPole-v1", "--methods", "dqn", "--seeds", "0"], ["game CartPole-v1 more than once"]),
+    (["--games", "Pong,ALE/Pong-v5", "--methods", "dqn", "--seeds", "0"], ["game Pong more than once"]),
+    (["--games", "Pong", "--methods", "dqn,dqn", "--seeds", "0"], ["method dqn more than once"]),
 ])
 def test_bad_sweep_input(tmp_path, args, fragments):
     assert_clean_error(compare("sweep", *args, "--results", tmp_path / "r"), *fragments)

@@ -19,6 +19,7 @@ import dataclasses
 import hashlib
 import importlib.util
 import json
+import math
 import os
 import signal
 import subprocess
@@ -39,6 +40,7 @@ from compare.core.runstore import BUSY_MARK, ensure_writable_dir
 from compare.core.seeding import MAX_SEED
 
 LAUNCHERS = ("local", "ray", "slurm")
+MAX_SWEEP_SEEDS = 10_000  # seeds one sweep may list (a range is checked before it is built)
 PR_SET_PDEATHSIG = 1
 _LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -117,6 +119,8 @@ def parse_seeds(text: str) -> tuple[int, ...]:
                 lo, hi = (int(v) for v in part.split("-"))
                 if hi < lo:
                     raise ValueError
+                if hi > MAX_SEED or hi - lo >= MAX_SWEEP_SEEDS:  # checked before the list is built
+                    raise UsageError(f"--seeds {text!r}: at most {MAX_SWEEP_SEEDS:,} seeds from 0 to {MAX_SEED}")
                 seeds += range(lo, hi + 1)
             elif part:
                 seeds.append(int(part))
@@ -136,9 +140,9 @@ def _number(name: str, value, kind: type, minimum: float):
     """`value` (from the command line or TOML) as an int or float of at least `minimum`."""
     try:
         number = kind(value)
-        if isinstance(value, bool) or (kind is int and float(value) != number):
+        if isinstance(value, bool) or (kind is int and float(value) != number) or not math.isfinite(number):
             raise ValueError
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise UsageError(f"{name}={value!r} must be {'an integer' if kind is int else 'a number'}") from None
     if number < minimum:
         raise UsageError(f"{name}={value!r} must be at least {minimum:g}")
@@ -159,6 +163,11 @@ def make_spec(games, methods, seeds, steps=None, protocol="nature", presets=(), 
     if not games_ or not methods_:
         raise UsageError("a sweep needs at least one game and one method")
     games_ = tuple(resolve_env(g).name for g in games_)
+    for kind, names in (("game", games_), ("method", methods_)):
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise UsageError(f"the sweep lists the {kind} {twice[0]} more than once (names that mean the same "
+                             f"{kind} count as one); give each once")
     for m in methods_:
         source = get_method(m).source_method
         if source is not None and source not in methods_:

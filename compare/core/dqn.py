@@ -68,6 +68,10 @@ class DQNConfig:
                 raise UsageError(f"{name}={getattr(self, name)} must be zero or positive")
         if self.lr <= 0:
             raise UsageError(f"lr={self.lr} must be positive")
+        if self.optimizer_eps <= 0:
+            raise UsageError(f"optimizer_eps={self.optimizer_eps} must be positive")
+        if self.max_grad_norm < 0:
+            raise UsageError(f"max_grad_norm={self.max_grad_norm} must be positive, or 0 for no clipping")
         if not 0 <= self.gamma <= 1:
             raise UsageError(f"gamma={self.gamma} must lie in [0, 1]")
         for name in ("epsilon_start", "epsilon_end"):
@@ -188,6 +192,13 @@ class DQNLearner(Learner, key="dqn", config_type=DQNConfig, presets=DQN_PRESETS,
         if needed > memory:
             raise UsageError(f"buffer_size={config.buffer_size} needs {needed / 2**30:,.1f} GiB of frames; this "
                              f"machine has {memory / 2**30:,.1f} GiB of memory")
+
+    @classmethod
+    def setting_warnings(cls, config: DQNConfig, total_steps: int) -> list[str]:
+        if config.learning_starts >= total_steps:
+            return [f"learning_starts={config.learning_starts:,} is not below the budget of {total_steps:,} steps: "
+                    "the network is never updated"]
+        return []
 
     def __init__(self, networks: dict[str, nn.Module], env, config: DQNConfig, protocol: Protocol,
                  total_steps: int, seed: int, device: torch.device, run, progress=None):

@@ -122,6 +122,11 @@ class Learner:
         """Raise a UsageError if `config` cannot run on this machine in `env` (before a run
         directory is made)."""
 
+    @classmethod
+    def setting_warnings(cls, config, total_steps: int) -> list[str]:
+        """Settings that run but are unlikely to mean what they say (printed at the start)."""
+        return []
+
     @staticmethod
     def deployed_weights(saved: dict, roles: list[str], role: str) -> dict:
         """The deployed network's state dict from model.pt (one network: its state dict;

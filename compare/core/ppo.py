@@ -54,8 +54,12 @@ class PPOConfig:
         if self.minibatch_size > self.rollout_size:
             raise UsageError(f"minibatch_size={self.minibatch_size} exceeds the rollout (num_envs x "
                              f"num_steps = {self.rollout_size}); lower it or collect more steps")
-        if self.lr <= 0 or self.clip_coef <= 0:
-            raise UsageError("lr and clip_coef must be positive")
+        for name in ("lr", "clip_coef", "adam_eps", "max_grad_norm"):
+            if getattr(self, name) <= 0:
+                raise UsageError(f"{name}={getattr(self, name)} must be positive")
+        for name in ("vf_coef", "ent_coef"):  # negative: the critic ascends its error, the policy shuns entropy
+            if getattr(self, name) < 0:
+                raise UsageError(f"{name}={getattr(self, name)} must be zero or positive")
         for name in ("gamma", "gae_lambda"):
             if not 0 <= getattr(self, name) <= 1:
                 raise UsageError(f"{name}={getattr(self, name)} must lie in [0, 1]")

@@ -116,6 +116,8 @@ def start_training_run(method, settings: Settings, results_root: Path, name: str
         if warning:
             print(warning, file=sys.stderr)
     with Run.create(results_root, spec.slug, settings.method, settings.seed, config, name=name) as run:
+        for warning in method.learner.setting_warnings(settings.learner, settings.total_steps):
+            print(f"compare: warning: {warning}", file=sys.stderr)
         _train(method, run, settings, checkpoint=None, progress_factory=progress_factory)
     return run
 
