@@ -449,3 +449,59 @@ def test_a_refused_resume_leaves_the_run_as_it_was(finished_dqn, tmp_path, damag
     before = snapshot(run_dir)
     assert_clean_error(compare("run", "--resume", run_dir), "does not fit this run", "delete that folder")
     assert snapshot(run_dir) == before
+
+
+def _damage_json(name: str, key: str, value):
+    def damage(run_dir: Path) -> None:
+        data = json.loads((run_dir / name).read_text())
+        data[key] = value
+        (run_dir / name).write_text(json.dumps(data))
+    return damage
+
+
+@pytest.mark.parametrize("damage, reason", [
+    (_damage_json("config.json", "method", ["dqn"]), 'method is ["dqn"], not a str'),
+    (_damage_json("config.json", "game", 3), "game is 3, not a str"),
+    (_damage_json("config.json", "game", "NoSuchGame"), "config.json game: unknown game"),
+    (_damage_json("config.json", "total_steps", -100), "out of range"),
+    (_damage_json("eval.json", "neuro", "x"), "neuro is not an object of costs"),
+    (_damage_json("eval.json", "mean_return", True), "mean_return is true, not a finite number"),
+    (lambda d: (d / "eval.json").write_text((d / "eval.json").read_text().replace('"mean_return": ', '"mean_return": NaN, "was": ', 1)),
+     "mean_return is NaN, not a finite number"),
+    (_damage_json("eval.json", "sweep", {"timesteps": 4}), "sweep is not a list of entries"),
+])
+def test_a_run_with_wrongly_typed_files_is_skipped_with_its_reason(finished_dqn, tmp_path, damage, reason):
+    good = copy_run(finished_dqn, tmp_path)
+    bad = good.with_name("damaged")
+    shutil.copytree(good, bad)
+    damage(bad)
+    before = snapshot(tmp_path / "results")
+    for command in (("table",), ("plot", "--out", tmp_path / "plots")):
+        res = compare(*command, "--results", tmp_path / "results")
+        assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr
+        skipped = [line for line in (res.stdout + res.stderr).splitlines() if "damaged:" in line]
+        assert len(skipped) == 1 and reason in skipped[0], res.stdout + res.stderr
+    if "not a str" in reason or "range" in reason:  # commands on that run refuse it
+        assert_clean_error(compare("eval", bad, "--episodes", "1"), "is not a compare run config")
+    assert snapshot(tmp_path / "results") == before
+
+
+def test_log_lines_of_the_wrong_shape_are_skipped(finished_dqn, tmp_path):
+    run_dir = copy_run(finished_dqn, tmp_path)
+    with open(run_dir / "metrics.jsonl", "a") as f:
+        f.write('3\n[1, 2]\n{"step": "a", "episode_return": 1}\n{"step": null}\n{"episode_return": 2}\n')
+    with open(run_dir / "evals.jsonl", "a") as f:
+        f.write('3\n[1, 2]\n{"step": "a", "mean_return": 1}\n')
+    res = compare("plot", "--results", tmp_path / "results", "--out", tmp_path / "plots")
+    assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr
+    assert all(isinstance(r["step"], int) for r in read_jsonl(run_dir / "metrics.jsonl"))
+
+
+def test_a_damaged_robustness_file_is_refused_before_the_attack_and_kept(finished_dqn, tmp_path):
+    run_dir = copy_run(finished_dqn, tmp_path)
+    (run_dir / "robustness.json").write_text("[1, 2]")
+    before = snapshot(run_dir)
+    assert_clean_error(compare("eval", run_dir, "--attack", "fgsm", "--eps", "0.01", "--episodes", "1"),
+                       "robustness.json is not an object of attacks")
+    assert snapshot(run_dir) == before and (run_dir / "robustness.json").read_text() == "[1, 2]"
+    assert compare("table", "--results", tmp_path / "results").returncode == 0

@@ -66,10 +66,39 @@ def parse_eps(text: str) -> list[float]:
     return values
 
 
+def stored_robustness(path: Path) -> dict:
+    """A run's robustness.json ({} if absent); a damaged or foreign one is a UsageError, so that
+    nothing is merged into it."""
+    if not path.is_file():
+        return {}
+    try:
+        stored = read_json(path)
+    except (OSError, ValueError) as e:
+        stored, problem = None, f"unreadable ({type(e).__name__})"
+    else:
+        problem = "not an object of attacks"
+    results = stored.get("fgsm", {}).get("results", {}) if isinstance(stored, dict) and isinstance(
+        stored.get("fgsm", {}), dict) else None
+    if isinstance(results, dict) and all(_is_eps(eps) and isinstance(entry, dict) and isinstance(
+            entry.get("mean_return"), (int, float)) and not isinstance(entry["mean_return"], bool)
+            for eps, entry in results.items()):
+        return stored
+    raise UsageError(f"{path} is {problem}: each fgsm result needs a numeric eps and a mean_return; "
+                     "move it away to record new scores")
+
+
+def _is_eps(text: str) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
+
+
 def run_fgsm(run_dir: Path, eps_values: list[float], episodes: int | None, seed: int | None) -> dict:
     """Evaluate the run's policy under FGSM at each eps; store and return the results. The
     seeds are `compare eval`'s, so eps = 0 reproduces its clean score."""
     deployed = load_deployed(Path(run_dir), "cpu")
+    stored_robustness(Path(run_dir) / ROBUSTNESS)  # a damaged file refuses before the attack runs
     settings, spec = deployed.settings, deployed.spec
     episodes = episodes or settings.protocol.eval_episodes
     seed = stream_seed(settings.seed if seed is None else seed, "reevaluation")
@@ -82,7 +111,7 @@ def run_fgsm(run_dir: Path, eps_values: list[float], episodes: int | None, seed:
         results[f"{eps:g}"] = {**result.summary(), "seed": seed}
     with Run.open(run_dir).acquire() as run:
         path = run.path / ROBUSTNESS
-        stored = read_json(path) if path.is_file() else {}
+        stored = stored_robustness(path)
         entry = stored.get("fgsm", {"results": {}})
         entry.update({"attack": deployed.attack,
                       "eps_unit": "fraction of the pixel range" if pixel_scale else "raw observation units"})

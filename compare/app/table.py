@@ -42,12 +42,12 @@ from rliable import library as rly
 from rliable import metrics
 
 from compare.app.resolve import setting_owners, setting_text
-from compare.app.robustness import ROBUSTNESS
+from compare.app.robustness import ROBUSTNESS, stored_robustness
 from compare.core.envs import resolve_env
 from compare.core.errors import UsageError
 from compare.core.evaluation import best_on_test, select_operating_point
 from compare.core.registry import REGISTRY, get_method
-from compare.core.runstore import list_runs, read_json, read_jsonl
+from compare.core.runstore import config_problem, eval_problem, list_runs, read_json, read_jsonl
 from compare.core.scores import (
     Reference,
     normalization_reference,
@@ -272,10 +272,19 @@ def read_runs(results: Path, games: list[str] | None = None, methods: list[str] 
     for run in list_runs(results):
         try:
             config = run.config
-            method, game, seed = config["method"], config["game"], int(config["seed"])
-            protocol, budget = config["protocol"], int(config["total_steps"])
-        except (OSError, ValueError, KeyError, TypeError) as e:
+        except (OSError, ValueError) as e:
             skipped.append(f"{run.path.name}: unreadable config.json ({type(e).__name__})")
+            continue
+        problem = config_problem(config)
+        if problem:
+            skipped.append(f"{run.path.name}: unreadable config.json ({problem})")
+            continue
+        method, game, seed = config["method"], config["game"], config["seed"]
+        protocol, budget = config["protocol"], config["total_steps"]
+        try:
+            resolve_env(game)
+        except UsageError as e:
+            skipped.append(f"{run.path.name}: config.json game: {e}")
             continue
         if method not in REGISTRY:
             skipped.append(f"{run.path.name}: method {method!r} is not registered")
@@ -292,9 +301,12 @@ def read_runs(results: Path, games: list[str] | None = None, methods: list[str] 
             continue
         try:
             result = read_json(run.path / "eval.json")
-            float(result["mean_return"])
-        except (OSError, ValueError, KeyError, TypeError) as e:
+        except (OSError, ValueError) as e:
             skipped.append(f"{run.path.name}: unreadable eval.json ({type(e).__name__})")
+            continue
+        problem = eval_problem(result)
+        if problem:
+            skipped.append(f"{run.path.name}: unreadable eval.json ({problem})")
             continue
         choice = None
         if "sweep" in result:
@@ -501,10 +513,9 @@ def robustness_cells(group: Group, game: str, column: str) -> dict[str, dict]:
     """eps -> mean +- s.e. over seeds of the FGSM score (runs that stored robustness.json)."""
     per_eps: dict[str, list[float]] = defaultdict(list)
     for r in group.cell_runs(game, column):
-        path = r.path / ROBUSTNESS
         try:
-            stored = json.loads(path.read_text())["fgsm"]["results"] if path.is_file() else {}
-        except (OSError, ValueError, KeyError):
+            stored = stored_robustness(r.path / ROBUSTNESS).get("fgsm", {}).get("results", {})
+        except UsageError:  # a damaged file: this run has no robustness scores
             continue
         for eps, entry in stored.items():
             per_eps[eps].append(float(entry["mean_return"]))

@@ -27,6 +27,7 @@ import fcntl
 import gzip
 import io
 import json
+import math
 import os
 import platform
 import secrets
@@ -133,10 +134,12 @@ def append_jsonl(path: Path, record: dict) -> None:
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    """One record per line; a log committed compressed (`metrics.jsonl.gz`, as a study's
-    results keep it) is read when the plain file is absent."""
+    """The log's records: JSON objects with an integer `step`, one per line (any other line is
+    foreign or damaged and skipped). A log committed compressed (`metrics.jsonl.gz`, as a
+    study's results keep it) is read when the plain file is absent. Only a regular file is
+    read: a FIFO of that name would block."""
     path, packed = Path(path), Path(f"{path}.gz")
-    if path.exists():
+    if path.is_file():
         text = path.read_text()
     elif packed.is_file():
         try:
@@ -148,9 +151,11 @@ def read_jsonl(path: Path) -> list[dict]:
     records = []
     for line in text.splitlines():
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
             continue  # a foreign or damaged line; the rest of the log is still good
+        if isinstance(record, dict) and isinstance(record.get("step"), int) and not isinstance(record["step"], bool):
+            records.append(record)
     return records
 
 
@@ -193,6 +198,43 @@ def ensure_writable_dir(path: Path) -> Path:
     except OSError as e:
         raise UsageError(f"cannot write to {path}: {e.strerror or e}") from None
     return path
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def config_problem(config) -> str | None:
+    """Why a config.json cannot be a run's (wrong or missing types), or None."""
+    if not isinstance(config, dict):
+        return f"holds a JSON {type(config).__name__}, not an object"
+    for key, kind in (("method", str), ("game", str), ("seed", int), ("total_steps", int), ("protocol", dict)):
+        value = config.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            return f"{key} is {json.dumps(value)[:40]}, not a {kind.__name__}" if key in config else f"no {key}"
+    if config["seed"] < 0 or config["total_steps"] < 1:
+        return f"seed {config['seed']} or total_steps {config['total_steps']} out of range"
+    return None
+
+
+def eval_problem(result) -> str | None:
+    """Why an eval.json cannot be tabulated (wrong or missing types), or None."""
+    if not isinstance(result, dict):
+        return f"holds a JSON {type(result).__name__}, not an object"
+    if not _is_number(result.get("mean_return")):
+        return f"mean_return is {json.dumps(result.get('mean_return'))[:40]}, not a finite number"
+    neuro = result.get("neuro", {})
+    if not isinstance(neuro, dict) or not isinstance(neuro.get("first_layer", {}), dict):
+        return "neuro is not an object of costs"
+    for convention in neuro.get("first_layer", {}).values():
+        if not (isinstance(convention, dict) and _is_number(convention.get("energy_per_decision_j"))):
+            return "neuro.first_layer holds an entry without a numeric energy_per_decision_j"
+    sweep = result.get("sweep")
+    if sweep is not None and not (isinstance(sweep, list) and sweep and all(
+            isinstance(e, dict) and isinstance(e.get("timesteps"), int) and _is_number(e.get("mean_return"))
+            for e in sweep)):
+        return "sweep is not a list of entries with timesteps and mean_return"
+    return None
 
 
 @dataclass
@@ -263,8 +305,9 @@ class Run:
         if not (path / CONFIG).is_file():
             raise UsageError(f"{path} is not a run directory (no {CONFIG}); if a kill left it, start the run "
                              f"again with --name {path.name}")
-        if "method" not in read_json_object(path / CONFIG, "compare run config"):
-            raise UsageError(f"{path / CONFIG} is not a compare run config (no method)")
+        problem = config_problem(read_json_object(path / CONFIG, "compare run config"))
+        if problem:
+            raise UsageError(f"{path / CONFIG} is not a compare run config ({problem})")
         return cls(path)
 
     # -- one writer ---------------------------------------------------------------------------
