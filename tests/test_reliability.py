@@ -241,6 +241,7 @@ def test_export_of_a_conversion_with_a_truncated_eval_json(finished_dqn, tmp_pat
     (["--method", "dsqn", "--set", "v_th=-1"], "v_th=-1.0 must be positive"),
     (["--seed", str(2**32)], "--seed"),
     (["--name", "x" * 300], "too long; at most 200"),
+    (["--name", "\U0001D538" * 70], "(280 bytes) is too long"),  # 70 characters, 4 bytes each
     # values torch would take (or reject with its own traceback): refused before anything starts
     (["--set", "optimizer_eps=-1"], "optimizer_eps=-1.0 must be positive"),
     (["--set", "max_grad_norm=-1"], "max_grad_norm=-1.0 must be positive, or 0 for no clipping"),
@@ -257,6 +258,27 @@ def test_bad_values_for_a_run(tmp_path, args, fragment):
     assert_clean_error(compare("run", "--game", "CartPole-v1", "--steps", "100", "--quiet", "--out", out, *args),
                        fragment)
     assert not (out / "runs").exists() or not any((out / "runs").iterdir())  # no run half-made
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--seed", "5"], "--seed: --method convert takes the game, seed, budget and protocol of its --source run"),
+    (["--steps", "5"], "--steps: --method convert takes"),
+    (["--protocol", "nosuch"], "--protocol: --method convert takes"),
+    (["--game", "Pong"], "--game: --method convert takes"),
+    (["--device", "cuda"], "--device cuda cannot be honoured"),
+])
+def test_a_conversion_refuses_what_it_would_ignore(finished_dqn, tmp_path, args, fragment):
+    out = tmp_path / "results"
+    assert_clean_error(compare("run", "--method", "convert", "--source", finished_dqn, "--quiet", "--out", out, *args),
+                       fragment)
+    assert not out.exists()
+
+
+def test_an_out_that_is_a_dangling_symlink_is_one_line(tmp_path):
+    (tmp_path / "out").symlink_to(tmp_path / "nowhere")
+    assert_clean_error(compare("run", *SHORT, "--steps", "50", "--out", tmp_path / "out"),
+                       "is a symbolic link to", "which does not exist")
+    assert not (tmp_path / "nowhere").exists()
 
 
 def test_a_budget_that_never_reaches_learning_starts_is_said(tmp_path):

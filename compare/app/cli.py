@@ -80,11 +80,19 @@ def run(method, game, seed, steps, protocol_name, preset, label, overrides, eval
     prints the final score."""
     from compare.app import api
     from compare.app.resolve import parse_overrides
+    from compare.core.registry import get_method
 
     progress = None if quiet else _progress
     if resume_dir is not None:
         run_ = api.resume(resume_dir, progress_factory=progress)
     else:
+        if get_method(method).source_method is not None:
+            context = click.get_current_context()
+            for param, flag in (("game", "--game"), ("seed", "--seed"), ("steps", "--steps"),
+                                ("protocol_name", "--protocol")):
+                if context.get_parameter_source(param) is click.core.ParameterSource.COMMANDLINE:
+                    raise UsageError(f"{flag}: --method {method} takes the game, seed, budget and protocol of "
+                                     "its --source run; drop it")
         pairs = parse_overrides(overrides)
         for key, value in (("eval_episodes", eval_episodes), ("arch", arch), ("timesteps", timesteps),
                            ("percentile", percentile), ("readout", readout),

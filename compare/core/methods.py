@@ -124,6 +124,9 @@ class DerivedMethod:
         """Game, seed, budget and protocol come from the source run (read, never written)."""
         if source is None:
             raise UsageError(f"--method {self.name} needs --source RUN_DIR (a finished {self.source_method} run)")
+        if device == "cuda":
+            raise UsageError(f"--method {self.name} runs on the cpu (its conversion and chip simulation are CPU "
+                             "code); --device cuda cannot be honoured: drop it or use --device cpu")
         run = Run.open(source)  # its config is a JSON object with a method
         method = run.config["method"]
         if method != self.source_method:

@@ -49,7 +49,8 @@ CONFIG, METRICS, EVALS, EVAL, CHECKPOINT, REPLAY, WEIGHTS, LOCK = (
     "config.json", "metrics.jsonl", "evals.jsonl", "eval.json", "checkpoint.pt", "replay", "model.pt",
     ".lock")
 MARKER = ".compare-run"  # written first in every run directory: only such a folder is ever taken over
-MAX_NAME = 200  # characters in a run name (file systems allow 255 bytes)
+MAX_NAME = 200  # characters in a run name
+MAX_NAME_BYTES = 240  # its UTF-8 bytes: file systems allow 255, and temp names add a few
 FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}  # out of space, quota or file-size limit
 BUSY_MARK = "is being written by process"  # in the one-line error a second writer gets (sweeps read it)
 
@@ -191,6 +192,9 @@ def provenance() -> dict:
 
 def ensure_writable_dir(path: Path) -> Path:
     path = Path(path)
+    if path.is_symlink() and not path.exists():
+        raise UsageError(f"{path} is a symbolic link to {os.readlink(path)}, which does not exist; create that "
+                         "folder or give another path")
     try:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=path):
@@ -256,8 +260,9 @@ class Run:
             name = f"{game_slug}__{method}__seed{seed}__{stamp}-{secrets.token_hex(3)}"
         elif "/" in name or "\0" in name or name.startswith(".") or not name.strip():
             raise UsageError(f"run name {name!r} must be a plain folder name")
-        elif len(name) > MAX_NAME:
-            raise UsageError(f"run name of {len(name)} characters is too long; at most {MAX_NAME}")
+        elif len(name) > MAX_NAME or len(name.encode()) > MAX_NAME_BYTES:
+            raise UsageError(f"run name of {len(name)} characters ({len(name.encode())} bytes) is too long; at most "
+                             f"{MAX_NAME} characters and {MAX_NAME_BYTES} bytes")
         path = runs / name
         try:
             path.mkdir()
