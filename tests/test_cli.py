@@ -2,9 +2,9 @@ import json
 
 import pytest
 import torch
+from conftest import assert_clean_error, compare, kill_and_resume, snapshot
 
 from compare.app.cli import main
-from conftest import assert_clean_error, compare, kill_and_resume, snapshot
 
 SHORT = ["--game", "CartPole-v1", "--quiet", "--set", "eval_episodes=2", "--set", "mlp_hidden=32,32"]
 

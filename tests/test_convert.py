@@ -3,10 +3,10 @@ import json
 import numpy as np
 import pytest
 import torch
-from torch import nn
-
 from conftest import compare as compare_cli
 from conftest import snapshot as digest
+from torch import nn
+
 from converters.convert import ConvertedSNN, ConvertOptions, layer_scales, normalize_ann
 
 

@@ -1,7 +1,6 @@
 import pytest
 import torch
-from norse.torch.functional.lif_box import (LIFBoxFeedForwardState, LIFBoxParameters,
-                                            lif_box_feed_forward_step)
+from norse.torch.functional.lif_box import LIFBoxFeedForwardState, LIFBoxParameters, lif_box_feed_forward_step
 from torch import nn
 
 from compare.app.resolve import resolve_settings
@@ -56,8 +55,7 @@ def test_lif_step_is_norses_lif_box_step():
 
 
 def test_li_step_is_norses_li_box_step():
-    from norse.torch.functional.leaky_integrator_box import (LIBoxParameters, LIBoxState,
-                                                             li_box_feed_forward_step)
+    from norse.torch.functional.leaky_integrator_box import LIBoxParameters, LIBoxState, li_box_feed_forward_step
 
     torch.manual_seed(0)
     x = torch.randn(10, 7)

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from compare.core.learner import training_signal
 from compare.core.envs import VecEnv, resolve_env
 from compare.core.errors import UsageError
+from compare.core.learner import training_signal
 from compare.core.protocols import Protocol, get_protocol
 
 

@@ -12,12 +12,12 @@ import sinabs
 import sinabs.activation as sa
 import sinabs.layers as sl
 import torch
-
-from compare.core.networks import build_ann
-from compare.core.runstore import Run
 from conftest import assert_clean_error as one_line_error
 from conftest import compare as compare_cli
 from conftest import compare_run
+
+from compare.core.networks import build_ann
+from compare.core.runstore import Run
 from converters.convert import ConvertedSNN, ConvertOptions, load_converted, spiking_model
 from converters.hardware import ChipSNN, load_chip_model
 from converters.nir_export import converted_to_nir, load_converted_nir

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import assert_clean_error, compare
 
 from compare.app.resolve import resolve_settings
 from compare.core.accounting import JOULES_PER_MAC, CostMeter
 from direct.dsqn import DSQNOptions, build_dsqn
-from conftest import assert_clean_error, compare
 
 FAST = ["--game", "CartPole-v1", "--steps", "600", "--quiet", "--set", "eval_episodes=2",
         "--set", "learning_starts=300", "--set", "mlp_hidden=16,16"]

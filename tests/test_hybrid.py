@@ -4,13 +4,13 @@ import math
 
 import pytest
 import torch
+from conftest import assert_clean_error, compare, kill_and_resume
 
 from compare.app.resolve import resolve_settings
 from compare.core.envs import VecEnv, resolve_env
 from compare.core.ppo import PPO_PRESETS, PPOLearner, gae
 from compare.core.registry import get_method
 from compare.core.training import build_networks
-from conftest import assert_clean_error, compare, kill_and_resume
 from direct.hybrid import PopulationEncoder
 
 SHORT = ["--game", "CartPole-v1", "--quiet", "--set", "eval_episodes=2"]

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import assert_clean_error, compare, read_jsonl, snapshot
 
 from compare.app.cli import main
-from conftest import assert_clean_error, compare, read_jsonl, snapshot
 
 SHORT = ["--game", "CartPole-v1", "--quiet", "--set", "eval_episodes=2", "--set", "mlp_hidden=16"]
 LONG_RUN = ["run", *SHORT, "--steps", "20000", "--set", "learning_starts=500", "--set", "train_freq=16",

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from compare.core.dqn import newest_frame
-from compare.core.learner import training_signal
 from compare.core.envs import VecEnv, resolve_env
+from compare.core.learner import training_signal
 from compare.core.protocols import get_protocol
 from compare.core.replay import ReplayBuffer
 

@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import assert_clean_error, compare
 
 from compare.app import sweep as sweep_module
-from conftest import assert_clean_error, compare
 
 CELLS = ["--games", "CartPole-v1", "--methods", "dqn,dsqn,convert", "--seeds", "0-1", "--steps", "1000",
          "--set", "eval_episodes=2", "--set", "mlp_hidden=32,32", "--set", "learning_starts=300",

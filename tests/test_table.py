@@ -6,11 +6,11 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from conftest import assert_clean_error, compare
 
 from compare.app.robustness import fgsm
 from compare.core.scores import human_normalized_score
 from compare.core.training import evaluate_saved_run, load_deployed
-from conftest import assert_clean_error, compare
 
 STEPS = ["--game", "CartPole-v1", "--steps", "1500", "--quiet", "--set", "eval_episodes=2",
          "--set", "mlp_hidden=32,32", "--set", "learning_starts=500"]
@@ -81,7 +81,7 @@ def test_markdown_table_prints_every_cell_and_says_what_it_read(store):
     out, runs = store
     res = compare("table", "--results", out, "--reference")
     assert res.returncode == 0, res.stderr
-    for (method, seed), run_dir in runs.items():
+    for method, _seed in runs:
         assert f"{method} [" in res.stderr
     dqn = [read(runs["dqn", s])["mean_return"] for s in (0, 1)]
     assert f"{np.mean(dqn):.2f} +- {np.std(dqn, ddof=1) / np.sqrt(2):.2f} (n=2)" in res.stdout

@@ -7,9 +7,8 @@ import subprocess
 import sys
 
 import pytest
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
 from conftest import compare, kill_after_first_checkpoint, read_jsonl
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 
 def scalars(run_dir):

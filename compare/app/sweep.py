@@ -58,7 +58,7 @@ class Cell:
         return f"{self.game} {self.method} seed {self.seed}"
 
     @property
-    def source(self) -> "Cell | None":
+    def source(self) -> Cell | None:
         """The cell whose finished run this cell starts from (derived methods), else None."""
         method = get_method(self.method).source_method
         return None if method is None else Cell(self.game, method, self.seed)

@@ -85,7 +85,7 @@ class CostMeter:
         self.neuron_steps: dict[str, float] = defaultdict(float)
         self._handles: list = []
 
-    def __enter__(self) -> "CostMeter":
+    def __enter__(self) -> CostMeter:
         self._handles.append(self.network.register_forward_hook(self._count_decisions))
         for name, module in self.network.named_modules():
             if self.synapses and isinstance(module, (nn.Conv2d, nn.Linear)):

@@ -249,7 +249,7 @@ class Run:
 
     @classmethod
     def create(cls, results_root: Path, game_slug: str, method: str, seed: int, config: dict,
-               name: str | None = None, restart_unfinished: bool = False) -> "Run":
+               name: str | None = None, restart_unfinished: bool = False) -> Run:
         """A new run directory, named `name` when given (sweeps), else game__method__seed__time-id,
         returned holding its writer lock (use it as `with Run.create(...) as run:`). A named directory that a kill
         left without config.json is taken over; with `restart_unfinished` (runs that restart
@@ -275,7 +275,7 @@ class Run:
         return run
 
     @classmethod
-    def _take_over(cls, path: Path, method: str, restart_unfinished: bool) -> "Run":
+    def _take_over(cls, path: Path, method: str, restart_unfinished: bool) -> Run:
         """Reuse a named directory that holds no run to continue: one a kill left before its
         config.json, or (with `restart_unfinished`) an unfinished run of `method`. Returned
         emptied and holding its lock. A folder this project did not make (no marker, no
@@ -303,7 +303,7 @@ class Run:
         return run
 
     @classmethod
-    def open(cls, path: Path) -> "Run":
+    def open(cls, path: Path) -> Run:
         path = Path(path)
         if not path.is_dir():
             raise UsageError(f"run directory {path} does not exist")
@@ -316,7 +316,7 @@ class Run:
         return cls(path)
 
     # -- one writer ---------------------------------------------------------------------------
-    def acquire(self) -> "Run":
+    def acquire(self) -> Run:
         """Take this run's writer lock, or fail with one line naming the process that holds
         it. Temporary files a killed write left behind are removed."""
         try:  # the lock is this run's own file: a link (to a file anywhere) is never followed
@@ -348,7 +348,7 @@ class Run:
             self._lock_fd = None
 
     # `with run.acquire():` / `with Run.create(...) as run:` hold the lock for the block.
-    def __enter__(self) -> "Run":
+    def __enter__(self) -> Run:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -392,7 +392,7 @@ class Run:
         for name in (METRICS, EVALS):
             kept = [r for r in read_jsonl(self.path / name) if r.get("step", 0) <= step]
             text = "".join(json.dumps(r) + "\n" for r in kept)
-            _atomic_write(self.path / name, lambda f: f.write(text.encode()))
+            _atomic_write(self.path / name, lambda f, text=text: f.write(text.encode()))
 
     def save_checkpoint(self, payload: dict) -> None:
         _write_torch(self.path / CHECKPOINT, payload)

@@ -68,7 +68,7 @@ class Settings:
         return {**data, **{key: dataclasses.asdict(obj) for key, obj in self.sections.items()}}
 
     @classmethod
-    def from_dict(cls, data: dict, where: str = "config.json") -> "Settings":
+    def from_dict(cls, data: dict, where: str = "config.json") -> Settings:
         """Settings from a run's config.json; a file that is not one gets a UsageError."""
         if not isinstance(data, dict):
             raise UsageError(f"{where} is not a compare run config (not a JSON object)")
@@ -91,7 +91,7 @@ def default_threads(family: str) -> int:
     return 1 if family in ("minatar", "classic") else max(1, min(4, os.cpu_count() or 1))
 
 
-def use_threads(settings: "Settings") -> None:
+def use_threads(settings: Settings) -> None:
     """Pin torch's intra-op threads to the run's setting (set before any work)."""
     torch.set_num_threads(settings.threads)
 
