@@ -98,3 +98,20 @@ def test_the_thread_setting_reaches_config_and_torch(tmp_path):
     assert res.returncode == 0, res.stderr
     (run_dir,) = (tmp_path / "default" / "runs").iterdir()
     assert json.loads((run_dir / "config.json").read_text())["threads"] == 1  # classic control's default
+
+
+def test_version_and_the_budget_in_both_units(tmp_path):
+    from importlib.metadata import version
+
+    res = compare("--version")
+    assert res.returncode == 0 and res.stdout.strip() == f"compare {version('compare')}"
+    from compare.core.envs import resolve_env
+    from compare.core.protocols import get_protocol
+
+    # the papers' budgets: Mnih et al. 2015's 50M frames; Machado et al. 2018's longest, 200M frames
+    assert resolve_env("Pong").budget(get_protocol("nature")) * 4 == 50_000_000
+    assert resolve_env("Pong").budget(get_protocol("machado")) * 4 == 200_000_000
+    run = compare("run", "--game", "Breakout", "--steps", "64", "--set", "learning_starts=32",
+                  "--eval-episodes", "1", "--set", "max_episode_frames=400", "--out", tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "64 agent steps (256 frames)" in run.stderr

@@ -30,6 +30,7 @@ def _progress(total: int):
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="compare", prog_name="compare", message="%(prog)s %(version)s")
 def cli():
     """Compare direct-trained, converted and hybrid spiking RL agents on one harness."""
 
@@ -80,6 +81,7 @@ def run(method, game, seed, steps, protocol_name, preset, label, overrides, eval
     prints the final score."""
     from compare.app import api
     from compare.app.resolve import parse_overrides
+    from compare.core.envs import resolve_env
     from compare.core.registry import get_method
 
     progress = None if quiet else _progress
@@ -106,8 +108,10 @@ def run(method, game, seed, steps, protocol_name, preset, label, overrides, eval
         if not quiet:
             preset = "".join([f", preset {settings.preset}" if settings.preset else "",
                               f", from {settings.source}" if settings.source else ""])
-            click.echo(f"run: {settings.method} on {settings.game}, seed {settings.seed}, {settings.total_steps} "
-                       f"steps{preset}, protocol {settings.protocol.name}, device {settings.device}, "
+            frameskip = resolve_env(settings.game).frameskip
+            frames = f" ({settings.total_steps * frameskip:,} frames)" if frameskip > 1 else ""
+            click.echo(f"run: {settings.method} on {settings.game}, seed {settings.seed}, {settings.total_steps:,} agent "
+                       f"steps{frames}{preset}, protocol {settings.protocol.name}, device {settings.device}, "
                        f"{settings.threads} thread{'s' if settings.threads > 1 else ''}", err=True)
         run_ = api.start(settings, out, name, progress)
     _print_result(run_.path, run_.read_eval())

@@ -313,7 +313,7 @@ def read_runs(results: Path, games: list[str] | None = None, methods: list[str] 
             entry, choice = reported_entry(result, operating_point, run.path.name)
             result = {**result, **entry}
         record = RunRecord(run.path, method, game, seed, protocol, budget, config, result, variant, choice=choice)
-        key = (variant, game, seed, json.dumps(protocol, sort_keys=True), budget)
+        key = (variant, game, seed, protocol_key(protocol), budget)
         kept = newest.get(key)
         if kept is not None:  # a repeat: keep the run created last
             older, record = sorted([kept, record], key=lambda r: (str(r.config.get("created", "")), r.path.name))
@@ -341,10 +341,17 @@ def _name_columns(records: list[RunRecord]) -> None:
         r.column = names[r.variant]
 
 
+def protocol_key(protocol: dict) -> str:
+    """What makes two runs' protocols the same condition: every field but the default Atari
+    budget (`atari_budget_steps` sets `--steps` when none is given; the budget a run trained for
+    is its own, compared separately), so runs recorded before a default changed still pool."""
+    return json.dumps({k: v for k, v in protocol.items() if k != "atari_budget_steps"}, sort_keys=True)
+
+
 def group_runs(records: list[RunRecord]) -> list[Group]:
     groups: dict[tuple, Group] = {}
     for r in records:
-        key = (json.dumps(r.protocol, sort_keys=True), r.budget)
+        key = (protocol_key(r.protocol), r.budget)
         groups.setdefault(key, Group(r.protocol, r.budget)).runs.append(r)
     out = list(groups.values())
     for g in out:
@@ -352,7 +359,8 @@ def group_runs(records: list[RunRecord]) -> list[Group]:
         same_label = [o for o in out if o is not g and o.protocol.get("name") == g.protocol.get("name")
                       and o.budget == g.budget]
         if same_label:  # same name and budget, different fields: say which
-            differ = sorted(k for o in same_label for k in g.protocol if g.protocol.get(k) != o.protocol.get(k))
+            differ = sorted(k for o in same_label for k in g.protocol
+                            if g.protocol.get(k) != o.protocol.get(k) and k != "atari_budget_steps")
             g.label += " (" + ", ".join(f"{k}={g.protocol.get(k)}" for k in dict.fromkeys(differ)) + ")"
         g.notes = _preset_notes(g)
     return out

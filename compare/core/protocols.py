@@ -34,8 +34,9 @@ class Protocol:
     # Actor-critic methods (ppo, hybrid): sample actions from the policy with no extra epsilon
     # (the PPO literature's convention), or act greedily with eval_epsilon like the Q-methods.
     actor_eval: Literal["sample", "greedy"] = "sample"
-    # Default budget for Atari games, in agent steps (small environments use their own).
-    atari_budget_steps: int = 50_000_000
+    # Default budget for Atari games, in agent steps of 4 frames (small environments use their
+    # own): Mnih et al. 2015's 50M frames.
+    atari_budget_steps: int = 12_500_000
 
     def __post_init__(self):
         if not 0.0 <= self.sticky_action_prob <= 1.0:
@@ -54,9 +55,10 @@ PROTOCOLS: dict[str, Protocol] = {
     # Mnih et al. 2015, and both spiking-DQN papers (Chen 2022, Liu 2022).
     "nature": Protocol(name="nature"),
     # Machado et al. 2018: sticky actions replace no-op starts, no life-loss signal. Evaluation
-    # epsilon 0.001 and 100 episodes follow Dopamine's sticky-action setting.
+    # epsilon 0.001 and 100 episodes follow Dopamine's sticky-action setting; budget their
+    # longest reporting point, 200M frames (they report at 10M, 50M, 100M and 200M).
     "machado": Protocol(name="machado", sticky_action_prob=0.25, life_loss_terminal=False,
-                        noop_max=0, eval_epsilon=0.001, eval_episodes=100),
+                        noop_max=0, eval_epsilon=0.001, eval_episodes=100, atari_budget_steps=50_000_000),
     # Chen et al. 2022's reporting: the nature protocol with 30 evaluation episodes every 100k
     # agent steps (their train.py: `frame_idx` counts wrapped-env steps, 4 frames each), the best
     # of which is reported (`compare table --score best-eval`).
