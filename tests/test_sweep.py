@@ -38,6 +38,8 @@ def local_sweep(tmp_path_factory):
 def test_local_sweep_runs_every_cell_and_the_table_reads_them(local_sweep):
     results, res = local_sweep
     assert "6 done, 0 skipped" in res.stdout and "[6/6]" in res.stdout
+    done = [line for line in res.stdout.splitlines() if line.startswith("[") and ": done" in line]
+    assert len(done) == 6 and all("(final evaluation: mean return " in line for line in done)
     runs = finished_runs(results)
     assert len(runs) == 6 and {name.split("__")[1] for name in runs} == {"dqn", "dsqn", "convert"}
     for name in runs:  # each cell is an ordinary run, as `compare run` makes it
@@ -61,6 +63,7 @@ def test_rerunning_a_finished_sweep_redoes_nothing(local_sweep):
     before = finished_runs(results)
     res = sweep(results, "--workers", "2")
     assert res.returncode == 0 and "0 done, 6 skipped" in res.stdout, res.stdout
+    assert res.stdout.count("finished earlier, skipped (final evaluation: mean return ") == 6
     assert finished_runs(results) == before
 
 

@@ -106,12 +106,15 @@ def run(method, game, seed, steps, protocol_name, preset, label, overrides, eval
         settings = api.resolve(method, game, seed, steps, protocol_name, preset, pairs, source, label, device,
                                threads, wandb)
         if not quiet:
-            preset = "".join([f", preset {settings.preset}" if settings.preset else "",
-                              f", from {settings.source}" if settings.source else ""])
-            frameskip = resolve_env(settings.game).frameskip
-            frames = f" ({settings.total_steps * frameskip:,} frames)" if frameskip > 1 else ""
-            click.echo(f"run: {settings.method} on {settings.game}, seed {settings.seed}, {settings.total_steps:,} agent "
-                       f"steps{frames}{preset}, protocol {settings.protocol.name}, device {settings.device}, "
+            preset = f", preset {settings.preset}" if settings.preset else ""
+            if settings.source:  # a derived run trains nothing: name its source, not the source's budget
+                work = f"from {settings.source}"
+            else:
+                frameskip = resolve_env(settings.game).frameskip
+                frames = f" ({settings.total_steps * frameskip:,} frames)" if frameskip > 1 else ""
+                work = f"{settings.total_steps:,} agent steps{frames}"
+            click.echo(f"run: {settings.method} on {settings.game}, seed {settings.seed}, {work}{preset}, protocol "
+                       f"{settings.protocol.name}, device {settings.device}, "
                        f"{settings.threads} thread{'s' if settings.threads > 1 else ''}", err=True)
         run_ = api.start(settings, out, name, progress)
     _print_result(run_.path, run_.read_eval())

@@ -380,12 +380,20 @@ def run_sweep(spec: SweepSpec, echo: Callable[[str], None]) -> dict[str, list]:
         progress["n"] += 1
         echo(f"[{progress['n']}/{len(cells)}] {cell.label}: {status}")
 
+    def score(cell: Cell) -> str:
+        """A finished cell's final score, as its progress line shows it."""
+        try:
+            result = json.loads((spec.run_dir(cell) / "eval.json").read_text())
+            return f" (final evaluation: mean return {float(result['mean_return']):.2f} over {result['episodes']} episodes)"
+        except (OSError, ValueError, KeyError, TypeError):
+            return ""
+
     def stage(batch: list[Cell]) -> None:
         todo = []
         for cell in batch:
             if finished(cell):
                 summary["skipped"].append(cell)
-                report(cell, "finished earlier, skipped")
+                report(cell, "finished earlier, skipped" + score(cell))
             elif cell.source is not None and not finished(cell.source):
                 summary["failed"].append((cell, f"its {cell.source.method} cell did not finish"))
                 report(cell, f"not run (its {cell.source.method} cell did not finish)")
@@ -396,7 +404,7 @@ def run_sweep(spec: SweepSpec, echo: Callable[[str], None]) -> dict[str, list]:
             cell, (code, error) = todo[i], result
             if code == 0 and finished(cell):
                 summary["done"].append(cell)
-                report(cell, "done")
+                report(cell, "done" + score(cell))
             elif code == 2 and BUSY_MARK in error:
                 summary["elsewhere"].append(cell)
                 report(cell, f"running elsewhere ({error.split(': ', 1)[-1]})")
