@@ -255,13 +255,14 @@ def cell_command(spec: SweepSpec, cell: Cell) -> list[str]:
     run_dir = spec.run_dir(cell)
     if (run_dir / "config.json").is_file() and cell.source is None:
         return ["run", "--resume", str(run_dir), "--quiet"]
-    args = ["run", "--method", cell.method, "--game", cell.game, "--seed", str(cell.seed),
-            "--protocol", spec.protocol, "--out", spec.results, "--name", spec.run_name(cell), "--quiet",
+    args = ["run", "--method", cell.method, "--out", spec.results, "--name", spec.run_name(cell), "--quiet",
             "--threads", str(spec.threads)]
-    if cell.source is not None:
+    if cell.source is not None:  # game, seed, protocol and budget: the source cell's
         args += ["--source", str(spec.run_dir(cell.source))]
-    elif spec.steps is not None:
-        args += ["--steps", str(spec.steps)]
+    else:
+        args += ["--game", cell.game, "--seed", str(cell.seed), "--protocol", spec.protocol]
+        if spec.steps is not None:
+            args += ["--steps", str(spec.steps)]
     preset = cell_preset(spec, cell.method)
     if preset is not None:
         args += ["--preset", preset]
