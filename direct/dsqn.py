@@ -24,15 +24,8 @@ from compare.core.dqn import DQNLearner
 from compare.core.errors import UsageError
 from compare.core.methods import TrainedMethod
 from compare.core.networks import scale_input, synapse_stack
-from direct.neurons import (
-    LeakyIntegratorLayer,
-    LIFLayer,
-    NeuronOptions,
-    all_steps,
-    check_time_constant,
-    driven_pairs,
-    scale_weights,
-)
+from direct import neurons
+from direct.neurons import LeakyIntegratorLayer, LIFLayer, NeuronOptions, all_steps, driven_pairs, scale_weights
 
 Decoder = Literal["max", "mean", "last", "max-abs"]
 
@@ -53,7 +46,7 @@ class DSQNOptions(NeuronOptions):
             raise UsageError(f"timesteps={self.timesteps} must be a positive integer")
         if self.input_divisor <= 0:
             raise UsageError(f"input_divisor={self.input_divisor} must be positive")
-        check_time_constant("out_tau_mem", self.out_tau_mem)
+        neurons.check_time_constant("out_tau_mem", self.out_tau_mem)
         check_widths(self, "mlp_hidden")
 
 

@@ -31,15 +31,8 @@ from compare.core.errors import UsageError
 from compare.core.methods import TrainedMethod
 from compare.core.networks import scale_input, synapse_stack
 from compare.core.ppo import PPOLearner
-from direct.neurons import (
-    LeakyIntegratorLayer,
-    LIFLayer,
-    NeuronOptions,
-    all_steps,
-    check_time_constant,
-    driven_pairs,
-    scale_weights,
-)
+from direct import neurons
+from direct.neurons import LeakyIntegratorLayer, LIFLayer, NeuronOptions, all_steps, driven_pairs, scale_weights
 
 ENCODER_THRESHOLD = 0.999  # PopSAN's regular-spike encoder
 
@@ -66,7 +59,7 @@ class HybridOptions(NeuronOptions):
         for name in ("timesteps", "pop_size", "out_pop"):
             if getattr(self, name) <= 0:
                 raise UsageError(f"{name}={getattr(self, name)} must be a positive integer")
-        check_time_constant("out_tau_mem", self.out_tau_mem)
+        neurons.check_time_constant("out_tau_mem", self.out_tau_mem)
         for name in ("encoder_std", "input_divisor"):
             if getattr(self, name) <= 0:
                 raise UsageError(f"{name}={getattr(self, name)} must be positive")

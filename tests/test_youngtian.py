@@ -76,6 +76,15 @@ def test_the_table_reports_the_training_statistic_and_the_published_value_at_its
     assert "mean return of the last 100 training episodes" in md.stdout
     plot = compare("plot", "--results", tmp_path, "--out", tmp_path / "figures", "--curve", "train-ma100")
     assert plot.returncode == 0 and "learning_curves__" in plot.stdout, plot.stderr
+    # part-way, e.g. at a published figure's earlier point: the last 100 episodes ending by step 150k
+    (early,) = build_tables(read_runs(tmp_path)[0], kind="train-ma100", reference=True, at_step=150_000)
+    (cell,) = early["cells"]["MinAtar/Breakout"].values()
+    assert cell["values"] == [pytest.approx(99.5), pytest.approx(100.5)] and early["read_at"] == 150_000
+    md = compare("table", "--results", tmp_path, "--score", "train-ma100", "--at-step", "250000", "--reference")
+    assert "training statistic read at 250,000 agent steps" in md.stdout
+    assert_clean_error(compare("table", "--results", tmp_path, "--at-step", "1000"), "use it with --score train-ma100")
+    assert_clean_error(compare("table", "--results", tmp_path, "--score", "train-ma100", "--at-step", "300000"),
+                       "--at-step 300,000 is past the budget")
 
 
 def test_the_training_statistic_of_a_run_without_training_episodes_is_refused(tmp_path):
@@ -144,3 +153,27 @@ def test_a_run_whose_training_log_is_committed_compressed_reads_as_before(tmp_pa
     (tmp_path / "metrics.jsonl.gz").write_bytes(b"\x1f\x8b not gzip")
     with pytest.raises(UsageError, match="metrics.jsonl.gz is damaged"):
         run.metrics()
+
+
+def test_the_shipped_runs_of_their_loop_are_the_committed_runs_statistic():
+    """The SpaceInvaders rows of the shipped their-code-here curve are recomputed from the
+    committed runs of the written-out loop (results/minatar-youngtian2019/their-loop)."""
+    import csv
+    from pathlib import Path
+
+    from compare.core.scores import THEIR_CODE_HERE
+
+    root = Path(__file__).resolve().parents[1]
+    committed = sorted((root / "results" / "minatar-youngtian2019" / "their-loop").glob("*space_invaders*.json"))
+    assert len(committed) == 3
+    runs = [json.loads(p.read_text()) for p in committed]
+    lines = [line for line in (root / "compare" / "core" / "data" / THEIR_CODE_HERE).read_text().splitlines()
+             if line and not line.startswith("#")]
+    rows = [row for row in csv.DictReader(lines) if row["game"] == "space_invaders"]
+    assert [int(r["frames"]) for r in rows] == [100_000, 150_000, 200_000, 250_000]
+    for row in rows:
+        values = [training_return_average([{"step": t, "episode_return": g} for t, g in
+                                           zip(run["frame_stamps"], run["returns"])], int(row["frames"]))
+                  for run in runs]
+        assert [float(row[f"run{i}"]) for i in (1, 2, 3)] == pytest.approx(values, abs=0.005)
+        assert float(row["mean"]) == pytest.approx(sum(values) / 3, abs=0.005)

@@ -241,9 +241,12 @@ def _say(lines: list[str]) -> None:
 @click.option("--timesteps", default="selected", show_default=True, metavar="selected|best-test|N",
               help="convert runs: the T chosen on validation episodes, the best T on the reported test "
               "episodes (optimistic), or the sweep entry at T=N.")
+@click.option("--at-step", type=click.IntRange(min=1), metavar="N",
+              help="--score train-ma100: read the statistic at agent step N instead of at the budget (e.g. a "
+              "published figure's 250k).")
 @click.option("--reference", is_flag=True, help="Add published random, human and Nature DQN 2015 scores.")
 @click.option("--robustness", is_flag=True, help="Also show FGSM scores stored by `compare eval --attack`.")
-def table(results, fmt, games, methods, unit, reference_file, kind, energy, timesteps, reference, robustness):
+def table(results, fmt, games, methods, unit, reference_file, kind, energy, timesteps, at_step, reference, robustness):
     """The methods side by side: one table per protocol and budget, one column per method variant,
     with aggregate rows and, under each table, what the intervals allow to conclude."""
     import json as _json
@@ -254,7 +257,7 @@ def table(results, fmt, games, methods, unit, reference_file, kind, energy, time
     parse_operating_point(timesteps)  # bad input before any run is read
     references = read_references(reference_file) if reference_file else None
     records, summary = _read_for_report(results, games, methods, timesteps)
-    tables = build_tables(records, unit, kind, energy, reference, robustness, references)
+    tables = build_tables(records, unit, kind, energy, reference, robustness, references, at_step)
     _say(summary)
     if fmt == "json":
         click.echo(_json.dumps(tables, indent=2))

@@ -144,6 +144,7 @@ class RunRecord:
     variant: Variant = field(default_factory=lambda: Variant("?", None, ()))
     column: str = ""  # the variant's column name in its table
     choice: str | None = None  # derived runs: how the reported sweep entry was chosen (CHOICE_TEXT)
+    read_at: int | None = None  # train-ma100: the agent step its training statistic is read at (None: budget)
 
     @property
     def neuro(self) -> dict:
@@ -159,7 +160,7 @@ class RunRecord:
         (train-ma100) the mean of the last 100 training-episode returns at the budget."""
         final = float(self.result["mean_return"])
         if kind == "train-ma100":
-            value = training_return_average(read_jsonl(self.path / "metrics.jsonl"), self.budget)
+            value = training_return_average(read_jsonl(self.path / "metrics.jsonl"), self.read_at or self.budget)
             if value is None:
                 raise UsageError(f"--score train-ma100: {self.path.name} has no training episodes (metrics.jsonl); "
                                  "it is a statistic of trained runs: leave derived methods out with --methods")
@@ -567,10 +568,20 @@ def _choice_notes(group: Group) -> list[str]:
 
 def build_tables(records: list[RunRecord], unit: str = "auto", kind: str = "final", energy: str = "per-step",
                  reference: bool = False, robustness: bool = False,
-                 references: dict[str, Reference] | None = None) -> list[dict]:
+                 references: dict[str, Reference] | None = None, at_step: int | None = None) -> list[dict]:
     """Every group's table as plain data (what `--format json` prints). `references`: a
-    normalization table replacing the shipped one for non-Atari games."""
+    normalization table replacing the shipped one for non-Atari games. `at_step`: read the
+    training statistic (train-ma100) at that agent step instead of at the budget."""
     check_conventions(kind, energy)
+    if at_step is not None:
+        if kind != "train-ma100":
+            raise UsageError("--at-step reads a training statistic part-way: use it with --score train-ma100")
+        short = sorted({r.budget for r in records if r.budget < at_step})
+        if short:
+            raise UsageError(f"--at-step {at_step:,} is past the budget of some runs ({short[0]:,} agent steps); "
+                             "allowed: at most the smallest budget, or leave those runs out with --games/--methods")
+        for r in records:
+            r.read_at = at_step
     if unit not in ("auto", *UNITS):
         raise UsageError(f"--normalize {unit!r}: allowed: auto, {', '.join(UNITS)}")
     tables = []
@@ -587,7 +598,11 @@ def build_tables(records: list[RunRecord], unit: str = "auto", kind: str = "fina
                          "(eval.json silent_layers): a dead network, not a weak method; [saturated: ...] likewise "
                          "for layers firing at nearly every step")
         aggs = {c: aggregates(group, c, unit_, kind, energy, refs) for c in columns}
+        read_at = at_step or group.budget
+        if at_step is not None:
+            notes.append(f"training statistic read at {at_step:,} agent steps, not at the budget")
         table = {"group": group.label, "conventions": conventions_line(kind, energy, unit_), "notes": notes,
+                 "read_at": read_at,
                  "protocol": group.protocol, "budget": group.budget, "unit": unit_, "score": kind,
                  "energy": energy, "columns": columns, "column_methods": {c: group.method_of(c) for c in columns},
                  "games": group.games,
@@ -599,7 +614,7 @@ def build_tables(records: list[RunRecord], unit: str = "auto", kind: str = "fina
             refs = reference_scores()
             table["reference"] = {g: refs.get(resolve_env(g).ale_id or "", None) for g in group.games}
             published = {g: next((value for frames, value, _ in published_minatar_curves().get(g, [])
-                                  if frames == group.budget), None) for g in group.games}
+                                  if frames == read_at), None) for g in group.games}
             if group.protocol.get("name") == "youngtian2019" and any(v is not None for v in published.values()):
                 table["published_at_budget"] = published
         if robustness:
@@ -624,7 +639,7 @@ def table_rows(table: dict) -> tuple[list[str], list[list[str]]]:
     refs, published = table.get("reference"), table.get("published_at_budget")
     header = ["game", *methods] + (["random (published)", "human (published)", "Nature DQN 2015 (published)"]
                                    if refs is not None else []) + (
-        [f"Young & Tian 2019 DQN at {table['budget']:,} frames (published, training statistic)"] if published else [])
+        [f"Young & Tian 2019 DQN at {table['read_at']:,} frames (published, training statistic)"] if published else [])
     rows = []
     for game in table["games"]:
         row = [game]
