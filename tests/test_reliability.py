@@ -527,3 +527,13 @@ def test_a_damaged_robustness_file_is_refused_before_the_attack_and_kept(finishe
                        "robustness.json is not an object of attacks")
     assert snapshot(run_dir) == before and (run_dir / "robustness.json").read_text() == "[1, 2]"
     assert compare("table", "--results", tmp_path / "results").returncode == 0
+
+
+def test_two_plots_into_one_folder_at_once_both_finish(finished_dqn, tmp_path):
+    copy_run(finished_dqn, tmp_path)
+    command = [sys.executable, "-m", "compare", "plot", "--results", str(tmp_path / "results"),
+               "--out", str(tmp_path / "figures")]
+    procs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    assert any((tmp_path / "figures").glob("*.png")) and not list((tmp_path / "figures").glob(".*"))

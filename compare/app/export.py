@@ -13,6 +13,7 @@ end, so a failed export leaves nothing behind.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import shutil
 import tempfile
@@ -95,9 +96,15 @@ def export_run(run_dir: Path, target: str, out: Path, options: ExportOptions,
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes it private; the export is not
-        if out.exists():
-            out.rmdir()  # empty (checked above): the rename takes its place
-        os.replace(staging, out)
+        try:
+            if out.exists():
+                out.rmdir()  # empty (checked above): the rename takes its place
+            os.replace(staging, out)
+        except OSError as e:  # another export filled --out meanwhile
+            if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            raise UsageError(f"--out {out} was filled by another export while this one ran; this one is "
+                             "discarded (choose a new --out to keep both)") from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -19,7 +19,6 @@ is reported with its reason.
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -39,7 +38,7 @@ from compare.app.table import (
     score_matrix,
 )
 from compare.core.errors import UsageError
-from compare.core.runstore import ensure_writable_dir, read_jsonl
+from compare.core.runstore import ensure_writable_dir, read_jsonl, write_file
 from compare.core.scores import (
     Reference,
     normalized_score,
@@ -90,10 +89,8 @@ def binned_curve(run: RunRecord, edges: np.ndarray) -> np.ndarray:
 
 
 def _save(fig, path: Path) -> Path:
-    """Atomically: into a temporary file beside `path`, then renamed over it."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, dpi=100, format="png", bbox_inches="tight")  # legends outside the axes included
-    os.replace(tmp, path)
+    """Atomically, under a temporary name of its own (two plots into one folder do not collide)."""
+    write_file(path, lambda f: fig.savefig(f, dpi=100, format="png", bbox_inches="tight"))  # outside legends too
     return path
 
 

@@ -87,6 +87,12 @@ def _atomic_write(path: Path, write) -> None:
         raise
 
 
+def write_file(path: Path, write) -> None:
+    """Any file a command writes, atomically (`write(fileobj)` fills it): a unique temporary
+    name, so two writers of one path never collide, and a full disk is one line."""
+    _atomic_write(path, write)
+
+
 def _write_torch(path: Path, obj) -> None:
     # Serialized in memory first: torch's zip writer reports a full disk as a bare RuntimeError.
     buffer = io.BytesIO()
