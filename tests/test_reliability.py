@@ -516,7 +516,10 @@ def test_log_lines_of_the_wrong_shape_are_skipped(finished_dqn, tmp_path):
         f.write('3\n[1, 2]\n{"step": "a", "mean_return": 1}\n')
     res = compare("plot", "--results", tmp_path / "results", "--out", tmp_path / "plots")
     assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr
-    assert all(isinstance(r["step"], int) for r in read_jsonl(run_dir / "metrics.jsonl"))
+    from compare.core.runstore import read_jsonl as read_log
+
+    records = read_log(run_dir / "metrics.jsonl")
+    assert records and all(isinstance(r, dict) and isinstance(r["step"], int) for r in records)
 
 
 def test_a_damaged_robustness_file_is_refused_before_the_attack_and_kept(finished_dqn, tmp_path):
