@@ -158,7 +158,8 @@ def test_bad_sources(cartpole_dqn, tmp_path):
     assert no_source.returncode == 2 and "needs --source" in no_source.stderr
     other = tmp_path / "other"
     other.mkdir()
-    (other / "config.json").write_text(json.dumps({"method": "dsqn"}))
+    dqn_config = json.loads((cartpole_dqn / "config.json").read_text())
+    (other / "config.json").write_text(json.dumps({**dqn_config, "method": "dsqn"}))  # a dsqn run's
     wrong = compare_cli("run", "--method", "convert", "--source", other, "--out", tmp_path)
     assert wrong.returncode == 2 and "needs a finished dqn run" in wrong.stderr
     broken = tmp_path / "broken"
