@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from compare.core.errors import UsageError
 from compare.core.evaluation import Policy, evaluate_policy
 from compare.core.networks import pixel_divisor
-from compare.core.runstore import Run, read_json, write_json
+from compare.core.runstore import Run, is_number, read_json, write_json
 from compare.core.seeding import stream_seed
 from compare.core.training import load_deployed
 
@@ -79,9 +79,8 @@ def stored_robustness(path: Path) -> dict:
         problem = "not an object of attacks"
     results = stored.get("fgsm", {}).get("results", {}) if isinstance(stored, dict) and isinstance(
         stored.get("fgsm", {}), dict) else None
-    if isinstance(results, dict) and all(_is_eps(eps) and isinstance(entry, dict) and isinstance(
-            entry.get("mean_return"), (int, float)) and not isinstance(entry["mean_return"], bool)
-            for eps, entry in results.items()):
+    if isinstance(results, dict) and all(_is_eps(eps) and isinstance(entry, dict) and is_number(entry.get("mean_return"))
+                                         for eps, entry in results.items()):
         return stored
     raise UsageError(f"{path} is {problem}: each fgsm result needs a numeric eps and a mean_return; "
                      "move it away to record new scores")

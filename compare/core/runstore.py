@@ -210,7 +210,8 @@ def ensure_writable_dir(path: Path) -> Path:
     return path
 
 
-def _is_number(value) -> bool:
+def is_number(value) -> bool:
+    """A finite int or float read from JSON (not a bool)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
@@ -231,17 +232,17 @@ def eval_problem(result) -> str | None:
     """Why an eval.json cannot be tabulated (wrong or missing types), or None."""
     if not isinstance(result, dict):
         return f"holds a JSON {type(result).__name__}, not an object"
-    if not _is_number(result.get("mean_return")):
+    if not is_number(result.get("mean_return")):
         return f"mean_return is {json.dumps(result.get('mean_return'))[:40]}, not a finite number"
     neuro = result.get("neuro", {})
     if not isinstance(neuro, dict) or not isinstance(neuro.get("first_layer", {}), dict):
         return "neuro is not an object of costs"
     for convention in neuro.get("first_layer", {}).values():
-        if not (isinstance(convention, dict) and _is_number(convention.get("energy_per_decision_j"))):
+        if not (isinstance(convention, dict) and is_number(convention.get("energy_per_decision_j"))):
             return "neuro.first_layer holds an entry without a numeric energy_per_decision_j"
     sweep = result.get("sweep")
     if sweep is not None and not (isinstance(sweep, list) and sweep and all(
-            isinstance(e, dict) and isinstance(e.get("timesteps"), int) and _is_number(e.get("mean_return"))
+            isinstance(e, dict) and isinstance(e.get("timesteps"), int) and is_number(e.get("mean_return"))
             for e in sweep)):
         return "sweep is not a list of entries with timesteps and mean_return"
     return None
