@@ -131,7 +131,8 @@ DSQN = TrainedMethod(
         # learned on some seeds only; biases and Norse's SuperSpike (alpha 100) learn it.
         "cartpole": DSQNOptions(bias=True, surrogate="super", surrogate_alpha=100.0),
         # MinAtar's sparse binary frames leave both LIF layers silent with PyTorch's init (0%
-        # firing on Breakout frames; the Q-values are all 0); x8 gives 11% and 16%.
+        # firing on Breakout frames; the Q-values are all 0); x8 gives 11% and 16%. Under the
+        # default init=data the LIF layers are rescaled anyway and the gain acts on the output layer.
         "minatar": DSQNOptions(weight_gain=8.0),
     },
 )

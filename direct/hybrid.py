@@ -112,7 +112,8 @@ class SpikingActor(nn.Module):
         synapses = synapse_stack(family, obs_shape, out_width, options.mlp_hidden, bias=bias)
         # With PyTorch's default init the hidden LIF layers are silent at the start (measured on
         # CartPole: 0% firing, and the policy's entropy stayed at ln 2 for the whole budget);
-        # `weight_gain` 4 gives ~12% firing in every layer at init.
+        # `weight_gain` 4 gives ~12% firing in every layer at init (init=default; the default
+        # init=data rescales every layer that drives LIF neurons, compare.core.liveness).
         self.synapses = nn.ModuleList(scale_weights(synapses, options.weight_gain))
         spiking_out = options.decoder == "rate"
         self.lifs = nn.ModuleList(LIFLayer(options.lif) for _ in synapses[: len(synapses) - (not spiking_out)])

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from norse.torch.functional.heaviside import heaviside
@@ -100,8 +100,11 @@ class NeuronOptions:
     weight_gain: float = 1.0           # x PyTorch's default synapse init (1: the papers' init)
     # data: before training, each synaptic layer feeding spiking neurons is rescaled (first to
     # last) so that its neurons fire at init_rate on init_observations random-policy observations
-    # of the run's own environment (compare.core.liveness); default: PyTorch's init x weight_gain.
-    init: Literal["default", "data"] = "default"
+    # of the run's own environment (compare.core.liveness); with the papers' init (default:
+    # PyTorch's x weight_gain) the Atari DSQN starts silent in every layer.
+    init: Literal["default", "data"] = "data"
+    # runs recorded before `init` existed used the plain init (config.from_dict)
+    RECORDED_WITHOUT: ClassVar[dict] = {"init": "default"}
     init_rate: float = 0.1
     init_observations: int = 256
 

@@ -48,9 +48,10 @@ def test_dqn_on_pong_records_full_game_scores_and_a_training_curve(tmp_path):
 
 
 def test_dsqn_learns_cartpole_on_its_default_budget(tmp_path):
-    """Measured: 162.9 on seed 0 (the test's), 500.0 on seed 1; a random policy scores ~22.
-    The bar is 100, not the DQN's 150, so that a CPU whose float kernels round differently
-    does not fail a run that learned."""
+    """Measured with the default init=data, seeds 0-4: 483.4 (the test's), 500.0, 495.4, 400.5,
+    232.8 (init=default: 162.9, 500.0, 484.9, 128.2, 405.4); a random policy scores ~22. The bar is
+    100, under 70% of the worst seed, so that a CPU whose float kernels round differently does not
+    fail a run that learned."""
     run_dir = compare_run(tmp_path, "--method", "dsqn", "--game", "CartPole-v1")
     config = json.loads((run_dir / "config.json").read_text())
     assert config["total_steps"] == 50_000 and config["method_options"]["timesteps"] == 8
@@ -70,8 +71,10 @@ def test_dsqn_on_breakout_records_scores_and_the_cost_of_each_decision(tmp_path)
     assert all(0 <= rate <= 1 for rate in neuro["firing_rate"].values())
     # conv1 runs once per decision on the analog frame: 32*20*20 outputs x 4*8*8 inputs
     assert neuro["macs_per_decision"] == 32 * 20 * 20 * 256
-    # An untrained DSQN without biases may stay silent on Atari frames: no spikes, no synops.
-    assert neuro["synops_per_decision"] >= 0
+    # No update before step 50,000: the network as initialised. With the papers' init it is silent
+    # on Atari frames (no spikes, no synops); the default data-driven init makes every layer fire.
+    assert all(rate > 0 for rate in neuro["firing_rate"].values()), neuro["firing_rate"]
+    assert neuro["synops_per_decision"] > 0 and not result["silent_layers"]
     assert neuro["energy_per_decision_j"] == pytest.approx(
         neuro["macs_per_decision"] * 4.6e-12 + neuro["synops_per_decision"] * 0.9e-12)
 

@@ -2,6 +2,7 @@
 on every environment family and learner preset, on real observations from the harness."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -61,13 +62,13 @@ def test_a_new_spiking_network_fires_in_every_layer_and_every_synaptic_layer_get
         assert layer.weight.grad is not None and layer.weight.grad.abs().sum() > 0, (i, preset)
 
 
-def test_recorded_scales_rebuild_the_same_network_and_default_init_is_pytorchs():
+def test_recorded_scales_rebuild_the_same_network_and_init_default_is_pytorchs():
     network, scales, resolved, spec = new_network("dsqn", "MinAtar/Breakout", "minatar")
     again, again_scales, *_ = new_network("dsqn", "MinAtar/Breakout", "minatar")
     assert scales == again_scales
     assert all(torch.equal(a, b) for a, b in zip(network.state_dict().values(), again.state_dict().values()))
-    plain = api.resolve(method="dsqn", game="MinAtar/Breakout", steps=1000, device="cpu")
-    assert plain.options.init == "default"
+    assert api.resolve(method="dsqn", game="MinAtar/Breakout", steps=1000, device="cpu").options.init == "data"
+    plain = api.resolve(method="dsqn", game="MinAtar/Breakout", steps=1000, device="cpu", settings={"init": "default"})
     assert initial_scales(new_deployed_network(get_method("dsqn"), plain, spec), plain.options, spec,
                           plain.protocol, 0) is None
 
@@ -94,3 +95,16 @@ def test_bad_init_settings(setting, fragment):
     key, value = setting.split("=")
     with pytest.raises(UsageError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
         api.resolve(method="dsqn", game="CartPole-v1", settings={key: value})
+
+
+def test_a_run_recorded_before_init_existed_reads_as_the_plain_init():
+    """results/minatar's dsqn and hybrid runs predate `init`: they used PyTorch's init, and the
+    table must not show them as the default init=data."""
+    from compare.app.table import variant_of
+    from compare.core.settings import Settings
+
+    study = Path(__file__).parent.parent / "results" / "minatar"
+    config = json.loads(sorted(study.glob("runs/*__dsqn__*/config.json"))[0].read_text())
+    assert "init" not in config["method_options"]
+    assert Settings.from_dict(config).options.init == "default"
+    assert ("init", "default") in variant_of(config).changes

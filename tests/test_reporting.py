@@ -209,7 +209,7 @@ def test_plot_draws_performance_profiles_and_sample_efficiency_and_says_what_it_
 def test_a_network_forced_silent_is_flagged_at_start_at_each_evaluation_and_in_the_table(tmp_path):
     res = compare("run", "--method", "dsqn", "--game", "CartPole-v1", "--steps", "600", "--quiet", "--out", tmp_path,
                   "--set", "learning_starts=100", "--set", "eval_interval=300", "--eval-episodes", "2",
-                  "--set", "v_th=1000")  # a threshold no input current reaches
+                  "--set", "v_th=1000", "--set", "init=default")  # a threshold no input current reaches
     assert res.returncode == 0, res.stderr
     warnings = [line for line in res.stderr.splitlines() if line.startswith("compare: warning:")]
     assert len(warnings) == 3 and "as initialised" in warnings[0] and "at step 300" in warnings[1]

@@ -342,11 +342,15 @@ def _name_columns(records: list[RunRecord]) -> None:
         r.column = names[r.variant]
 
 
+# Protocol fields that do not make a condition: the default Atari budget (`atari_budget_steps` sets
+# `--steps` when none is given; the budget a run trained for is its own, compared separately), so
+# runs recorded before a default changed still pool.
+NOT_A_CONDITION = ("atari_budget_steps",)
+
+
 def protocol_key(protocol: dict) -> str:
-    """What makes two runs' protocols the same condition: every field but the default Atari
-    budget (`atari_budget_steps` sets `--steps` when none is given; the budget a run trained for
-    is its own, compared separately), so runs recorded before a default changed still pool."""
-    return json.dumps({k: v for k, v in protocol.items() if k != "atari_budget_steps"}, sort_keys=True)
+    """What makes two runs' protocols the same condition: every field but NOT_A_CONDITION."""
+    return json.dumps({k: v for k, v in protocol.items() if k not in NOT_A_CONDITION}, sort_keys=True)
 
 
 def group_runs(records: list[RunRecord]) -> list[Group]:
@@ -361,7 +365,7 @@ def group_runs(records: list[RunRecord]) -> list[Group]:
                       and o.budget == g.budget]
         if same_label:  # same name and budget, different fields: say which
             differ = sorted(k for o in same_label for k in g.protocol
-                            if g.protocol.get(k) != o.protocol.get(k) and k != "atari_budget_steps")
+                            if g.protocol.get(k) != o.protocol.get(k) and k not in NOT_A_CONDITION)
             g.label += " (" + ", ".join(f"{k}={g.protocol.get(k)}" for k in dict.fromkeys(differ)) + ")"
         g.notes = _preset_notes(g)
     return out
@@ -580,8 +584,7 @@ def build_tables(records: list[RunRecord], unit: str = "auto", kind: str = "fina
         if short:
             raise UsageError(f"--at-step {at_step:,} is past the budget of some runs ({short[0]:,} agent steps); "
                              "allowed: at most the smallest budget, or leave those runs out with --games/--methods")
-        for r in records:
-            r.read_at = at_step
+        records = [dataclasses.replace(r, read_at=at_step) for r in records]  # the caller's stay as they are
     if unit not in ("auto", *UNITS):
         raise UsageError(f"--normalize {unit!r}: allowed: auto, {', '.join(UNITS)}")
     tables = []

@@ -83,9 +83,11 @@ def unknown_name_message(what: str, name: str, allowed: list[str]) -> str:
 
 
 def from_dict(cls, data: dict):
-    """Rebuild a config from its JSON form (tuples come back as lists)."""
+    """Rebuild a config from its JSON form (tuples come back as lists). A field missing from an
+    older record takes the value such records had (the class's `RECORDED_WITHOUT`, where its
+    default has changed since), not today's default."""
     hints = typing.get_type_hints(cls)
-    values = {}
+    values = {key: value for key, value in getattr(cls, "RECORDED_WITHOUT", {}).items() if key not in data}
     for key, value in data.items():
         if key in hints and typing.get_origin(hints[key]) is tuple and value is not None:
             value = tuple(value)
