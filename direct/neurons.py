@@ -185,17 +185,20 @@ class LIFSequence(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, p: LIFParameters) -> torch.Tensor:
         k = 1.0 / p.tau_mem
         membranes = torch.empty_like(x)   # after integration, before reset
-        fired = torch.empty(x.shape, dtype=torch.bool, device=x.device)
+        spikes = torch.empty_like(x)
         v = torch.zeros_like(x[0])        # after reset; rewritten in place every step
-        reset_value = torch.tensor(p.v_reset, dtype=x.dtype, device=x.device)
-        for t in range(x.shape[0]):
-            torch.lerp(v, x[t], k, out=membranes[t])
-            torch.gt(membranes[t], p.v_th, out=fired[t])
-            if p.reset == "hard":  # equals v * (1 - z) + z * v_reset for z in {0, 1}
-                torch.where(fired[t], reset_value, membranes[t], out=v)
+        # Float ops only (a comparison written as 1.0 / 0.0, the reset as a multiply-add): on a
+        # CPU an op with a bool operand or result costs 3-5x a float one. Every value is the
+        # one `lif_step` computes: v - v z is exactly 0 or v, and v - z v_th is where's v - v_th.
+        for x_t, v_t, z_t in zip(x.unbind(0), membranes.unbind(0), spikes.unbind(0)):
+            torch.lerp(v, x_t, k, out=v_t)
+            torch.gt(v_t, p.v_th, out=z_t)
+            if p.reset == "hard":
+                torch.addcmul(v_t, v_t, z_t, value=-1, out=v)
+                if p.v_reset:
+                    v.add_(z_t, alpha=p.v_reset)
             else:
-                torch.where(fired[t], membranes[t] - p.v_th, membranes[t], out=v)
-        spikes = fired.to(x.dtype)
+                torch.add(v_t, z_t, alpha=-p.v_th, out=v)
         ctx.save_for_backward(membranes, spikes)
         ctx.p = p
         return spikes
@@ -215,11 +218,13 @@ class LIFSequence(torch.autograd.Function):
         # dL/dv_t, built in place of the slope: dL/dz_t slope_t, plus what flows back from
         # step t + 1 through the leak (1 - k) and the reset.
         grad_v = slope.mul_(grad_spikes)
-        for t in range(grad_spikes.shape[0] - 2, -1, -1):
-            if du_dv is None:
-                grad_v[t].add_(grad_v[t + 1], alpha=1 - k)
+        steps = grad_v.unbind(0)
+        resets = du_dv.unbind(0) if du_dv is not None else None
+        for t in range(len(steps) - 2, -1, -1):
+            if resets is None:
+                steps[t].add_(steps[t + 1], alpha=1 - k)
             else:
-                grad_v[t].addcmul_(grad_v[t + 1], du_dv[t], value=1 - k)
+                steps[t].addcmul_(steps[t + 1], resets[t], value=1 - k)
         return grad_v.mul_(k), None
 
 
@@ -236,8 +241,8 @@ class LISequence(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, tau_mem: float) -> torch.Tensor:
         out = torch.empty_like(x)
         v = torch.zeros_like(x[0])
-        for t in range(x.shape[0]):
-            v = torch.lerp(v, x[t], 1.0 / tau_mem, out=out[t])
+        for x_t, out_t in zip(x.unbind(0), out.unbind(0)):
+            v = torch.lerp(v, x_t, 1.0 / tau_mem, out=out_t)
         ctx.tau_mem = tau_mem
         return out
 
@@ -245,9 +250,10 @@ class LISequence(torch.autograd.Function):
     def backward(ctx, grad_out: torch.Tensor):
         k = 1.0 / ctx.tau_mem
         grad_v = torch.empty_like(grad_out)  # dL/dv_t, through v_t's own output and v_(t+1)
-        grad_v[-1] = grad_out[-1]
-        for t in range(grad_out.shape[0] - 2, -1, -1):
-            torch.add(grad_out[t], grad_v[t + 1], alpha=1 - k, out=grad_v[t])
+        steps, outs = grad_v.unbind(0), grad_out.unbind(0)
+        steps[-1].copy_(outs[-1])
+        for t in range(len(steps) - 2, -1, -1):
+            torch.add(outs[t], steps[t + 1], alpha=1 - k, out=steps[t])
         return grad_v.mul_(k), None
 
 

@@ -14,19 +14,24 @@
 (e) two CartPole DQN runs side by side (`compare run --threads 1` each, as a sweep with two
     workers on two cores runs them) against one alone: each one's steps/s as a share of the solo
     run's;
-(f) DQN training steps/s on MinAtar Breakout at one thread, an update of batch 32 every step:
-    our learner (the `youngtian2019` preset and protocol) against the loop of the MinAtar
-    authors' own PyTorch DQN as published (Young & Tian 2019, `examples/dqn.py` in
-    kenjyoung/MinAtar: centered RMSProp without momentum), written out in
-    `compare.app.reference_loop`, timed over its frames that make an update;
+(f) training steps/s on MinAtar Breakout at one thread, an update of batch 32 every step: our
+    learner (the `youngtian2019` preset and protocol) with the ANN DQN and with the DSQN (T = 8,
+    the `minatar` option preset) against the loop of the MinAtar authors' own PyTorch DQN as
+    published (Young & Tian 2019, `examples/dqn.py` in kenjyoung/MinAtar: centered RMSProp
+    without momentum), written out in `compare.app.reference_loop`, timed over its frames that
+    make an update;
 (g) PPO training steps/s on the Atari game (the `atari` preset): our learner with the
     shared-trunk critic and with its separate critic, against the loop of CleanRL's
     ppo_atari.py, written out here (gymnasium's Atari preprocessing for its envs).
+(h) each update of (d) and of (f)'s learners against its arithmetic floor: its matmul and
+    convolution FLOPs (torch's FlopCounterMode) at this machine's measured one-thread FP32 matmul
+    rate.
 (b) also times our learner with `overlap_updates` (training phases in a second thread).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import subprocess
@@ -142,10 +147,13 @@ def _bench_learner(spec, protocol, steps: int, num_envs: int, run: Run,
                       device=torch.device("cpu"), run=run)
 
 
-def ours_train_steps_per_s(spec, protocol, steps: int, num_envs: int, run: Run,
-                           preset: str = "cleanrl", overlap_updates: bool = False) -> tuple[float, ReplayBuffer]:
-    """Learner steps/s once updates run, and its replay as the run left it."""
-    learner = _bench_learner(spec, protocol, steps, num_envs, run, preset=preset, overlap_updates=overlap_updates)
+def ours_train_steps_per_s(spec, protocol, steps: int, num_envs: int, run: Run, preset: str = "cleanrl",
+                           overlap_updates: bool = False,
+                           network: torch.nn.Module | None = None) -> tuple[float, ReplayBuffer]:
+    """Learner steps/s once updates run (the ANN of the family, or `network`), and its replay as
+    the run left it."""
+    learner = _bench_learner(spec, protocol, steps, num_envs, run, network, preset=preset,
+                             overlap_updates=overlap_updates)
     learner.begin()
     learner.train_until(WARMUP)
     start, first = time.perf_counter(), learner.state.step
@@ -328,17 +336,43 @@ def layer_macs(net: torch.nn.Module, obs: torch.Tensor) -> list[int]:
     return macs
 
 
-def update_time_ratio(spec, protocol, timesteps: int, run: Run, rounds: int = 5) -> tuple[float, float, float]:
-    """Median seconds per learner update for DSQN and DQN (alternated), and their ratio."""
-    dqn = _bench_learner(spec, protocol, 0, 1, run)
-    dqn.begin()
-    dqn.train_until(WARMUP)  # fills the replay; no update happens before WARMUP
-    dsqn_net = build_dsqn(DSQNOptions(timesteps=timesteps), "atari", (4, 84, 84), dqn.env.n_actions)
-    learners = {"dqn": dqn, "dsqn": _bench_learner(spec, protocol, 0, 1, run, dsqn_net)}
+def matmul_flops_per_s(size: int = 512, reps: int = 20) -> float:
+    """FP32 matmul throughput at the current thread count (FLOP/s, median of `reps`): the
+    rate an update's arithmetic could at best run at on this machine."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    times = []
+    for _ in range(reps + 2):
+        start = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - start)
+    return 2 * size**3 / float(np.median(times[2:]))
+
+
+def update_flops(learner: DQNLearner) -> int:
+    """FLOPs of one learner update (2 per multiply-add) as torch's FlopCounterMode counts them:
+    the matmuls and convolutions of the online network's forward and backward and the target's
+    forward; elementwise work (neurons, loss, optimizer) is not counted."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        learner.update_once()
+    return counter.get_total_flops()
+
+
+def update_times(spec, protocol, networks: dict[str, torch.nn.Module], run: Run, preset: str = "cleanrl",
+                 rounds: int = 5) -> dict[str, tuple[float, int]]:
+    """Each network's median seconds per learner update (the networks alternating, all on one
+    replay filled by a random policy) and the update's FLOPs."""
+    names = list(networks)
+    learners = {name: _bench_learner(spec, protocol, 0, 1, run, networks[name], preset) for name in names}
+    first = learners[names[0]]
+    first.begin()
+    first.train_until(WARMUP)  # fills the replay; no update happens before WARMUP
     for lrn in learners.values():
         lrn.env.close()
-        lrn.replay = dqn.replay
-    times = {name: [] for name in learners}
+        lrn.replay = first.replay
+    flops = {name: update_flops(lrn) for name, lrn in learners.items()}
+    times: dict[str, list[float]] = {name: [] for name in names}
     for _ in range(rounds):
         for name, lrn in learners.items():
             lrn.update_once()  # warm
@@ -346,8 +380,28 @@ def update_time_ratio(spec, protocol, timesteps: int, run: Run, rounds: int = 5)
             for _ in range(3):
                 lrn.update_once()
             times[name].append((time.perf_counter() - start) / 3)
-    dqn, dsqn = float(np.median(times["dqn"])), float(np.median(times["dsqn"]))
-    return dsqn, dqn, dsqn / dqn
+    return {name: (float(np.median(times[name])), flops[name]) for name in names}
+
+
+@contextlib.contextmanager
+def single_thread():
+    """torch at one thread inside the block (as one sweep worker of two on two cores runs)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def spiking_and_ann(spec, protocol, options: DSQNOptions) -> dict[str, torch.nn.Module]:
+    """The family's ANN Q-network and a DSQN with `options` on the same synapse stack."""
+    env = VecEnv(spec, protocol, 1)
+    env.reset(seed=0)  # the shape is known once a frame is seen
+    shape, n_actions = env.obs_shape, env.n_actions
+    env.close()
+    torch.manual_seed(0)
+    return {"dqn": build_ann(spec.family, shape, n_actions), "dsqn": build_dsqn(options, spec.family, shape, n_actions)}
 
 
 def dense_mac_ratio(n_actions: int, timesteps: int) -> float:
@@ -400,7 +454,7 @@ def run_benchmarks(game: str, env_steps: int, train_steps: int, echo=print, num_
         raise UsageError(f"the benchmark measures Atari games; {spec.name} is {spec.family}")
     protocol = get_protocol("nature")
     echo(f"compare bench: {spec.name}, torch threads {torch.get_num_threads()}; (a), (b) and (f): medians of "
-         f"{rounds} alternated rounds")
+         f"{rounds} alternated rounds; (d) and (h): medians of 5")
     rates = alternated_medians({"gym": lambda: gym_env_steps_per_s(spec, protocol, env_steps),
                                 "ours": lambda: harness_env_steps_per_s(spec, protocol, env_steps, num_envs)}, rounds)
     gym_rate, ours_rate = rates["gym"], rates["ours"]
@@ -425,12 +479,8 @@ def run_benchmarks(game: str, env_steps: int, train_steps: int, echo=print, num_
         cleanrl_ppo = cleanrl_ppo_steps_per_s(spec, protocol, ppo_rollouts)
         (shared_ppo, shared_macs), (separate_ppo, separate_macs) = (
             ppo_train_steps_per_s(spec, protocol, ppo_rollouts, run, shared) for shared in (True, False))
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            dsqn_s, dqn_s, ratio = update_time_ratio(spec, protocol, timesteps=8, run=run)
-        finally:
-            torch.set_num_threads(threads)
+        with single_thread():
+            atari = update_times(spec, protocol, spiking_and_ann(spec, protocol, DSQNOptions(timesteps=8)), run)
     sb3_bytes = sb3_memory_saving_bytes((4, 84, 84))
     echo(f"(b) DQN training steps/s (Nature CNN, batch 32, update every 4 steps, CPU, 1 env each): ours "
          f"{train_rate:,.1f} | ours with overlap_updates {overlap_rate:,.1f} | CleanRL-style loop {base_rate:,.1f} | "
@@ -438,28 +488,37 @@ def run_benchmarks(game: str, env_steps: int, train_steps: int, echo=print, num_
     echo(f"(c) replay bytes per transition: ours {frame_bytes:,.0f} | CleanRL's (SB3 memory-saving layout) "
          f"{sb3_bytes:,} | ratio {sb3_bytes / frame_bytes:.1f}x smaller")
     mac_ratio = dense_mac_ratio(4, 8)
+    (dsqn_s, _), (dqn_s, _) = atari["dsqn"], atari["dqn"]
     echo(f"(d) training step, Nature CNN, batch 32, 1 thread: DSQN T=8 {dsqn_s * 1e3:.0f} ms | DQN "
-         f"{dqn_s * 1e3:.0f} ms | ratio {ratio:.2f}x (dense MAC ratio {mac_ratio:.2f}x)")
+         f"{dqn_s * 1e3:.0f} ms | ratio {dsqn_s / dqn_s:.2f}x (dense MAC ratio {mac_ratio:.2f}x)")
     with tempfile.TemporaryDirectory() as tmp:
         solo, shares = concurrent_run_shares(concurrent_steps, Path(tmp))
     echo(f"(e) two CartPole DQN runs side by side, 1 thread each, {concurrent_steps:,} steps: alone "
          f"{solo:,.0f} steps/s | together, each, ratio {min(shares):.2f}x and {max(shares):.2f}x of alone")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        minatar, paper = resolve_env("MinAtar/Breakout"), get_protocol("youngtian2019")
-        with tempfile.TemporaryDirectory() as tmp:
-            run = Run(Path(tmp))
-            rates = alternated_medians({
-                "theirs": lambda: youngtian2019_dqn("breakout", REPLAY_START_SIZE + 1 + train_steps,
-                                                    seed=0).training_frames_per_s,
-                "ours": lambda: ours_train_steps_per_s(minatar, paper, train_steps, 1, run, "youngtian2019")[0]},
-                rounds)
-        theirs, ours_minatar = rates["theirs"], rates["ours"]
-    finally:
-        torch.set_num_threads(threads)
-    echo(f"(f) DQN training steps/s, MinAtar Breakout, batch 32 every step, 1 thread: ours {ours_minatar:,.1f} | "
-         f"Young & Tian's examples/dqn.py loop {theirs:,.1f} | ratio {ours_minatar / theirs:.2f}x")
+    minatar, paper = resolve_env("MinAtar/Breakout"), get_protocol("youngtian2019")
+    with single_thread(), tempfile.TemporaryDirectory() as tmp:
+        run = Run(Path(tmp))
+        dsqn_options = get_method("dsqn").option_presets["minatar"]
+        rates = alternated_medians({
+            "theirs": lambda: youngtian2019_dqn("breakout", REPLAY_START_SIZE + 1 + train_steps,
+                                                seed=0).training_frames_per_s,
+            "dqn": lambda: ours_train_steps_per_s(minatar, paper, train_steps, 1, run, "youngtian2019")[0],
+            "dsqn": lambda: ours_train_steps_per_s(minatar, paper, train_steps, 1, run, "youngtian2019",
+                                                   network=spiking_and_ann(minatar, paper, dsqn_options)["dsqn"])[0]},
+            rounds)
+        small = update_times(minatar, paper, spiking_and_ann(minatar, paper, dsqn_options), run, "youngtian2019")
+        flop_rate = matmul_flops_per_s()
+    theirs = rates["theirs"]
+    echo(f"(f) MinAtar Breakout training steps/s, youngtian2019 learner (batch 32 every step), 1 thread: ours DQN "
+         f"{rates['dqn']:,.1f} | ours DSQN T=8 {rates['dsqn']:,.1f} | Young & Tian's examples/dqn.py loop "
+         f"{theirs:,.1f} | ratio DQN {rates['dqn'] / theirs:.2f}x (goal 2.0x), DSQN {rates['dsqn'] / theirs:.2f}x "
+         f"(goal 0.5x)")
+    floors = {f"{family} {name}": (seconds, flops / flop_rate)
+              for family, times in (("MinAtar", small), ("Atari", atari)) for name, (seconds, flops) in times.items()}
+    echo(f"(h) one update against its arithmetic floor (its matmul and convolution FLOPs at this machine's "
+         f"1-thread matmul rate, {flop_rate / 1e9:.1f} GFLOP/s): " + " | ".join(
+             f"{name} {seconds * 1e3:.2f} ms, floor {floor * 1e3:.2f} ms, ratio {seconds / floor:.1f}x"
+             for name, (seconds, floor) in floors.items()))
     per_flop = separate_ppo / cleanrl_ppo * separate_macs / shared_macs
     echo(f"(g) PPO training steps/s, Breakout, 8 envs x 128, 4 epochs of minibatch 256: ours, shared trunk "
          f"{shared_ppo:,.1f} | ours, separate critic {separate_ppo:,.1f} | CleanRL ppo_atari.py-style loop "
@@ -468,5 +527,7 @@ def run_benchmarks(game: str, env_steps: int, train_steps: int, echo=print, num_
     return {"env_ratio": ours_rate / gym_rate, "train_ratio": train_rate / base_rate,
             "overlap_ratio": overlap_rate / base_rate, "ppo_shared_ratio": shared_ppo / cleanrl_ppo,
             "ppo_separate_per_mac_ratio": per_flop,
-            "bytes_per_transition": frame_bytes, "dsqn_update_ratio": ratio, "mac_ratio": mac_ratio,
-            "concurrent_shares": shares, "minatar_ratio": ours_minatar / theirs}
+            "bytes_per_transition": frame_bytes, "dsqn_update_ratio": dsqn_s / dqn_s, "mac_ratio": mac_ratio,
+            "concurrent_shares": shares, "minatar_ratio": rates["dqn"] / theirs,
+            "minatar_dsqn_ratio": rates["dsqn"] / theirs,
+            "floor_ratios": {name: seconds / floor for name, (seconds, floor) in floors.items()}}
