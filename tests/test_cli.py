@@ -1,4 +1,5 @@
 import json
+import os
 
 import pytest
 import torch
@@ -19,6 +20,8 @@ SHORT = ["--game", "CartPole-v1", "--quiet", "--set", "eval_episodes=2", "--set"
     (["run", "--set", "lr"], ["KEY=VALUE"]),
     (["run", "--bogus"], ["No such option", "--bogus"]),
     (["run", "--resume", "/nonexistent/run"], ["does not exist"]),
+    (["run", "--threads", "0"], ["--threads", "0 is not in the range"]),
+    (["run", "--threads", str((os.cpu_count() or 1) + 1)], ["--threads", f"1<=x<={os.cpu_count() or 1}"]),
 ])
 def test_bad_input_gets_one_line_and_exit_2(args, fragments):
     assert_clean_error(compare(*args), *fragments)

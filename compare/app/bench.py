@@ -26,6 +26,9 @@
 (h) each update of (d) and of (f)'s learners against its arithmetic floor: its matmul and
     convolution FLOPs (torch's FlopCounterMode) at this machine's measured one-thread FP32 matmul
     rate.
+(i) the committed MinAtar study's training cost at 1M agent steps per run, projected from each
+    training method's steps/s as a run of that study trains it (one thread, one run at a time;
+    (e) gives the share two runs side by side keep).
 (b) also times our learner with `overlap_updates` (training phases in a second thread).
 """
 
@@ -404,6 +407,43 @@ def spiking_and_ann(spec, protocol, options: DSQNOptions) -> dict[str, torch.nn.
     return {"dqn": build_ann(spec.family, shape, n_actions), "dsqn": build_dsqn(options, spec.family, shape, n_actions)}
 
 
+# The committed MinAtar study (studies/minatar.toml): its games, its training methods, its seeds.
+STUDY = "studies/minatar.toml"
+STUDY_GAMES, STUDY_SEEDS = 2, 3
+STUDY_METHODS = ("dqn", "dsqn", "ppo", "hybrid")  # convert trains nothing: it converts the dqn runs
+
+
+def method_steps_per_s(method_name: str, game: str, steps: int, run: Run) -> float:
+    """Training steps/s of `method_name` as a run of the MinAtar study trains it (the learner's
+    family preset, the `nature` protocol, one env), past its warm-up (the replay start, or one
+    rollout) and with epsilon already at its final value, as in almost all of a long run."""
+    method = get_method(method_name)
+    q_learner = method.learner is DQNLearner
+    overrides = {"learning_starts": str(WARMUP), "epsilon_decay_steps": "1"} if q_learner else {}
+    settings = resolve_settings(method_name, game, 0, None, "nature", None, overrides, "cpu")
+    config = dataclasses.replace(settings.learner, checkpoint_interval=10**9,
+                                 **({"save_replay": "never"} if q_learner else {}))
+    spec = resolve_env(game)
+    env = VecEnv(spec, settings.protocol, config.num_envs)
+    env.reset(seed=0)
+    torch.manual_seed(0)
+    warm = WARMUP if q_learner else config.rollout_size
+    learner = method.learner(build_networks(method, settings, spec, env.obs_shape, env.n_actions), env, config,
+                             settings.protocol, warm + steps, 0, torch.device("cpu"), run)
+    learner.begin()
+    learner.train_until(warm)
+    start, first = time.perf_counter(), learner.state.step
+    learner.train_until(warm + steps)
+    rate = (learner.state.step - first) / (time.perf_counter() - start)
+    env.close()
+    return rate
+
+
+def study_core_hours(rates: dict[str, float], steps_per_run: int) -> float:
+    """Core-hours of the study's training at `steps_per_run` agent steps per run, one thread each."""
+    return sum(STUDY_GAMES * STUDY_SEEDS * steps_per_run / rate for rate in rates.values()) / 3600
+
+
 def dense_mac_ratio(n_actions: int, timesteps: int) -> float:
     """DSQN MACs if every synaptic operation were dense (the first layer once, the others T
     times) over the ANN's MACs."""
@@ -519,6 +559,13 @@ def run_benchmarks(game: str, env_steps: int, train_steps: int, echo=print, num_
          f"1-thread matmul rate, {flop_rate / 1e9:.1f} GFLOP/s): " + " | ".join(
              f"{name} {seconds * 1e3:.2f} ms, floor {floor * 1e3:.2f} ms, ratio {seconds / floor:.1f}x"
              for name, (seconds, floor) in floors.items()))
+    with single_thread(), tempfile.TemporaryDirectory() as tmp:
+        run = Run(Path(tmp))
+        study = {name: method_steps_per_s(name, "MinAtar/Breakout", train_steps, run) for name in STUDY_METHODS}
+    hours = study_core_hours(study, 1_000_000)
+    echo(f"(i) {STUDY} at 1M agent steps per run, projected from each method's training steps/s on MinAtar "
+         f"Breakout (1 thread): " + ", ".join(f"{name} {rate:,.0f}" for name, rate in study.items()) +
+         f" | {hours:,.1f} core-hours ({hours / 2:,.1f} h on 2 workers), goal 24")
     per_flop = separate_ppo / cleanrl_ppo * separate_macs / shared_macs
     echo(f"(g) PPO training steps/s, Breakout, 8 envs x 128, 4 epochs of minibatch 256: ours, shared trunk "
          f"{shared_ppo:,.1f} | ours, separate critic {separate_ppo:,.1f} | CleanRL ppo_atari.py-style loop "
@@ -530,4 +577,5 @@ def run_benchmarks(game: str, env_steps: int, train_steps: int, echo=print, num_
             "bytes_per_transition": frame_bytes, "dsqn_update_ratio": dsqn_s / dqn_s, "mac_ratio": mac_ratio,
             "concurrent_shares": shares, "minatar_ratio": rates["dqn"] / theirs,
             "minatar_dsqn_ratio": rates["dsqn"] / theirs,
-            "floor_ratios": {name: seconds / floor for name, (seconds, floor) in floors.items()}}
+            "floor_ratios": {name: seconds / floor for name, (seconds, floor) in floors.items()},
+            "study_steps_per_s": study, "study_core_hours": hours}

@@ -60,8 +60,8 @@ def cli():
 @click.option("--readout", help="convert: membrane, rate or robust [default: membrane].")
 @click.option("--calibration-frames", help="convert: observations for normalization [default: 15000].")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--threads", type=click.IntRange(min=1),
-              help="torch intra-op threads, saved in config.json [default: 1 for MinAtar and classic control, "
+@click.option("--threads", type=click.IntRange(min=1, max=os.cpu_count() or 1),
+              help="torch intra-op threads, at most this machine's CPUs, saved in config.json [default: 1 for MinAtar and classic control, "
               "min(4, CPUs) for Atari]; give concurrent runs a share of the cores each.")
 @click.option("--track", type=click.Choice(["tensorboard", "wandb"]), default="tensorboard", show_default=True,
               help="TensorBoard event files are always written; wandb also mirrors them to Weights & Biases.")
