@@ -535,6 +535,11 @@ def run_benchmarks(game: str, env_steps: int, train_steps: int, echo=print, num_
         solo, shares = concurrent_run_shares(concurrent_steps, Path(tmp))
     echo(f"(e) two CartPole DQN runs side by side, 1 thread each, {concurrent_steps:,} steps: alone "
          f"{solo:,.0f} steps/s | together, each, ratio {min(shares):.2f}x and {max(shares):.2f}x of alone")
+    per_flop = separate_ppo / cleanrl_ppo * separate_macs / shared_macs
+    echo(f"(g) PPO training steps/s, Breakout, 8 envs x 128, 4 epochs of minibatch 256: ours, shared trunk "
+         f"{shared_ppo:,.1f} | ours, separate critic {separate_ppo:,.1f} | CleanRL ppo_atari.py-style loop "
+         f"{cleanrl_ppo:,.1f} | ratio {shared_ppo / cleanrl_ppo:.2f}x shared, {separate_ppo / cleanrl_ppo:.2f}x "
+         f"separate ({per_flop:.2f}x per network MAC: {separate_macs / shared_macs:.2f}x the MACs)")
     minatar, paper = resolve_env("MinAtar/Breakout"), get_protocol("youngtian2019")
     with single_thread(), tempfile.TemporaryDirectory() as tmp:
         run = Run(Path(tmp))
@@ -566,11 +571,6 @@ def run_benchmarks(game: str, env_steps: int, train_steps: int, echo=print, num_
     echo(f"(i) {STUDY} at 1M agent steps per run, projected from each method's training steps/s on MinAtar "
          f"Breakout (1 thread): " + ", ".join(f"{name} {rate:,.0f}" for name, rate in study.items()) +
          f" | {hours:,.1f} core-hours ({hours / 2:,.1f} h on 2 workers), goal 24")
-    per_flop = separate_ppo / cleanrl_ppo * separate_macs / shared_macs
-    echo(f"(g) PPO training steps/s, Breakout, 8 envs x 128, 4 epochs of minibatch 256: ours, shared trunk "
-         f"{shared_ppo:,.1f} | ours, separate critic {separate_ppo:,.1f} | CleanRL ppo_atari.py-style loop "
-         f"{cleanrl_ppo:,.1f} | ratio {shared_ppo / cleanrl_ppo:.2f}x shared, {separate_ppo / cleanrl_ppo:.2f}x "
-         f"separate ({per_flop:.2f}x per network MAC: {separate_macs / shared_macs:.2f}x the MACs)")
     return {"env_ratio": ours_rate / gym_rate, "train_ratio": train_rate / base_rate,
             "overlap_ratio": overlap_rate / base_rate, "ppo_shared_ratio": shared_ppo / cleanrl_ppo,
             "ppo_separate_per_mac_ratio": per_flop,
