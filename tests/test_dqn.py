@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -131,3 +133,13 @@ def test_learning_rate_decays_linearly_to_zero_at_the_budget():
         assert rates == pytest.approx([0.01, 0.0075, 0.0])
     finally:
         env.close()
+
+
+def test_a_replay_ratio_past_any_published_one_is_announced_with_its_update_count():
+    """gradient_steps=1e9 would hang the run at its first training phase: it is said at once."""
+    huge = dataclasses.replace(DQNLearner.preset("cartpole"), gradient_steps=10**9)
+    (warning,) = DQNLearner.setting_warnings(huge, 50_000)
+    phases = (50_000 - huge.learning_starts) // huge.train_freq + 1
+    assert "updates per agent step" in warning and f"makes {phases * 10**9:,} updates" in warning
+    for name in DQNLearner.presets:
+        assert DQNLearner.setting_warnings(DQNLearner.preset(name), 10**7) == [], name
