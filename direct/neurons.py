@@ -188,7 +188,7 @@ class LIFSequence(torch.autograd.Function):
         spikes = torch.empty_like(x)
         v = torch.zeros_like(x[0])        # after reset; rewritten in place every step
         # Float ops only (a comparison written as 1.0 / 0.0, the reset as a multiply-add): on a
-        # CPU an op with a bool operand or result costs 3-5x a float one. Every value is the
+        # CPU an op with a bool operand or result costs several float ops. Every value is the
         # one `lif_step` computes: v - v z is exactly 0 or v, and v - z v_th is where's v - v_th.
         for x_t, v_t, z_t in zip(x.unbind(0), membranes.unbind(0), spikes.unbind(0)):
             torch.lerp(v, x_t, k, out=v_t)

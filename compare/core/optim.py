@@ -4,7 +4,8 @@
 parameter tensor; on the small networks a CPU trains here (MinAtar's has six tensors, 133k
 numbers) that per-tensor overhead is most of the step. `FlatRMSprop` keeps parameters,
 gradients and optimizer state as views of one flat buffer each and runs the same operations,
-in the same order, once on the whole buffer. Elementwise arithmetic does not depend on how
+in the same order, once on the whole buffer (on a CPU, the square root's argument first raised
+to a floor that changes no result: SQRT_FLOOR). Elementwise arithmetic does not depend on how
 the elements are grouped, so the updates are bit for bit torch's (`tests/test_optim.py`), and
 `state_dict()` keeps torch's format, so a checkpoint written by either loads into the other.
 
@@ -17,11 +18,11 @@ from __future__ import annotations
 
 import torch
 
-# On x86 CPUs torch's sqrt of 0 or of a subnormal number is 10-60x slower than of a normal one,
-# and a centered RMSprop's `square_avg - grad_avg^2` is 0 for every weight that has never had a
-# gradient (41% of the MinAtar network's after 2,000 updates, 2% subnormal). Raising it to the
-# smallest normal number first changes no result: its root (1.1e-19) vanishes when eps is added,
-# as does the root of anything below it (checked for the eps in use).
+# torch's CPU square root is many times slower on 0 and on subnormal numbers than on normal ones
+# (README, "Throughput of the MinAtar loop"; flush-to-zero does not help), and a centered
+# RMSprop's `square_avg - grad_avg^2` is 0 for every weight that has never had a gradient.
+# Raising it to the smallest normal number first changes no result: its root (1.1e-19) vanishes
+# when eps is added, as does the root of anything below it (checked for the eps in use).
 SQRT_FLOOR = torch.finfo(torch.float32).tiny
 
 
@@ -55,7 +56,8 @@ class FlatRMSprop(torch.optim.RMSprop):
         keys = self.STATE_KEYS if momentum > 0 else self.STATE_KEYS[:2]
         self._flat_state = {key: torch.zeros_like(self._flat_param) for key in keys}
         self._bind_state()
-        self._sqrt_floor = _sqrt_floor_vanishes(eps)
+        # (on a GPU the root costs the same for every number, and the check would be a sync)
+        self._sqrt_floor = self._flat_param.device.type == "cpu" and _sqrt_floor_vanishes(eps)
 
     def _bind_state(self) -> None:
         """Point every parameter's state at its views of the flat buffers, first copying in
