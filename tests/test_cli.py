@@ -21,6 +21,7 @@ SHORT = ["--game", "CartPole-v1", "--quiet", "--set", "eval_episodes=2", "--set"
     (["run", "--bogus"], ["No such option", "--bogus"]),
     (["run", "--resume", "/nonexistent/run"], ["does not exist"]),
     (["run", "--threads", "0"], ["--threads", "0 is not in the range"]),
+    (["eval", "/nonexistent/run", "--attack", "fgsm", "--device", "cuda"], ["runs on the CPU", "--device cpu"]),
     (["run", "--threads", str((os.cpu_count() or 1) + 1)], ["--threads", f"1<=x<={os.cpu_count() or 1}"]),
 ])
 def test_bad_input_gets_one_line_and_exit_2(args, fragments):

@@ -154,6 +154,10 @@ def eval_(run_dir, episodes, seed, attack, eps, device):
     if attack == "fgsm":
         from compare.app.robustness import parse_eps
 
+        if device == "cuda":  # honoured or refused, never dropped
+            raise UsageError("--attack fgsm runs on the CPU (compare/app/robustness.py); --device cuda cannot be "
+                             "honoured: drop it or use --device cpu")
+
         eps = eps or "0.001,0.005,0.01"
         entry = api.attack(run_dir, parse_eps(eps), episodes, seed)
         click.echo(f"FGSM ({entry['attack']}; eps in {entry['eps_unit']}):")
