@@ -76,6 +76,7 @@ def test_finished_run_lists_and_re_evaluates(tmp_path):
     assert config["dqn"]["lr"] == 2.3e-3 and config["versions"]["torch"]
     assert set(config["versions"]) >= {"torch", "norse", "sinabs", "gymnasium", "ale-py"}
     assert "git_commit" in config
+    assert config["hardware"]["cpus"] == os.cpu_count() and isinstance(config["hardware"]["gpus"], list)
     listing = compare("list", "--results", out)
     assert run_dir.name in listing.stdout and "finished" in listing.stdout
     before = snapshot(run_dir)

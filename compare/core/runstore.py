@@ -189,10 +189,26 @@ def git_commit() -> str | None:
     return commit + ("-dirty" if dirty else "")
 
 
+def hardware() -> dict:
+    """The machine a run's numbers hold on: same seed and settings give the same result on the
+    same CPU model (or GPU, CUDA and cuDNN), not necessarily on another."""
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    cuda = torch.cuda.is_available()
+    return {"cpu": cpu or None, "cpus": os.cpu_count(), "cuda": torch.version.cuda,
+            "cudnn": torch.backends.cudnn.version() if cuda else None,
+            "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else []}
+
+
 def provenance() -> dict:
-    """What config.json records besides the settings: versions, commit, time, command."""
+    """What config.json records besides the settings: versions, commit, machine, time, command."""
     return {"versions": package_versions(), "python": platform.python_version(),
-            "git_commit": git_commit(), "created": _dt.datetime.now().isoformat(timespec="seconds"),
+            "git_commit": git_commit(), "hardware": hardware(),
+            "created": _dt.datetime.now().isoformat(timespec="seconds"),
             "command": " ".join(["compare", *sys.argv[1:]])}
 
 
