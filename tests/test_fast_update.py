@@ -18,9 +18,9 @@ UPDATES = 20
 
 def plain(learner) -> None:
     """torch's own optimizer and, for a spiking network, the step-by-step forward."""
-    cfg = learner.cfg
-    learner.opt = torch.optim.RMSprop(learner.q.parameters(), lr=cfg.lr, alpha=0.95, eps=cfg.optimizer_eps,
-                                      momentum=cfg.optimizer_momentum, centered=True, foreach=True)
+    group = learner.opt.param_groups[0]
+    learner.opt = torch.optim.RMSprop(learner.q.parameters(), lr=group["lr"], alpha=group["alpha"], eps=group["eps"],
+                                      momentum=group["momentum"], centered=True, foreach=True)
     for net in (learner.q, learner.target):
         if hasattr(net, "forward_stepwise"):
             net.forward = net.forward_stepwise

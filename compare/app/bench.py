@@ -27,8 +27,8 @@
     convolution FLOPs (torch's FlopCounterMode) at this machine's measured one-thread FP32 matmul
     rate.
 (i) the committed MinAtar study's training cost at 1M agent steps per run, projected from each
-    training method's steps/s as a run of that study trains it (one thread, one run at a time;
-    (e) gives the share two runs side by side keep).
+    training cell's steps/s (each method on each game) as a run of that study trains it (one
+    thread, one run at a time; (e) gives the share two runs side by side keep).
 (b) also times our learner with `overlap_updates` (training phases in a second thread).
 """
 
@@ -49,10 +49,12 @@ import torch
 
 from compare.app.reference_loop import REPLAY_START_SIZE, youngtian2019_dqn
 from compare.app.resolve import resolve_settings
+from compare.app.sweep import Cell, from_toml
 from compare.core.accounting import dense_macs
 from compare.core.dqn import DQNLearner
 from compare.core.envs import VecEnv, resolve_env
 from compare.core.errors import UsageError
+from compare.core.learner import Learner
 from compare.core.networks import build_ann
 from compare.core.ppo import PPOLearner
 from compare.core.protocols import get_protocol
@@ -157,13 +159,37 @@ def ours_train_steps_per_s(spec, protocol, steps: int, num_envs: int, run: Run, 
     the run left it."""
     learner = _bench_learner(spec, protocol, steps, num_envs, run, network, preset=preset,
                              overlap_updates=overlap_updates)
-    learner.begin()
-    learner.train_until(WARMUP)
-    start, first = time.perf_counter(), learner.state.step
-    learner.train_until(WARMUP + steps)
-    rate = (learner.state.step - first) / (time.perf_counter() - start)
+    rate = steps_per_s_after(learner, WARMUP, steps)
     learner.env.close()
     return rate, learner.replay
+
+
+def steps_per_s_after(learner, warm: int, steps: int) -> float:
+    """Agent steps/s of a new learner from step `warm` (reached untimed) to `warm + steps`."""
+    learner.begin()
+    learner.train_until(warm)
+    start, first = time.perf_counter(), learner.state.step
+    learner.train_until(warm + steps)
+    return (learner.state.step - first) / (time.perf_counter() - start)
+
+
+def run_learner(method_name: str, game: str, protocol: str, overrides: dict[str, str], steps: int,
+                run: Run) -> tuple[Learner, int]:
+    """The learner `compare run` would build (settings resolved, networks built, no checkpoints
+    or saved replay) for `steps` agent steps past its warm-up, and that warm-up: the replay
+    start, or PPO_WARMUP_ROLLOUTS rollouts."""
+    method = get_method(method_name)
+    q_learner = method.learner is DQNLearner
+    settings = resolve_settings(method_name, game, 0, None, protocol, None, overrides, "cpu")
+    config = dataclasses.replace(settings.learner, checkpoint_interval=10**9,
+                                 **({"save_replay": "never"} if q_learner else {}))
+    warm = config.learning_starts if q_learner else config.rollout_size * PPO_WARMUP_ROLLOUTS
+    spec = resolve_env(game)
+    env = VecEnv(spec, settings.protocol, config.num_envs)
+    env.reset(seed=0)
+    torch.manual_seed(0)
+    networks = build_networks(method, settings, spec, env.obs_shape, env.n_actions)
+    return method.learner(networks, env, config, settings.protocol, warm + steps, 0, torch.device("cpu"), run), warm
 
 
 def replay_bytes_per_transition(replay: ReplayBuffer) -> float:
@@ -203,23 +229,12 @@ PPO_WARMUP_ROLLOUTS = 1  # rollouts (and their updates) before the clock starts
 def ppo_train_steps_per_s(spec, protocol, rollouts: int, run: Run, shared_trunk: bool) -> tuple[float, float]:
     """(g), ours: PPO training steps/s over `rollouts` rollouts and updates (the `atari` preset:
     8 envs x 128 steps, 4 epochs of minibatch 256), and the MACs of actor + critic per state."""
-    settings = resolve_settings("ppo", spec.name, 0, None, "nature", None, {"shared_trunk": str(shared_trunk)}, "cpu")
-    config = dataclasses.replace(settings.learner, checkpoint_interval=10**9)
-    env = VecEnv(spec, protocol, config.num_envs)
-    env.reset(seed=0)
-    torch.manual_seed(0)
-    nets = build_networks(get_method("ppo"), settings, spec, env.obs_shape, env.n_actions)
-    per_rollout = config.rollout_size
-    learner = PPOLearner(nets, env, config, protocol, per_rollout * (PPO_WARMUP_ROLLOUTS + rollouts), 0,
-                         torch.device("cpu"), run)
-    learner.begin()
-    learner.train_until(per_rollout * PPO_WARMUP_ROLLOUTS)
-    start = time.perf_counter()
-    learner.train_until(per_rollout * (PPO_WARMUP_ROLLOUTS + rollouts))
-    rate = per_rollout * rollouts / (time.perf_counter() - start)
-    env.close()
-    obs = torch.zeros(1, *env.obs_shape, dtype=torch.uint8)
-    return rate, sum(sum(layer_macs(net, obs)) for net in nets.values())
+    steps = PPOLearner.preset("atari").rollout_size * rollouts
+    learner, warm = run_learner("ppo", spec.name, protocol.name, {"shared_trunk": str(shared_trunk)}, steps, run)
+    rate = steps_per_s_after(learner, warm, steps)
+    learner.env.close()
+    obs = torch.zeros(1, *learner.env.obs_shape, dtype=torch.uint8)
+    return rate, sum(sum(layer_macs(net, obs)) for net in learner.networks.values())
 
 
 class CleanRLAgent(torch.nn.Module):
@@ -407,41 +422,32 @@ def spiking_and_ann(spec, protocol, options: DSQNOptions) -> dict[str, torch.nn.
     return {"dqn": build_ann(spec.family, shape, n_actions), "dsqn": build_dsqn(options, spec.family, shape, n_actions)}
 
 
-# The committed MinAtar study (studies/minatar.toml): its games, its training methods, its seeds.
-STUDY = "studies/minatar.toml"
-STUDY_GAMES, STUDY_SEEDS = 2, 3
-STUDY_METHODS = ("dqn", "dsqn", "ppo", "hybrid")  # convert trains nothing: it converts the dqn runs
+# The committed MinAtar study, whose training cost (i) projects.
+STUDY = Path(__file__).resolve().parents[2] / "studies" / "minatar.toml"
 
 
-def method_steps_per_s(method_name: str, game: str, steps: int, run: Run) -> float:
-    """Training steps/s of `method_name` as a run of the MinAtar study trains it (the learner's
-    family preset, the `nature` protocol, one env), past its warm-up (the replay start, or one
-    rollout) and with epsilon already at its final value, as in almost all of a long run."""
-    method = get_method(method_name)
-    q_learner = method.learner is DQNLearner
-    overrides = {"learning_starts": str(WARMUP), "epsilon_decay_steps": "1"} if q_learner else {}
-    settings = resolve_settings(method_name, game, 0, None, "nature", None, overrides, "cpu")
-    config = dataclasses.replace(settings.learner, checkpoint_interval=10**9,
-                                 **({"save_replay": "never"} if q_learner else {}))
-    spec = resolve_env(game)
-    env = VecEnv(spec, settings.protocol, config.num_envs)
-    env.reset(seed=0)
-    torch.manual_seed(0)
-    warm = WARMUP if q_learner else config.rollout_size
-    learner = method.learner(build_networks(method, settings, spec, env.obs_shape, env.n_actions), env, config,
-                             settings.protocol, warm + steps, 0, torch.device("cpu"), run)
-    learner.begin()
-    learner.train_until(warm)
-    start, first = time.perf_counter(), learner.state.step
-    learner.train_until(warm + steps)
-    rate = (learner.state.step - first) / (time.perf_counter() - start)
-    env.close()
-    return rate
+def study_steps_per_s(steps: int, run: Run) -> dict[Cell, float]:
+    """Training steps/s of each training cell of the study's first seed (one per method and
+    game; derived cells such as conversions train nothing), as its run trains it: the study's
+    protocol and learner presets, one env, past the replay start or first rollout and with
+    epsilon already at its final value, as in almost all of a long run."""
+    spec = from_toml(STUDY)
+    rates = {}
+    for cell in spec.cells():
+        if cell.source is None and cell.seed == spec.seeds[0]:
+            q_learner = get_method(cell.method).learner is DQNLearner
+            overrides = {"learning_starts": str(WARMUP), "epsilon_decay_steps": "1"} if q_learner else {}
+            learner, warm = run_learner(cell.method, cell.game, spec.protocol, overrides, steps, run)
+            rates[cell] = steps_per_s_after(learner, warm, steps)
+            learner.env.close()
+    return rates
 
 
-def study_core_hours(rates: dict[str, float], steps_per_run: int) -> float:
-    """Core-hours of the study's training at `steps_per_run` agent steps per run, one thread each."""
-    return sum(STUDY_GAMES * STUDY_SEEDS * steps_per_run / rate for rate in rates.values()) / 3600
+def study_core_hours(rates: dict[Cell, float], steps_per_run: int) -> float:
+    """Core-hours of the study's training at `steps_per_run` agent steps per run, one thread
+    each: every seed of a cell at that cell's measured rate."""
+    seeds = len(from_toml(STUDY).seeds)
+    return sum(seeds * steps_per_run / rate for rate in rates.values()) / 3600
 
 
 def dense_mac_ratio(n_actions: int, timesteps: int) -> float:
@@ -566,10 +572,11 @@ def run_benchmarks(game: str, env_steps: int, train_steps: int, echo=print, num_
              for name, (seconds, floor) in floors.items()))
     with single_thread(), tempfile.TemporaryDirectory() as tmp:
         run = Run(Path(tmp))
-        study = {name: method_steps_per_s(name, "MinAtar/Breakout", train_steps, run) for name in STUDY_METHODS}
+        study = study_steps_per_s(train_steps, run)
     hours = study_core_hours(study, 1_000_000)
-    echo(f"(i) {STUDY} at 1M agent steps per run, projected from each method's training steps/s on MinAtar "
-         f"Breakout (1 thread): " + ", ".join(f"{name} {rate:,.0f}" for name, rate in study.items()) +
+    echo(f"(i) studies/{STUDY.name} at 1M agent steps per run, projected from each training cell's steps/s "
+         f"(1 thread): " + ", ".join(f"{cell.method} {resolve_env(cell.game).slug} {rate:,.0f}"
+                                     for cell, rate in study.items()) +
          f" | {hours:,.1f} core-hours ({hours / 2:,.1f} h on 2 workers), goal 24")
     return {"env_ratio": ours_rate / gym_rate, "train_ratio": train_rate / base_rate,
             "overlap_ratio": overlap_rate / base_rate, "ppo_shared_ratio": shared_ppo / cleanrl_ppo,
@@ -578,4 +585,4 @@ def run_benchmarks(game: str, env_steps: int, train_steps: int, echo=print, num_
             "concurrent_shares": shares, "minatar_ratio": rates["dqn"] / theirs,
             "minatar_dsqn_ratio": rates["dsqn"] / theirs,
             "floor_ratios": {name: seconds / floor for name, (seconds, floor) in floors.items()},
-            "study_steps_per_s": study, "study_core_hours": hours}
+            "study_steps_per_s": {cell.label: rate for cell, rate in study.items()}, "study_core_hours": hours}

@@ -56,12 +56,11 @@ class FlatRMSprop(torch.optim.RMSprop):
         keys = self.STATE_KEYS if momentum > 0 else self.STATE_KEYS[:2]
         self._flat_state = {key: torch.zeros_like(self._flat_param) for key in keys}
         self._bind_state()
-        # (on a GPU the root costs the same for every number, and the check would be a sync)
-        self._sqrt_floor = self._flat_param.device.type == "cpu" and _sqrt_floor_vanishes(eps)
 
     def _bind_state(self) -> None:
         """Point every parameter's state at its views of the flat buffers, first copying in
-        whatever state the parameter already has (a loaded checkpoint's)."""
+        whatever state the parameter already has (a loaded checkpoint's), and derive what the
+        step reads from the state and the group."""
         views = {key: _flat_views(flat, self._params) for key, flat in self._flat_state.items()}
         for i, p in enumerate(self._params):
             old = self.state.get(p, {})
@@ -71,6 +70,10 @@ class FlatRMSprop(torch.optim.RMSprop):
                 view.copy_(old[key]) if key in old else view.zero_()
                 state[key] = view
             self.state[p] = state
+        self._steps = [self.state[p]["step"] for p in self._params]
+        # (on a GPU the root costs the same for every number, and the check would be a sync)
+        self._sqrt_floor = (self._flat_param.device.type == "cpu"
+                            and _sqrt_floor_vanishes(self.param_groups[0]["eps"]))
 
     def load_state_dict(self, state_dict: dict) -> None:
         super().load_state_dict(state_dict)
@@ -86,7 +89,7 @@ class FlatRMSprop(torch.optim.RMSprop):
         lr, alpha, eps, momentum = group["lr"], group["alpha"], group["eps"], group["momentum"]
         grad, param = self._flat_grad, self._flat_param
         square_avg, grad_avg = self._flat_state["square_avg"], self._flat_state["grad_avg"]
-        torch._foreach_add_([self.state[p]["step"] for p in self._params], 1.0)
+        torch._foreach_add_(self._steps, 1.0)
         # torch.optim.rmsprop._multi_tensor_rmsprop, centered, operation for operation
         square_avg.mul_(alpha).addcmul_(grad, grad, value=1 - alpha)
         grad_avg.lerp_(grad, 1 - alpha)
