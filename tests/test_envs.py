@@ -34,8 +34,12 @@ def test_atari_stack_shifts_one_frame_per_step_and_restarts_with_episodes():
             if out.done[e]:
                 restarts += 1
                 assert all((out.obs[e, i] == out.obs[e, 3]).all() for i in range(3))
+                # The episode's last network input: its stack shifted by one, ending on the final frame.
+                np.testing.assert_array_equal(out.final_obs[e, :3], obs[e, 1:])
+                np.testing.assert_array_equal(out.final_obs[e, 3], out.final_frame[e])
             else:
                 np.testing.assert_array_equal(out.obs[e, :3], obs[e, 1:])
+        assert (out.final_obs is None) == (not out.done.any())
         obs = out.obs
     assert restarts >= 1
     env.close()

@@ -2,12 +2,13 @@ import dataclasses
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from conftest import assert_clean_error, compare, kill_and_resume
 
 from compare.app.resolve import resolve_settings
-from compare.core.envs import VecEnv, resolve_env
+from compare.core.envs import Step, VecEnv, resolve_env
 from compare.core.ppo import PPO_PRESETS, PPOLearner, gae
 from compare.core.registry import get_method
 from compare.core.training import build_networks
@@ -38,6 +39,45 @@ def test_gae_matches_a_hand_computed_example():
     # t=0: (1 + 0.9*0.4 - 0.5) + 0.9*0.8*0.6 = 0.86 + 0.432 = 1.292
     torch.testing.assert_close(advantages, torch.tensor([[1.292], [0.6], [0.88]]))
     torch.testing.assert_close(returns, torch.tensor([[1.792], [1.0], [1.18]]))
+
+
+class ScriptedEnv:
+    """Two CartPole-shaped envs whose every step is written out: observation t is all t; at step 1
+    env 0 hits a time limit (its final observation all 5) and env 1 terminates."""
+
+    num_envs = 2
+
+    def __init__(self):
+        self.t = 0
+
+    def step(self, actions):
+        self.t += 1
+        ended = np.array([self.t == 2, self.t == 2])
+        return Step(np.full((2, 4), float(self.t), dtype=np.float32), np.ones(2), terminated=ended & [False, True],
+                    truncated=ended & [True, False], life_lost=np.zeros(2, dtype=bool),
+                    final_frame=np.zeros((2, 4), dtype=np.float32),
+                    final_obs=np.full((2, 4), 5.0, dtype=np.float32) if ended.any() else None)
+
+
+def test_a_truncated_episode_is_bootstrapped_from_its_final_observation_and_a_terminated_one_is_not():
+    """SB3's rule on a hand-made rollout: the truncated step's reward becomes r + gamma * V(final)."""
+    critic = torch.nn.Linear(4, 1)
+    torch.nn.init.ones_(critic.weight), torch.nn.init.zeros_(critic.bias)  # V(obs) = sum(obs): V(final) = 20
+    settings = resolve_settings("ppo", "CartPole-v1", 0, 100, "nature", None, {}, "cpu")
+    config = dataclasses.replace(PPO_PRESETS["cartpole"], num_envs=2, num_steps=3, minibatch_size=2)
+    learner = PPOLearner({"actor": torch.nn.Linear(4, 2), "critic": critic}, ScriptedEnv(), config,
+                         settings.protocol, 100, 0, torch.device("cpu"), run=None)
+    learner.obs = np.zeros((2, 4), dtype=np.float32)
+    rollout, finished, all_ended = learner.collect_rollout()
+    gamma = config.gamma
+    torch.testing.assert_close(rollout["rewards"], torch.tensor([[1.0, 1.0], [1 + gamma * 20, 1.0], [1.0, 1.0]]))
+    assert rollout["nonterminal"].tolist() == [[1, 1], [0, 0], [1, 1]]  # nothing bootstrapped across a reset
+    torch.testing.assert_close(rollout["values"], torch.tensor([[0.0, 0.0], [4.0, 4.0], [8.0, 8.0]]))
+    assert rollout["obs"][2].tolist() == [[2.0] * 4] * 2 and learner.obs.tolist() == [[3.0] * 4] * 2
+    assert learner.state.step == 6 and not all_ended and finished == []
+    advantages, _ = gae(rollout["rewards"], rollout["values"], rollout["nonterminal"], torch.zeros(2),
+                        gamma=gamma, lam=0.0)
+    torch.testing.assert_close(advantages[1], torch.tensor([1 + gamma * 20 - 4.0, 1 - 4.0]))
 
 
 def networks(method, game, **overrides):

@@ -117,6 +117,10 @@ class FrameStacker:
     def observation(self) -> np.ndarray:
         return self.stack.copy()
 
+    def pushed(self, frames: np.ndarray) -> np.ndarray:
+        """The stacks `push(frames)` would make, leaving these unchanged."""
+        return np.concatenate([self.stack[:, 1:], frames[:, None]], axis=1)
+
 
 @dataclass
 class Step:
@@ -129,6 +133,9 @@ class Step:
     life_lost: np.ndarray       # a life was lost but the game goes on
     final_frame: np.ndarray     # newest frame of the last observation of finished episodes
     finished: list[tuple[int, float, int]] = field(default_factory=list)  # (env, score, length)
+    # The whole last observation (network input) of finished episodes, for bootstrapping a
+    # truncation from its value; None when no episode finished. Other envs' rows mean nothing.
+    final_obs: np.ndarray | None = None
 
     @property
     def done(self) -> np.ndarray:
@@ -212,9 +219,11 @@ class VecEnv:
         self._lengths[:] = 0
         return self._observation()
 
+    def _as_input(self, stacks: np.ndarray) -> np.ndarray:
+        return stacks if self.spec.frame_stack > 1 else stacks[:, 0]
+
     def _observation(self) -> np.ndarray:
-        obs = self._stacker.observation()
-        return obs if self.spec.frame_stack > 1 else obs[:, 0]
+        return self._as_input(self._stacker.observation())
 
     def step(self, actions: np.ndarray) -> Step:
         obs, reward, terminated, truncated, info = self._env.step(np.asarray(actions))
@@ -236,11 +245,12 @@ class VecEnv:
         lives = np.asarray(info["lives"], dtype=np.int64) if "lives" in info else self._lives
         life_lost = (lives < self._lives) & ~done
         self._lives = lives.copy()
+        final_obs = self._as_input(self._stacker.pushed(final_frame)) if done.any() else None
         self._stacker.push(frames)
         if done.any():
             self._stacker.reset(frames, np.flatnonzero(done))
         return Step(self._observation(), reward, terminated, truncated, life_lost,
-                    final_frame, finished)
+                    final_frame, finished, final_obs)
 
     def close(self) -> None:
         self._env.close()

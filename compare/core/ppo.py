@@ -6,8 +6,11 @@ never depends on critic features; one Adam optimizer trains both. The ANN `ppo` 
 instead share the actor's trunk (`shared_trunk`, CleanRL's architecture): its critic is then one
 linear output on the actor's last hidden layer, and trunk and heads run once per batch. The loop, top to bottom
 (Schulman et al. 2017; CleanRL's ppo_atari.py): collect `num_steps` steps from `num_envs`
-environments, compute GAE advantages, then `update_epochs` passes of clipped-objective
-minibatch updates with an entropy bonus and a (clipped) value loss.
+environments into preallocated storage, compute GAE advantages, then `update_epochs` passes of
+clipped-objective minibatch updates with an entropy bonus and a (clipped) value loss. A
+time-limit truncation is bootstrapped from the critic's value of the final observation
+(Stable-Baselines3's rule; CleanRL treats it as a termination). Logged once per update, on the
+episodes it finished: pg_loss, v_loss, entropy, approx_kl, clipfrac, explained_variance.
 """
 
 from __future__ import annotations
@@ -166,6 +169,7 @@ class PPOLearner(Learner, key="ppo", config_type=PPOConfig, presets=PPO_PRESETS,
         self.shared_trunk = isinstance(self.critic, TrunkValueHead)
         self.params = [*self.actor.parameters(), *self.critic.parameters()]
         self.opt = torch.optim.Adam(self.params, lr=config.lr, eps=config.adam_eps)
+        self._rollout: dict[str, torch.Tensor] | None = None
 
     # -- learning ---------------------------------------------------------------------------
     def logits_and_values(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -175,12 +179,13 @@ class PPOLearner(Learner, key="ppo", config_type=PPOConfig, presets=PPO_PRESETS,
         return self.actor(obs), self.critic(obs).squeeze(-1)
 
     def loss(self, obs, actions, old_logprobs, advantages, returns, old_values, clip: float):
-        """The PPO loss on one minibatch, and its parts for the log."""
+        """The PPO loss on one minibatch, and its parts and diagnostics for the log (tensors:
+        the caller syncs once per update)."""
         cfg = self.cfg
         logits, values = self.logits_and_values(obs)
         dist = Categorical(logits=logits)
-        logprobs = dist.log_prob(actions)
-        ratio = (logprobs - old_logprobs).exp()
+        logratio = dist.log_prob(actions) - old_logprobs
+        ratio = logratio.exp()
         if cfg.norm_adv and len(advantages) > 1:
             advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
         pg_loss = torch.max(-advantages * ratio, -advantages * ratio.clamp(1 - clip, 1 + clip)).mean()
@@ -191,9 +196,15 @@ class PPOLearner(Learner, key="ppo", config_type=PPOConfig, presets=PPO_PRESETS,
             v_loss = 0.5 * ((values - returns) ** 2).mean()
         entropy = dist.entropy().mean()
         total = pg_loss - cfg.ent_coef * entropy + cfg.vf_coef * v_loss
-        return total, {"pg_loss": pg_loss.item(), "v_loss": v_loss.item(), "entropy": entropy.item()}
+        with torch.no_grad():  # CleanRL's diagnostics: the k3 estimate of KL(old || new), the clipped share
+            approx_kl = ((ratio - 1) - logratio).mean()
+            clipfrac = ((ratio - 1).abs() > clip).float().mean()
+        return total, {"pg_loss": pg_loss.detach(), "v_loss": v_loss.detach(), "entropy": entropy.detach(),
+                       "approx_kl": approx_kl, "clipfrac": clipfrac}
 
     def _update(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        """`update_epochs` passes over the rollout; the log's means over its minibatches, and the
+        critic's explained variance on the rollout (CleanRL's: values before the update)."""
         cfg, step = self.cfg, self.state.step
         if cfg.lr_schedule == "linear":
             for group in self.opt.param_groups:
@@ -201,11 +212,11 @@ class PPOLearner(Learner, key="ppo", config_type=PPOConfig, presets=PPO_PRESETS,
         clip = linear_decay(cfg.clip_coef, step, self.total_steps) if cfg.clip_schedule == "linear" else cfg.clip_coef
         clip = max(clip, 1e-8)
         n = len(batch["actions"])
-        parts: list[dict[str, float]] = []
+        parts: list[dict[str, torch.Tensor]] = []
         for _ in range(cfg.update_epochs):
-            order = torch.randperm(n)
+            order = torch.randperm(n, device=self.device)
             for start in range(0, n - cfg.minibatch_size + 1, cfg.minibatch_size):
-                idx = order[start:start + cfg.minibatch_size].to(self.device)
+                idx = order[start:start + cfg.minibatch_size]
                 loss, part = self.loss(*(batch[k][idx] for k in
                                          ("obs", "actions", "logprobs", "advantages", "returns", "values")), clip)
                 self.opt.zero_grad(set_to_none=True)
@@ -213,44 +224,66 @@ class PPOLearner(Learner, key="ppo", config_type=PPOConfig, presets=PPO_PRESETS,
                 nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
                 self.opt.step()
                 parts.append(part)
-        return {k: float(np.mean([p[k] for p in parts])) for k in parts[0]}
+        returns = batch["returns"]
+        variances = torch.stack([returns.var(), (returns - batch["values"]).var()])
+        means = torch.stack([torch.stack(list(p.values())) for p in parts]).mean(0)
+        *logged, var_returns, var_residual = torch.cat([means, variances]).tolist()  # one sync per update
+        return {**dict(zip(parts[0], logged)),  # undefined (null) when the returns do not vary
+                "explained_variance": 1 - var_residual / var_returns if var_returns > 0 else None}
 
     # -- the loop ---------------------------------------------------------------------------
+    def _rollout_storage(self, obs: np.ndarray) -> dict[str, torch.Tensor]:
+        """Preallocated (num_steps, num_envs) storage on the device, filled in place by every rollout."""
+        shape, dev = (self.cfg.num_steps, self.env.num_envs), self.device
+        storage = {k: torch.zeros(shape, device=dev) for k in ("logprobs", "values", "rewards", "nonterminal")}
+        storage["obs"] = torch.zeros(shape + obs.shape[1:], dtype=torch.as_tensor(obs).dtype, device=dev)
+        storage["actions"] = torch.zeros(shape, dtype=torch.long, device=dev)
+        return storage
+
+    def collect_rollout(self) -> tuple[dict[str, torch.Tensor], list[tuple[int, float, int]], bool]:
+        """`num_steps` steps of every env into the rollout storage. A time-limit truncation is
+        bootstrapped from the value of the episode's final observation (SB3's rule: reward +=
+        gamma * V(final)); a termination is not. Returns the storage (rewards as trained on), the
+        episodes that finished and whether every env ended an episode on the last step."""
+        cfg, st, env, dev = self.cfg, self.state, self.env, self.device
+        if self._rollout is None:
+            self._rollout = self._rollout_storage(self.obs)
+        buf, obs, finished = self._rollout, self.obs, []
+        for t in range(cfg.num_steps):
+            x = torch.as_tensor(obs, device=dev)
+            with torch.no_grad():
+                logits, value = self.logits_and_values(x)
+                dist = Categorical(logits=logits)
+                action = dist.sample()
+            out = env.step(action.cpu().numpy())
+            reward, terminal = training_signal(out, self.protocol)
+            truncated = out.truncated & ~terminal
+            if truncated.any():
+                with torch.no_grad():
+                    final = self.critic(torch.as_tensor(out.final_obs[truncated], device=dev)).squeeze(-1)
+                reward[truncated] += cfg.gamma * final.float().cpu().numpy()
+            buf["obs"][t], buf["actions"][t], buf["logprobs"][t], buf["values"][t] = x, action, dist.log_prob(action), value
+            buf["rewards"][t] = torch.from_numpy(reward)
+            buf["nonterminal"][t] = torch.from_numpy(~(terminal | out.done))
+            obs = out.obs
+            st.step += env.num_envs
+            finished += [(st.step, score, length) for _, score, length in out.finished]
+        self.obs = obs
+        return buf, finished, bool(out.done.all())
+
     def train_until(self, limit: int) -> None:
         """Collect a rollout, update on it, repeat until `limit` agent steps."""
-        cfg, st, env, dev = self.cfg, self.state, self.env, self.device
+        cfg, st, dev = self.cfg, self.state, self.device
         rate = StepRate(st.step)
         while st.step < limit:
-            rollout = {k: [] for k in ("obs", "actions", "logprobs", "values", "rewards", "nonterminal")}
-            finished = []
-            obs = self.obs
-            for _ in range(cfg.num_steps):
-                x = torch.as_tensor(obs, device=dev)
-                with torch.no_grad():
-                    logits, value = self.logits_and_values(x)
-                    dist = Categorical(logits=logits)
-                    action = dist.sample()
-                out = env.step(action.cpu().numpy())
-                reward, terminal = training_signal(out, self.protocol)
-                rollout["obs"].append(x)
-                rollout["actions"].append(action)
-                rollout["logprobs"].append(dist.log_prob(action))
-                rollout["values"].append(value)
-                rollout["rewards"].append(torch.as_tensor(reward, device=dev))
-                rollout["nonterminal"].append(torch.as_tensor(1.0 - (terminal | out.done), device=dev,
-                                                              dtype=torch.float32))
-                obs = out.obs
-                st.step += env.num_envs
-                finished += [(st.step, score, length) for _, score, length in out.finished]
-            self.obs = obs
+            rollout, finished, all_ended = self.collect_rollout()
             with torch.no_grad():
-                last_value = self.critic(torch.as_tensor(obs, device=dev)).squeeze(-1)
-            stacked = {k: torch.stack(v) for k, v in rollout.items()}
-            advantages, returns = gae(stacked["rewards"], stacked["values"], stacked["nonterminal"],
+                last_value = self.critic(torch.as_tensor(self.obs, device=dev)).squeeze(-1)
+            advantages, returns = gae(rollout["rewards"], rollout["values"], rollout["nonterminal"],
                                       last_value, cfg.gamma, cfg.gae_lambda)
-            batch = {k: stacked[k].flatten(0, 1) for k in ("obs", "actions", "logprobs", "values")}
+            batch = {k: rollout[k].flatten(0, 1) for k in ("obs", "actions", "logprobs", "values")}
             batch["advantages"], batch["returns"] = advantages.flatten(0, 1), returns.flatten(0, 1)
             losses = self._update(batch)
             st.updates += 1
             self.log_episodes(finished, rate.update(st.step), **losses)
-            self.on_schedule(episode_ended=bool(out.done.all()))
+            self.on_schedule(episode_ended=all_ended)
