@@ -250,7 +250,8 @@ class PPOLearner(Learner, key="ppo", config_type=PPOConfig, presets=PPO_PRESETS,
             self._rollout = self._rollout_storage(self.obs)
         buf, obs, finished = self._rollout, self.obs, []
         for t in range(cfg.num_steps):
-            x = torch.as_tensor(obs, device=dev)
+            buf["obs"][t] = torch.as_tensor(obs)  # the network reads its input from the storage
+            x = buf["obs"][t]
             with torch.no_grad():
                 logits, value = self.logits_and_values(x)
                 dist = Categorical(logits=logits)
@@ -262,7 +263,7 @@ class PPOLearner(Learner, key="ppo", config_type=PPOConfig, presets=PPO_PRESETS,
                 with torch.no_grad():
                     final = self.critic(torch.as_tensor(out.final_obs[truncated], device=dev)).squeeze(-1)
                 reward[truncated] += cfg.gamma * final.float().cpu().numpy()
-            buf["obs"][t], buf["actions"][t], buf["logprobs"][t], buf["values"][t] = x, action, dist.log_prob(action), value
+            buf["actions"][t], buf["logprobs"][t], buf["values"][t] = action, dist.log_prob(action), value
             buf["rewards"][t] = torch.from_numpy(reward)
             buf["nonterminal"][t] = torch.from_numpy(~(terminal | out.done))
             obs = out.obs
