@@ -21,7 +21,7 @@ demo: install
 # Two pytest workers, one test module each at a time (a module's shared fixtures are built once);
 # every run a test starts is pinned to its threads, so the two workers do not spin against each other.
 test: install
-	$(BIN)/python -m pytest -q -n 2 --dist loadscope
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
 
 bench: install
 	$(BIN)/compare bench

@@ -28,9 +28,16 @@ sys.path.insert(0, str(TRIPWIRE))
 sys.modules.pop("samna", None)
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config, items):
-    """The real learning runs (the slowest modules) first: `make test`'s two workers each take a
-    whole module at a time, and a long module started last would leave the other worker idle."""
+    """`make test`'s two workers (`--dist loadgroup`) take one group of tests at a time. A module
+    is one group (its module fixtures are built once), except the real learning runs (minutes
+    each): they go one by one, so that neither worker is left with a whole slow module, and those
+    that share a module fixture carry its group (`xdist_group`). The learning runs go first: a
+    long one started last would leave the other worker idle."""
+    for item in items:
+        if item.get_closest_marker("learning") is None and item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
     items.sort(key=lambda item: item.get_closest_marker("learning") is None)
 
 
@@ -42,9 +49,19 @@ def pytest_sessionfinish(session, exitstatus):
 
 # -- helpers shared by the test modules (`from conftest import ...`) ---------------------------
 
+# Every process a test starts uses one torch thread unless it sets its own: two workers share two
+# cores, and a second thread each makes them spin against each other (measured: an Atari PPO run
+# took twice as long with two threads as with one beside another busy thread).
+os.environ["OMP_NUM_THREADS"] = "1"
+
+
 def compare(*args, cwd=None, timeout=900):
-    """`python -m compare ARGS` as a user runs it: the completed process."""
-    return subprocess.run([sys.executable, "-m", "compare", *map(str, args)], capture_output=True,
+    """`python -m compare ARGS` as a user runs it: the completed process. A new `run` without
+    `--threads` gets `--threads 1` (Atari's default is min(4, CPUs); see OMP_NUM_THREADS above)."""
+    args = [str(a) for a in args]
+    if args[:1] == ["run"] and "--threads" not in args and "--resume" not in args:
+        args += ["--threads", "1"]
+    return subprocess.run([sys.executable, "-m", "compare", *args], capture_output=True,
                           text=True, cwd=cwd, timeout=timeout)
 
 
