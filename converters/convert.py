@@ -46,10 +46,10 @@ from compare.core.networks import scale_input
 from compare.core.runstore import Run, ensure_writable_dir, provenance
 from compare.core.seeding import stream_seed
 from compare.core.settings import Settings, use_threads
+from compare.core.spiking import STATIC, SYNAPSES, CostRoles, SpikingNetwork, stack_roles
 from compare.core.training import Deployed, eval_record, load_deployed
 
 Readout = Literal["membrane", "rate", "robust"]
-PARAM_LAYERS = (nn.Conv2d, nn.Linear)
 MAX_SAMPLES = 2_000_000  # activation values kept per layer for a percentile (a random subsample)
 
 
@@ -91,7 +91,7 @@ def layer_scales(ann: nn.Sequential, inputs: torch.Tensor, percentile: float,
     ReLU that follows it; the last layer's raw outputs) over all calibration inputs. One value
     per layer (shape (1,)), or with `per_channel` one per output channel or unit."""
     rng = np.random.default_rng(seed)
-    param_idx = [i for i, m in enumerate(ann) if isinstance(m, PARAM_LAYERS)]
+    param_idx = [i for i, m in enumerate(ann) if isinstance(m, SYNAPSES)]
     # Where to read each layer's activation: its ReLU if one follows, else its own output.
     taps = [i + 1 if i + 1 < len(ann) and isinstance(ann[i + 1], nn.ReLU) else i for i in param_idx]
     rows: list[list[np.ndarray]] = [[] for _ in taps]     # (positions, channels) samples
@@ -132,7 +132,7 @@ def normalize_ann(ann: nn.Sequential, scales: list[torch.Tensor], keep_output_sc
     output channel when the scales are). With `keep_output_scale` the last layer stays in Q
     units (W_L <- W_L lambda_(L-1))."""
     out = copy.deepcopy(ann)
-    layers = [m for m in out if isinstance(m, PARAM_LAYERS)]
+    layers = [m for m in out if isinstance(m, SYNAPSES)]
     previous = torch.ones(1)
     with torch.no_grad():
         for n, (layer, scale) in enumerate(zip(layers, scales)):
@@ -160,7 +160,7 @@ def spiking_model(normalized: nn.Sequential, options: ConvertOptions, timesteps:
         spike_layer_class=layer_class, kwargs_backend=extra).spiking_model
 
 
-class ConvertedSNN(nn.Module):
+class ConvertedSNN(SpikingNetwork):
     """Sinabs spiking network run for T steps per decision.
 
     The analog observation is injected at every step; since it is static, the first layer's
@@ -178,18 +178,18 @@ class ConvertedSNN(nn.Module):
         self.output_scale = output_scale
         self.initial_membrane = options.initial_membrane
         self.first = normalized[0]
-        self.first.static_input = True  # compare.core.accounting: the same current at every step
         self.rest = spiking_model(nn.Sequential(*list(normalized)[1:]), options, timesteps)
         self.spiking_layers = [m for m in self.rest.modules() if isinstance(m, sl.StatefulLayer)]
-        for layer in self.spiking_layers:
-            layer.is_spiking = True  # firing rates, for compare.core.accounting
-        for layer in self.rest.modules():
-            if isinstance(layer, PARAM_LAYERS):
-                layer.spike_input = True
         self._state_shapes: list[torch.Size] | None = None
         # A copy of the ANN, out of the module tree (and so out of cost hooks), gives the
         # state shapes; `self.first` is the same module as normalized[0].
         self._ann = (copy.deepcopy(normalized),)
+
+    def cost_roles(self) -> CostRoles:
+        """The observation's layer is static; every later one is fed spikes (also the last: its
+        membrane or spiking readout integrates spikes)."""
+        synapses = [self.first, *(m for m in self.rest.modules() if isinstance(m, SYNAPSES))]
+        return CostRoles(self.timesteps, stack_roles(synapses, STATIC), tuple(self.spiking_layers))
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         T = self.timesteps
@@ -309,7 +309,7 @@ def load_converted_run(run: Run, device: str = "cpu") -> Deployed:
     settings, source, options, scales, normalized = load_converted(run)
     timesteps = reported_timesteps(run.read_eval())
     snn = converted_snn(normalized, options, timesteps, split_ann(source.network)[1], scales)
-    return Deployed(settings, source.spec, snn, DQNLearner, torch.device("cpu"), timesteps=timesteps,
+    return Deployed(settings, source.spec, snn, DQNLearner, torch.device("cpu"),
                     attack_network=source.network, attack=f"transfer from the source ANN (SNN at T={timesteps})")
 
 
@@ -348,7 +348,7 @@ def _evaluate_conversion(run: Run, settings: Settings, ann_q: nn.Module, normali
             entry.update({"validation_mean_return": validation.summary()["mean_return"],
                           "validation_episode_returns": validation.episode_returns})
         conformance = ConformanceMeter(ann_q, snn, options.gap)
-        with CostMeter(snn, timesteps=timesteps) as cost:
+        with CostMeter(snn) as cost:
             # The source's final-evaluation episodes: SNN and ANN play the same games.
             result = evaluate_policy(conformance.act, spec, protocol, protocol.eval_episodes,
                                      seed=stream_seed(settings.seed, "final_eval"))

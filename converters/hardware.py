@@ -30,6 +30,7 @@ from torch import nn
 from compare.core.errors import UsageError
 from compare.core.networks import scale_input
 from compare.core.runstore import package_versions, read_json_object
+from compare.core.spiking import SPIKES, SYNAPSES, CostRoles, SpikingNetwork, stack_roles
 
 # target -> sinabs device name for make_config (None: sinabs 3.1 has no config builder for it)
 CHIP_TARGETS = {"speck2f": "speck2fdevkit", "speck2e": "speck2edevkit", "dynapcnn": None}
@@ -105,7 +106,7 @@ def chip_layers(ann: nn.Sequential, input_shape: tuple[int, int, int]) -> list[C
         for position, module in enumerate(ann):
             if isinstance(module, (nn.ReLU, nn.Flatten)):
                 continue
-            if not isinstance(module, (nn.Conv2d, nn.Linear)):
+            if not isinstance(module, SYNAPSES):
                 raise UsageError(f"layer {position} ({type(module).__name__}) cannot run on a DYNAP-CNN "
                                  "core; allowed: Conv2d, Linear, ReLU, Flatten")
             label = _label(module)
@@ -260,7 +261,7 @@ def load_chip_model(folder: Path) -> nn.Sequential:
     return model
 
 
-class ChipSNN(nn.Module):
+class ChipSNN(SpikingNetwork):
     """A decision as the chip makes it. The host rate-codes the frame (divided by
     `input_divisor`, so pixels lie in [0, 1]) into input spikes with a deterministic IF
     encoder: over T steps a pixel x sends floor(T x) spikes, evenly spread. Every core starts
@@ -275,11 +276,12 @@ class ChipSNN(nn.Module):
         self.timesteps = timesteps
         self.input_divisor = input_divisor
         self.output_scale = output_scale
-        for module in layers:
-            if isinstance(module, sl.StatefulLayer):
-                module.is_spiking = True
-            else:
-                module.spike_input = True  # the chip is fed spikes, also at its first core
+
+    def cost_roles(self) -> CostRoles:
+        """Every core is fed spikes, the first too (the host rate-codes the frame)."""
+        synapses = [m for m in self.layers.modules() if isinstance(m, SYNAPSES)]
+        return CostRoles(self.timesteps, stack_roles(synapses, SPIKES),
+                         tuple(m for m in self.layers if isinstance(m, sl.StatefulLayer)))
 
     def encode(self, obs: torch.Tensor) -> torch.Tensor:
         x = scale_input(obs, self.input_divisor).clamp(0, 1)

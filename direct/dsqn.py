@@ -23,9 +23,10 @@ from compare.core.config import check_widths
 from compare.core.dqn import DQNLearner
 from compare.core.errors import UsageError
 from compare.core.methods import TrainedMethod
-from compare.core.networks import scale_input, synapse_stack
+from compare.core.networks import pixel_divisor, synapse_stack
+from compare.core.spiking import SpikingStack
 from direct import neurons
-from direct.neurons import LeakyIntegratorLayer, LIFLayer, NeuronOptions, all_steps, driven_pairs, scale_weights
+from direct.neurons import LeakyIntegratorLayer, LIFLayer, NeuronOptions, scale_weights
 
 Decoder = Literal["max", "mean", "last", "max-abs"]
 
@@ -63,45 +64,29 @@ def decode(v: torch.Tensor, decoder: str) -> torch.Tensor:
     return v.gather(0, idx).squeeze(0)
 
 
-class SpikingQNetwork(nn.Module):
-    def __init__(self, synapses: list[nn.Module], options: DSQNOptions, pixel_input: bool):
-        super().__init__()
-        self.opts = options
-        self.pixel_input = pixel_input
-        self.synapses = nn.ModuleList(synapses)
-        self.lifs = nn.ModuleList(LIFLayer(options.lif) for _ in synapses[:-1])
+class SpikingQNetwork(SpikingStack):
+    """The family's synapse stack with LIF neurons (`compare.core.spiking.SpikingStack`); Q
+    decoded from the output membrane, or (`readout="rate"`) the last layer on spike rates."""
+
+    def __init__(self, synapses: list[nn.Module], options: DSQNOptions, input_divisor: float | None):
         membrane = options.readout == "membrane"
-        for i, layer in enumerate(self.synapses):
-            # What compare.core.accounting counts as accumulates (layers driven by spikes), and
-            # the layer that sees the static observation at every step.
-            layer.spike_input = 0 < i < len(synapses) - 1 or (i > 0 and membrane)
-            layer.static_input = i == 0
-        self.output = LeakyIntegratorLayer(options.out_tau_mem, options.neuron_impl) if membrane else None
-
-    def _input(self, obs: torch.Tensor) -> torch.Tensor:
-        return scale_input(obs, self.opts.input_divisor if self.pixel_input else None)
-
-    def init_layers(self) -> list[tuple[nn.Module, str]]:
-        """Synaptic layers a data-driven initialisation scales, each with the LIF layer it drives."""
-        return driven_pairs(self.synapses, self.lifs)
+        super().__init__(synapses, lambda: LIFLayer(options.lif), options.timesteps, input_divisor,
+                         last="integrator" if membrane else "rate",
+                         integrator=LeakyIntegratorLayer(options.out_tau_mem, options.neuron_impl) if membrane else None)
+        self.opts = options
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        # The input is static: its synaptic current is computed once and held for T steps.
-        spikes = self.lifs[0](self.synapses[0](self._input(obs)), timesteps=self.opts.timesteps)
-        for layer, lif in zip(self.synapses[1:-1], self.lifs[1:]):
-            spikes = lif(all_steps(layer, spikes))
-        if self.output is None:
-            return self.synapses[-1](spikes.mean(dim=0).flatten(1))
-        return decode(self.output(all_steps(self.synapses[-1], spikes)), self.opts.decoder)
+        out = self.run(obs)
+        return out if self.output is None else decode(out, self.opts.decoder)
 
     def forward_stepwise(self, obs: torch.Tensor) -> torch.Tensor:
         """The same network simulated one time step at a time through every layer, as a
         neuromorphic chip runs it; agrees exactly with `forward`."""
-        first = self.synapses[0](self._input(obs))
+        first = self.first_current(obs)
         v_lif = [None] * len(self.lifs)
         v_out = None
         outputs, rates = [], 0.0
-        for _ in range(self.opts.timesteps):
+        for _ in range(self.timesteps):
             z, v_lif[0] = self.lifs[0].step(first, v_lif[0])
             for i in range(1, len(self.lifs)):
                 current = self.synapses[i](z.flatten(1) if isinstance(self.synapses[i], nn.Linear) else z)
@@ -112,14 +97,15 @@ class SpikingQNetwork(nn.Module):
                 v_out = self.output.step(self.synapses[-1](z.flatten(1)), v_out)
                 outputs.append(v_out)
         if self.output is None:
-            return self.synapses[-1](rates / self.opts.timesteps)
+            return self.synapses[-1](rates / self.timesteps)
         return decode(torch.stack(outputs), self.opts.decoder)
 
 
 def build_dsqn(options: DSQNOptions, family: str, obs_shape: tuple[int, ...], n_actions: int) -> SpikingQNetwork:
     """The family's synapse stack (the ANN DQN's own layers) with LIF neurons."""
     synapses = synapse_stack(family, obs_shape, n_actions, options.mlp_hidden, bias=options.bias)
-    return SpikingQNetwork(scale_weights(synapses, options.weight_gain), options, pixel_input=family == "atari")
+    return SpikingQNetwork(scale_weights(synapses, options.weight_gain), options,
+                           pixel_divisor(family, options.input_divisor))
 
 
 DSQN = TrainedMethod(

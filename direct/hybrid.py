@@ -29,10 +29,11 @@ from torch import nn
 from compare.core.config import check_widths
 from compare.core.errors import UsageError
 from compare.core.methods import TrainedMethod
-from compare.core.networks import scale_input, synapse_stack
+from compare.core.networks import pixel_divisor, synapse_stack
 from compare.core.ppo import PPOLearner
+from compare.core.spiking import SpikingStack
 from direct import neurons
-from direct.neurons import LeakyIntegratorLayer, LIFLayer, NeuronOptions, all_steps, driven_pairs, scale_weights
+from direct.neurons import LeakyIntegratorLayer, LIFLayer, NeuronOptions, scale_weights
 
 ENCODER_THRESHOLD = 0.999  # PopSAN's regular-spike encoder
 
@@ -71,8 +72,6 @@ class HybridOptions(NeuronOptions):
 class PopulationEncoder(nn.Module):
     """(B, n) observations -> (T, B, n * pop_size) deterministic spikes."""
 
-    is_spiking = True  # firing rates, for compare.core.accounting
-
     def __init__(self, n_inputs: int, pop_size: int, mean_min: float, mean_max: float, std: float):
         super().__init__()
         self.mean = nn.Parameter(torch.linspace(mean_min, mean_max, pop_size).repeat(n_inputs, 1))
@@ -95,50 +94,37 @@ class PopulationEncoder(nn.Module):
         return torch.stack(spikes)
 
 
-class SpikingActor(nn.Module):
+class SpikingActor(SpikingStack):
+    """The family's synapse stack with LIF neurons (`compare.core.spiking.SpikingStack`), fed by
+    the population encoder (vector observations) or the static frame (pixels); each action's
+    output population decoded into one logit."""
+
     def __init__(self, options: HybridOptions, family: str, obs_shape: tuple[int, ...], n_actions: int):
-        super().__init__()
-        self.opts = options
-        self.n_actions = n_actions
         bias, out_width = options.bias, n_actions * options.out_pop
-        self.input_divisor = options.input_divisor if family == "atari" else None
+        encoder = None
         if family == "classic":  # vector observations enter through the population encoder
             n = math.prod(obs_shape)
-            self.encoder = PopulationEncoder(n, options.pop_size, options.encoder_mean_min,
-                                             options.encoder_mean_max, options.encoder_std)
+            encoder = PopulationEncoder(n, options.pop_size, options.encoder_mean_min,
+                                        options.encoder_mean_max, options.encoder_std)
             obs_shape = (n * options.pop_size,)
-        else:
-            self.encoder = None
         synapses = synapse_stack(family, obs_shape, out_width, options.mlp_hidden, bias=bias)
         # With PyTorch's default init the hidden LIF layers are silent at the start (measured on
         # CartPole: 0% firing, and the policy's entropy stayed at ln 2 for the whole budget);
         # `weight_gain` 4 gives ~12% firing in every layer at init (init=default; the default
         # init=data rescales every layer that drives LIF neurons, compare.core.liveness).
-        self.synapses = nn.ModuleList(scale_weights(synapses, options.weight_gain))
         spiking_out = options.decoder == "rate"
-        self.lifs = nn.ModuleList(LIFLayer(options.lif) for _ in synapses[: len(synapses) - (not spiking_out)])
-        self.output = None if spiking_out else LeakyIntegratorLayer(options.out_tau_mem, options.neuron_impl)
-        for i, layer in enumerate(self.synapses):
-            layer.spike_input = i > 0 or self.encoder is not None  # compare.core.accounting
-            layer.static_input = i == 0 and self.encoder is None
+        super().__init__(scale_weights(synapses, options.weight_gain), lambda: LIFLayer(options.lif),
+                         options.timesteps, pixel_divisor(family, options.input_divisor),
+                         last="spiking" if spiking_out else "integrator", encoder=encoder,
+                         integrator=None if spiking_out else LeakyIntegratorLayer(options.out_tau_mem, options.neuron_impl))
+        self.opts = options
+        self.n_actions = n_actions
         # PopSAN's decoder: one learnable weight per output neuron and a bias per action.
         self.decoder_weight = nn.Parameter(torch.full((n_actions, options.out_pop), 1.0 / options.out_pop))
         self.decoder_bias = nn.Parameter(torch.zeros(n_actions))
 
-    def init_layers(self) -> list[tuple[nn.Module, str]]:
-        """Synaptic layers a data-driven initialisation scales, each with the LIF layer it drives."""
-        return driven_pairs(self.synapses, self.lifs)
-
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        T = self.opts.timesteps
-        if self.encoder is None:  # static pixels: the first synaptic current is computed once
-            spikes = self.lifs[0](self.synapses[0](scale_input(obs, self.input_divisor)), timesteps=T)
-        else:
-            spikes = self.lifs[0](all_steps(self.synapses[0], self.encoder(obs, T)))
-        for i in range(1, len(self.synapses)):
-            current = all_steps(self.synapses[i], spikes)
-            spikes = self.lifs[i](current) if i < len(self.lifs) else self.output(current)
-        populations = spikes.mean(dim=0).reshape(-1, self.n_actions, self.opts.out_pop)
+        populations = self.run(obs).mean(dim=0).reshape(-1, self.n_actions, self.opts.out_pop)
         return (populations * self.decoder_weight).sum(-1) + self.decoder_bias
 
 

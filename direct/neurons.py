@@ -133,12 +133,6 @@ class NeuronOptions:
                              surrogate=self.surrogate, alpha=self.surrogate_alpha, impl=self.neuron_impl)
 
 
-def driven_pairs(synapses: nn.ModuleList, lifs: nn.ModuleList) -> list[tuple[nn.Module, str]]:
-    """(synaptic layer, name of the LIF layer it drives) for every LIF layer, first to last:
-    what a data-driven initialisation scales and what it measures."""
-    return [(synapses[i], f"lifs.{i}") for i in range(len(lifs))]
-
-
 def scale_weights(synapses: list[nn.Module], gain: float) -> list[nn.Module]:
     """Multiply every synaptic weight by `gain` (`weight_gain`): with PyTorch's default init a
     LIF layer whose inputs are sparse (binary frames, spikes) can be silent at the start, and a
@@ -288,22 +282,12 @@ def norse_li_sequence(x: torch.Tensor, tau_mem: float) -> torch.Tensor:
     return torch.stack(out)
 
 
-def all_steps(layer: nn.Module, s: torch.Tensor) -> torch.Tensor:
-    """Apply a synaptic layer to (T, B, ...) spikes as one (T*B, ...) batch."""
-    T, B = s.shape[:2]
-    flat = s.reshape(T * B, -1) if isinstance(layer, nn.Linear) else s.reshape(T * B, *s.shape[2:])
-    y = layer(flat)
-    return y.reshape(T, B, *y.shape[1:])
-
-
 class LIFLayer(nn.Module):
     """LIF neurons over a whole sequence: (T, B, ...) input currents -> (T, B, ...) spikes.
 
     A static input (B, ...) is presented at every one of `timesteps` steps. Only elementwise
     work loops over T; the synaptic layers around it run once on all T x B inputs.
     """
-
-    is_spiking = True  # counted by compare.core.accounting
 
     def __init__(self, p: LIFParameters):
         super().__init__()

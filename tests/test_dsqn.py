@@ -134,7 +134,7 @@ def test_cost_of_a_tiny_spiking_network_matches_hand_count():
     assert isinstance(net, SpikingQNetwork)
     with torch.no_grad():
         net.synapses[0].weight.copy_(torch.tensor([[4.0], [0.0]]))
-    with CostMeter(net, timesteps=3) as meter:
+    with CostMeter(net) as meter:
         net(torch.full((2, 1), 2.0))             # two decisions
     stats = meter.summary()
     assert stats["timesteps"] == 3 and meter.decisions == 2

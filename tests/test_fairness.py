@@ -152,7 +152,7 @@ def test_energy_convention_picks_the_first_layer_rule(tmp_path):
 def test_the_nature_cnn_dsqn_first_layer_under_both_conventions():
     torch.manual_seed(0)
     net = build_dsqn(DSQNOptions(timesteps=8), "atari", (4, 84, 84), 4)
-    with CostMeter(net, timesteps=8) as cost, torch.no_grad():
+    with CostMeter(net) as cost, torch.no_grad():
         net(torch.zeros(2, 4, 84, 84, dtype=torch.uint8))  # no bias, zero frames: no spikes
     block = cost.summary()["first_layer"]
     conv1 = 20 * 20 * 32 * 4 * 8 * 8

@@ -145,7 +145,7 @@ def _to_chip(run, target: str, folder: Path, options: ExportOptions, echo) -> di
     seed = stream_seed(settings.seed, "export_eval")
     echo(f"evaluating the discretized and the float chip SNN at T={timesteps}, {episodes} episodes each")
     conformance = ConformanceMeter(float_snn, chip_snn, convert_options.gap)
-    with CostMeter(chip_snn, timesteps=timesteps) as cost:
+    with CostMeter(chip_snn) as cost:
         discretized = evaluate_policy(conformance.act, spec, settings.protocol, episodes, seed)
     floating = evaluate_policy(greedy_q_policy(float_snn, torch.device("cpu")), spec, settings.protocol,
                                episodes, seed)
@@ -210,13 +210,13 @@ def _converted_to_nir(run, folder: Path, options: ExportOptions) -> dict:
 def _dsqn_to_nir(run, folder: Path, options: ExportOptions) -> dict:
     deployed = load_deployed(run.path, "cpu", methods=("dsqn",))
     settings, spec, net = deployed.settings, deployed.spec, deployed.network
-    if options.timesteps is not None and options.timesteps != net.opts.timesteps:
-        raise UsageError(f"this DSQN was trained with T={net.opts.timesteps}; --timesteps must match or be left out")
+    if options.timesteps is not None and options.timesteps != net.timesteps:
+        raise UsageError(f"this DSQN was trained with T={net.timesteps}; --timesteps must match or be left out")
     graph = dsqn_to_nir(net, observation_shape(spec, settings.protocol)[0])
-    meta = {"timesteps": net.opts.timesteps, "dt_seconds": 1e-3,
+    meta = {"timesteps": net.timesteps, "dt_seconds": 1e-3,
             "neuron": "LIF without synaptic current: v <- v + dt/tau (v_leak - v + r x), tau in seconds",
             "reset": f"hard: v <- {net.opts.v_reset:g} after a spike",
-            "input": (f"the observation divided by {net.opts.input_divisor:g}" if net.pixel_input else
+            "input": (f"the observation divided by {net.input_divisor:g}" if net.input_divisor else
                       "the observation as the environment gives it") + ", the same at each of T steps",
             "readout": net.opts.readout,
             "decoding": (f"{net.opts.decoder} over T of the output membrane" if net.output is not None

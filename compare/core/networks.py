@@ -22,10 +22,11 @@ PIXEL_RANGE = 255.0  # Atari frames are uint8; ANNs divide by this (DSQN's paper
 ARCHS = ("default", "speck")
 
 
-def pixel_divisor(family: str) -> float | None:
-    """What the ANN divides observations by: Atari pixels to [0, 1]; MinAtar (binary) and
-    vector observations as they are."""
-    return PIXEL_RANGE if family == "atari" else None
+def pixel_divisor(family: str, divisor: float = PIXEL_RANGE) -> float | None:
+    """What a network divides observations by: Atari pixels by `divisor` (the ANN's 255 puts
+    them in [0, 1]; a spiking method may take its paper's, e.g. the DSQN's 256); MinAtar
+    (binary) and vector observations as they are."""
+    return divisor if family == "atari" else None
 
 
 def scale_input(obs: torch.Tensor, divisor: float | None) -> torch.Tensor:

@@ -47,7 +47,6 @@ class Deployed:
     network: nn.Module                 # acts; its cost per decision is measured
     learner: type[Learner]             # whose policy rule it follows (a conversion: the DQN's)
     device: torch.device
-    timesteps: int = 1                 # simulation steps per decision (1: an ANN)
     attack_network: nn.Module | None = None  # FGSM takes its gradient here (None: `network`)
     attack: str = "white-box"
 
@@ -57,11 +56,6 @@ class Deployed:
     def policy(self, seed: int) -> tuple[Policy, float | None]:
         """(policy, epsilon) under the run's protocol; epsilon None: the protocol's eval_epsilon."""
         return self.learner.policy(self.network, self.settings.protocol, self.device, seed)
-
-
-def decision_timesteps(options) -> int:
-    """Simulation steps per decision of a method's network (1 for an ANN)."""
-    return getattr(options, "timesteps", 1)
 
 
 @contextmanager
@@ -174,8 +168,7 @@ def _train(method, run: Run, settings: Settings, checkpoint: dict | None, progre
                 progress.close()
         for net in nets.values():
             net.eval()
-        deployed = Deployed(settings, spec, learner.deployed, method.learner, device,
-                            timesteps=decision_timesteps(settings.options))
+        deployed = Deployed(settings, spec, learner.deployed, method.learner, device)
         training_only = {role: net for role, net in nets.items() if role != method.learner.deployed_role}
         run.write_eval(evaluate_deployed(deployed, settings.protocol.eval_episodes,
                                          stream_seed(settings.seed, "final_eval"), training_only))
@@ -200,14 +193,14 @@ def evaluate_deployed(deployed: Deployed, episodes: int, seed: int,
     `<role>_neuro_training_only`."""
     settings, spec = deployed.settings, deployed.spec
     policy, epsilon = deployed.policy(seed)
-    with CostMeter(deployed.network, timesteps=deployed.timesteps) as meter:
+    with CostMeter(deployed.network) as meter:
         result = evaluate_policy(policy, spec, settings.protocol, episodes, seed, epsilon=epsilon)
     record = eval_record(settings, spec, result, meter.summary())
     if training_only:
         with probe_env(spec, settings.protocol, seed) as (_, first):
             obs = torch.as_tensor(first, device=deployed.device)
         for role, net in training_only.items():
-            with CostMeter(net, timesteps=1) as role_meter, torch.inference_mode():
+            with CostMeter(net) as role_meter, torch.inference_mode():
                 net(obs)
             record[f"{role}_neuro_training_only"] = role_meter.summary()
     return record
@@ -227,8 +220,7 @@ def load_trained(method, run: Run, device: str = "cpu") -> Deployed:
         network.load_state_dict(method.learner.deployed_weights(saved, list(nets), role))
     except (KeyError, RuntimeError) as e:
         raise UsageError(f"{run.path}/model.pt does not fit this run's network ({type(e).__name__})") from None
-    return Deployed(settings, spec, network.to(device).eval(), method.learner, torch.device(device),
-                    timesteps=decision_timesteps(settings.options))
+    return Deployed(settings, spec, network.to(device).eval(), method.learner, torch.device(device))
 
 
 def load_deployed(path: Path, device: str = "cpu", methods: tuple[str, ...] | None = None) -> Deployed:

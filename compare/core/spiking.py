@@ -1,0 +1,123 @@
+"""What a spiking network declares, and the one builder of the directly trained ones.
+
+A spiking network runs T time steps per decision. Every spiking network here is a
+`SpikingNetwork`: it declares T, how it scales observations, and the cost role of each of its
+synaptic layers (`cost_roles`), which is all `compare.core.accounting` needs to cost it:
+
+- `STATIC`: fed the analog observation, the same at every step (its current is computed once);
+- `ANALOG`: fed other real values (a readout of mean spike rates), dense MACs;
+- `SPIKES`: fed spikes, one accumulate per spike and synapse it drives;
+
+and its spiking-neuron layers (firing rates). A network that is not a `SpikingNetwork` is an
+ANN: T = 1 and every synaptic layer `ANALOG`.
+
+`SpikingStack` is the builder: it interleaves a family's synapse stack
+(`compare.core.networks.synapse_stack`, the ANN's own layers) with layers from a neuron factory,
+as the ANN interleaves it with ReLUs, and derives every role from that structure. The DSQN and
+the hybrid's actor are built on it; the converted network and the chip model (sinabs layers in
+(B*T, ...) batches) declare their roles with `stack_roles`, the same rule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from compare.core.networks import scale_input
+
+STATIC, ANALOG, SPIKES = "static", "analog", "spikes"
+Role = Literal["static", "analog", "spikes"]
+SYNAPSES = (nn.Conv2d, nn.Linear)
+
+
+@dataclass(frozen=True)
+class CostRoles:
+    timesteps: int
+    synapses: tuple[tuple[nn.Module, Role], ...]   # every synaptic layer, input to output
+    neurons: tuple[nn.Module, ...]                 # spiking-neuron layers (their output: spikes)
+
+
+def stack_roles(synapses: Sequence[nn.Module], first: Role, last: Role = SPIKES) -> tuple[tuple[nn.Module, Role], ...]:
+    """The roles of a stack whose first synaptic layer is fed `first` (the observation:
+    STATIC; an encoder's spikes: SPIKES), whose hidden layers are fed spikes, and whose last
+    layer is fed `last` (ANALOG when it reads mean spike rates)."""
+    roles = [first] + [SPIKES] * (len(synapses) - 1)
+    if len(synapses) > 1:
+        roles[-1] = last
+    return tuple(zip(synapses, roles))
+
+
+class SpikingNetwork(nn.Module):
+    """Base of every spiking network: `timesteps` (T per decision), `input_divisor` (what
+    observations are divided by; None: used as they are) and `cost_roles()`."""
+
+    timesteps: int
+    input_divisor: float | None
+
+    def cost_roles(self) -> CostRoles:
+        raise NotImplementedError
+
+
+def all_steps(layer: nn.Module, s: torch.Tensor) -> torch.Tensor:
+    """Apply a synaptic layer to (T, B, ...) spikes as one (T*B, ...) batch."""
+    T, B = s.shape[:2]
+    flat = s.reshape(T * B, -1) if isinstance(layer, nn.Linear) else s.reshape(T * B, *s.shape[2:])
+    y = layer(flat)
+    return y.reshape(T, B, *y.shape[1:])
+
+
+class SpikingStack(SpikingNetwork):
+    """A synapse stack interleaved with neuron layers, time-major, T steps per decision.
+
+    `neuron()` builds the spiking layer after every synaptic layer but the last. After the last
+    (`last`): `"spiking"`, one more `neuron()`; `"integrator"`, the non-spiking `integrator`
+    (a membrane readout); `"rate"`, nothing: the last layer reads the mean spike rate of the
+    layer before it. Neuron layers take (T, B, ...) currents, or a static (B, ...) current and
+    `timesteps=T`. Without `encoder` the observation, scaled, drives the first layer at every
+    step (its current is computed once); with one, `encoder(obs, T)` turns it into (T, B, n)
+    spikes first. `run` gives the last layer's output: (T, B, n) spikes or membranes, or
+    (B, n) for `"rate"`; subclasses decode it.
+    """
+
+    def __init__(self, synapses: list[nn.Module], neuron: Callable[[], nn.Module], timesteps: int,
+                 input_divisor: float | None, last: Literal["spiking", "integrator", "rate"],
+                 integrator: nn.Module | None = None, encoder: nn.Module | None = None):
+        super().__init__()
+        self.timesteps, self.input_divisor, self.last = timesteps, input_divisor, last
+        self.encoder = encoder
+        self.synapses = nn.ModuleList(synapses)
+        self.lifs = nn.ModuleList(neuron() for _ in synapses[: len(synapses) - (last != "spiking")])
+        self.output = integrator if last == "integrator" else None
+
+    def cost_roles(self) -> CostRoles:
+        encoder = () if self.encoder is None else (self.encoder,)
+        return CostRoles(self.timesteps,
+                         stack_roles(self.synapses, SPIKES if encoder else STATIC, ANALOG if self.last == "rate" else SPIKES),
+                         (*encoder, *self.lifs))
+
+    def init_layers(self) -> list[tuple[nn.Module, str]]:
+        """(synaptic layer, name of the neuron layer it drives) for every spiking layer after a
+        synaptic one, first to last: what a data-driven initialisation scales and measures."""
+        return [(self.synapses[i], f"lifs.{i}") for i in range(len(self.lifs))]
+
+    def first_current(self, obs: torch.Tensor) -> torch.Tensor:
+        """The first synaptic layer's current from a static observation, (B, ...)."""
+        return self.synapses[0](scale_input(obs, self.input_divisor))
+
+    def run(self, obs: torch.Tensor) -> torch.Tensor:
+        T = self.timesteps
+        if self.encoder is None:  # static input: the first synaptic current is computed once
+            spikes = self.lifs[0](self.first_current(obs), timesteps=T)
+        else:
+            spikes = self.lifs[0](all_steps(self.synapses[0], self.encoder(obs, T)))
+        for i in range(1, len(self.synapses)):
+            if i == len(self.lifs):
+                if self.output is None:  # "rate"
+                    return self.synapses[i](spikes.mean(dim=0).flatten(1))
+                return self.output(all_steps(self.synapses[i], spikes))
+            spikes = self.lifs[i](all_steps(self.synapses[i], spikes))
+        return spikes

@@ -1,0 +1,88 @@
+"""The spiking-network declaration (compare.core.spiking) and the cost counts that read it."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from compare.core.accounting import CostMeter, fan_out_map, synaptic_ops
+from compare.core.networks import build_ann
+from compare.core.spiking import ANALOG, SPIKES, STATIC, CostRoles, SpikingNetwork
+from converters.convert import ConvertedSNN, ConvertOptions
+from converters.hardware import ChipSNN, chip_layers, spiking_layers
+from direct.dsqn import DSQNOptions, build_dsqn
+from direct.hybrid import HybridOptions, SpikingActor
+
+
+def roles(network) -> list[str]:
+    return [role for _, role in network.cost_roles().synapses]
+
+
+@pytest.mark.parametrize("family, shape, options, expected", [
+    ("atari", (4, 84, 84), DSQNOptions(), [STATIC] + [SPIKES] * 4),
+    ("minatar", (4, 10, 10), DSQNOptions(), [STATIC, SPIKES, SPIKES]),
+    # liu2022's readout: the last layer reads mean spike rates, real values
+    ("atari", (4, 84, 84), DSQNOptions(readout="rate"), [STATIC, SPIKES, SPIKES, SPIKES, ANALOG]),
+])
+def test_the_dsqn_declares_its_roles_and_t_from_its_structure(family, shape, options, expected):
+    net = build_dsqn(options, family, shape, 4)
+    declared = net.cost_roles()
+    assert roles(net) == expected and declared.timesteps == options.timesteps
+    assert [m for m, _ in declared.synapses] == list(net.synapses)
+    assert declared.neurons == tuple(net.lifs)
+    assert net.input_divisor == (options.input_divisor if family == "atari" else None)
+
+
+def test_the_hybrid_actor_declares_its_encoder_and_its_spiking_output():
+    vector = SpikingActor(HybridOptions(), "classic", (4,), 2)
+    assert roles(vector) == [SPIKES] * 3  # the encoder's spikes drive the first layer
+    assert vector.cost_roles().neurons == (vector.encoder, *vector.lifs) and len(vector.lifs) == 3
+    pixels = SpikingActor(HybridOptions(decoder="membrane"), "atari", (4, 84, 84), 4)
+    assert roles(pixels) == [STATIC] + [SPIKES] * 4 and len(pixels.lifs) == 4 and pixels.output is not None
+
+
+def test_the_converted_network_and_the_chip_model_declare_their_inputs():
+    ann = build_ann("minatar", (4, 10, 10), 3)
+    converted = ConvertedSNN(ann.net, ConvertOptions(), 8, None, 1.0)
+    assert roles(converted) == [STATIC, SPIKES, SPIKES] and converted.cost_roles().timesteps == 8
+    chip_ann = build_ann("atari", (4, 84, 84), 4, arch="speck")
+    chip = ChipSNN(spiking_layers(chip_layers(chip_ann.net, (4, 84, 84)), 4), 4, 255.0, 1.0)
+    assert roles(chip) == [SPIKES] * 5  # the host rate-codes the frame: spikes at the first core too
+    assert len(chip.cost_roles().neurons) == 5
+
+
+def test_a_network_that_leaves_a_synaptic_layer_out_of_its_declaration_is_refused():
+    class Forgetful(SpikingNetwork):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(2, 2), nn.Linear(2, 2)
+
+        def cost_roles(self):
+            return CostRoles(4, ((self.a, STATIC),), ())
+
+    with pytest.raises(TypeError, match="leaves out 1 synaptic layer"):
+        CostMeter(Forgetful())
+
+
+@pytest.mark.parametrize("conv", [nn.Conv2d(3, 5, 3, stride=2, padding=1), nn.Conv2d(2, 4, 4, stride=3),
+                                  nn.Conv2d(2, 2, 3, dilation=2, padding=2), nn.Conv2d(4, 6, 3, groups=2)])
+def test_the_fan_out_map_counts_what_the_layer_s_connectivity_drives(conv):
+    """The map built once per shape gives, for any spikes, what running the connectivity (a
+    convolution with a ones kernel) on them counts, borders, strides and groups included."""
+    torch.manual_seed(0)
+    spikes = (torch.rand(6, conv.in_channels, 11, 11) > 0.7).float()
+    driven = F.conv2d(spikes, torch.ones_like(conv.weight), None, conv.stride, conv.padding, conv.dilation,
+                      conv.groups).sum().item()
+    assert synaptic_ops(conv, spikes) == driven
+    assert fan_out_map(conv, spikes.shape[1:]).shape == spikes.shape[1:]
+
+
+def test_costs_are_read_once_per_summary_not_per_decision():
+    """Counts stay tensors while the meter runs (no host sync per hook); the summary reads them."""
+    net = build_dsqn(DSQNOptions(timesteps=4, weight_gain=8.0), "minatar", (4, 10, 10), 3)
+    with CostMeter(net) as meter, torch.no_grad():
+        for _ in range(3):
+            net((torch.rand(2, 4, 10, 10) > 0.5).float())
+    assert isinstance(meter._synops, torch.Tensor) and all(isinstance(v, torch.Tensor) for v in meter._spikes.values())
+    summary = meter.summary()
+    assert meter.decisions == 6 and summary["synops_per_decision"] > 0 and set(summary["firing_rate"]) == {"lifs.0", "lifs.1"}
