@@ -29,6 +29,8 @@
 (i) the committed MinAtar study's training cost at 1M agent steps per run, projected from each
     training cell's steps/s (each method on each game) as a run of that study trains it (one
     thread, one run at a time; (e) gives the share two runs side by side keep).
+(j) the cost accounting's overhead on an evaluation: the Atari DSQN (T = 8, initialised as a
+    run initialises it) deciding one observation at a time, with and without `CostMeter`.
 (b) also times our learner with `overlap_updates` (training phases in a second thread).
 """
 
@@ -50,18 +52,20 @@ import torch
 from compare.app.reference_loop import REPLAY_START_SIZE, youngtian2019_dqn
 from compare.app.resolve import resolve_settings
 from compare.app.sweep import Cell, from_toml
-from compare.core.accounting import dense_macs
+from compare.core.accounting import CostMeter, dense_macs
 from compare.core.dqn import DQNLearner
 from compare.core.envs import VecEnv, resolve_env
 from compare.core.errors import UsageError
+from compare.core.evaluation import random_observations
 from compare.core.learner import Learner
+from compare.core.liveness import initial_scales
 from compare.core.networks import build_ann
 from compare.core.ppo import PPOLearner
 from compare.core.protocols import get_protocol
 from compare.core.registry import get_method
 from compare.core.replay import FINAL, Batch, ReplayBuffer
 from compare.core.runstore import Run
-from compare.core.training import build_networks
+from compare.core.training import build_networks, new_deployed_network
 from direct.dsqn import DSQNOptions, build_dsqn
 
 WARMUP = 1000  # agent steps before updates start, in both training measurements
@@ -482,6 +486,41 @@ def concurrent_run_shares(steps: int, out: Path) -> tuple[float, list[float]]:
     return solo, [rate / solo for rate in pair]
 
 
+METERED_DECISIONS = 100  # (j): observations decided per timing
+
+
+def metered_evaluation_times(game: str, protocol_name: str, rounds: int = 5) -> tuple[float, float]:
+    """(j): median seconds per decision of a new run's deployed DSQN (`compare run --method
+    dsqn` on `game`, its default init) over random-policy observations, without and with
+    `CostMeter` attached, the two taking turns."""
+    settings = resolve_settings("dsqn", game, 0, None, protocol_name, None, {}, "cpu")
+    spec = resolve_env(game)
+    network = new_deployed_network(get_method("dsqn"), settings, spec)
+    initial_scales(network, settings.options, spec, settings.protocol, settings.seed)  # rescales it in place
+    network.eval()
+    observations = torch.as_tensor(random_observations(spec, settings.protocol, METERED_DECISIONS, 0, "liveness"))
+
+    def decide_all() -> None:
+        with torch.inference_mode():
+            for obs in observations:
+                network(obs[None]).argmax(dim=1)
+
+    def plain() -> float:
+        start = time.perf_counter()
+        decide_all()
+        return (time.perf_counter() - start) / len(observations)
+
+    def metered() -> float:
+        start = time.perf_counter()
+        with CostMeter(network) as meter:
+            decide_all()
+        meter.summary()
+        return (time.perf_counter() - start) / len(observations)
+
+    times = alternated_medians({"plain": plain, "metered": metered}, rounds)
+    return times["plain"], times["metered"]
+
+
 def alternated_medians(measures: dict[str, Callable[[], float]], rounds: int = 3) -> dict[str, float]:
     """Each measure's median over `rounds` rounds, the measures taking turns within a round:
     a shared machine drifts by tens of percent between minutes, and a ratio of two measures
@@ -578,6 +617,11 @@ def run_benchmarks(game: str, env_steps: int, train_steps: int, echo=print, num_
          f"(1 thread): " + ", ".join(f"{cell.method} {resolve_env(cell.game).slug} {rate:,.0f}"
                                      for cell, rate in study.items()) +
          f" | {hours:,.1f} core-hours ({hours / 2:,.1f} h on 2 workers), goal 24")
+    with single_thread():
+        plain_s, metered_s = metered_evaluation_times(spec.name, "nature")
+    echo(f"(j) cost accounting on an evaluation, {spec.name} DSQN T=8 (init=data), one decision at a time, 1 thread: "
+         f"plain {plain_s * 1e3:.2f} ms | with CostMeter {metered_s * 1e3:.2f} ms | ratio {metered_s / plain_s:.2f}x "
+         f"(goal at most 1.1x)")
     return {"env_ratio": ours_rate / gym_rate, "train_ratio": train_rate / base_rate,
             "overlap_ratio": overlap_rate / base_rate, "ppo_shared_ratio": shared_ppo / cleanrl_ppo,
             "ppo_separate_per_mac_ratio": per_flop,
@@ -585,4 +629,5 @@ def run_benchmarks(game: str, env_steps: int, train_steps: int, echo=print, num_
             "concurrent_shares": shares, "minatar_ratio": rates["dqn"] / theirs,
             "minatar_dsqn_ratio": rates["dsqn"] / theirs,
             "floor_ratios": {name: seconds / floor for name, (seconds, floor) in floors.items()},
-            "study_steps_per_s": {cell.label: rate for cell, rate in study.items()}, "study_core_hours": hours}
+            "study_steps_per_s": {cell.label: rate for cell, rate in study.items()}, "study_core_hours": hours,
+            "cost_meter_ratio": metered_s / plain_s}
