@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test test-fast bench clean
 
 install: $(VENV)/.installed
 
@@ -18,10 +18,17 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(BIN)/compare run
 
-# Two pytest workers, one test module each at a time (a module's shared fixtures are built once);
-# every run a test starts is pinned to its threads, so the two workers do not spin against each other.
+# Two pytest workers, one test module each at a time, in the order the modules first appear (a
+# module's shared fixtures are built once; the learning modules first); every run a test starts is
+# pinned to one thread, so the two workers do not spin against each other.
+PYTEST := $(BIN)/python -m pytest -q -n 2 --dist loadscope --no-loadscope-reorder
+
 test: install
-	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
+	$(PYTEST)
+
+# The development tier: no learning runs and no test measured over ~5 s (marker `slow`).
+test-fast: install
+	$(PYTEST) -m "not learning and not slow"
 
 bench: install
 	$(BIN)/compare bench

@@ -43,6 +43,9 @@ class AnnActorOptions:
         check_widths(self, "mlp_hidden", "critic_hidden")
 
 
-DQN = TrainedMethod("dqn", "ANN DQN (Nature CNN / MinAtar CNN / MLP)", AnnOptions, DQNLearner, ann_network)
+# converters.hardware.CHIP_TARGETS, named here so that a dqn run does not load sinabs
+CHIP_TARGETS = ("speck2f", "speck2e", "dynapcnn")
+DQN = TrainedMethod("dqn", "ANN DQN (Nature CNN / MinAtar CNN / MLP)", AnnOptions, DQNLearner, ann_network,
+                    exports={target: "converters.export:export_ann_to_chip" for target in CHIP_TARGETS})
 PPO = TrainedMethod("ppo", "PPO with an ANN actor and a separate (or shared-trunk) ANN critic (Schulman et al. 2017)",
                     AnnActorOptions, PPOLearner, ann_network)

@@ -48,6 +48,7 @@ from compare.core.seeding import stream_seed
 from compare.core.settings import Settings, use_threads
 from compare.core.spiking import STATIC, SYNAPSES, CostRoles, SpikingNetwork, stack_roles
 from compare.core.training import Deployed, eval_record, load_deployed
+from converters.hardware import CHIP_TARGETS
 
 Readout = Literal["membrane", "rate", "robust"]
 MAX_SAMPLES = 2_000_000  # activation values kept per layer for a percentile (a random subsample)
@@ -374,6 +375,8 @@ CONVERT = DerivedMethod(
     load=load_converted_run,
     baseline="dqn",
     options_key="convert",
+    exports={**{target: "converters.export:export_converted_to_chip" for target in CHIP_TARGETS},
+             "nir": "converters.export:export_converted_nir"},
     presets={
         # Tan, Patel, Kozma 2021 (their code): IF neurons with subtractive reset from rest, layer-wise
         # 99.9th-percentile normalization, the robust firing-rate readout, T = 500.

@@ -110,7 +110,7 @@ def build_dsqn(options: DSQNOptions, family: str, obs_shape: tuple[int, ...], n_
 
 DSQN = TrainedMethod(
     "dsqn", "deep spiking Q-network, surrogate gradients in Norse (Chen et al. 2022)", DSQNOptions, DQNLearner,
-    build_dsqn,
+    build_dsqn, exports={"nir": "direct.nir_export:export_dsqn_nir"},
     option_presets={
         "liu2022": DSQNOptions(timesteps=64, readout="rate", input_divisor=255.0),
         # Vector-observation tasks: with the Atari defaults (ATan alpha 2, no biases) CartPole

@@ -16,6 +16,8 @@ type checks (`NIRGraph._check_types`: each edge's output and input types agree).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import nir
 import nirtorch
 import numpy as np
@@ -25,6 +27,9 @@ from norse.torch.utils.import_nir import _import_norse_module
 from torch import nn
 
 from compare.core.errors import UsageError
+from compare.core.methods import ExportOptions
+from compare.core.runstore import Run
+from compare.core.training import load_deployed, observation_shape
 from direct.dsqn import SpikingQNetwork
 
 DT = 1e-3  # seconds per simulation step in the graph
@@ -89,3 +94,29 @@ def load_dsqn_nir(graph) -> nn.Module:
         return _import_norse_module(node, dt=DT)
 
     return nirtorch.load(graph, import_node)
+
+
+def export_dsqn_nir(run: Run, target: str, folder: Path, options: ExportOptions, echo) -> dict:
+    """A finished run whose deployed network is a `SpikingQNetwork`, as a NIR graph
+    (`compare export --target nir`; the app writes and renames the folder)."""
+    deployed = load_deployed(run.path, "cpu")
+    settings, spec, net = deployed.settings, deployed.spec, deployed.network
+    if not isinstance(net, SpikingQNetwork):
+        raise UsageError(f"{run.path}'s network is a {type(net).__name__}; this NIR export takes a SpikingQNetwork")
+    if options.timesteps is not None and options.timesteps != net.timesteps:
+        raise UsageError(f"this DSQN was trained with T={net.timesteps}; --timesteps must match or be left out")
+    graph = dsqn_to_nir(net, observation_shape(spec, settings.protocol)[0])
+    meta = {"timesteps": net.timesteps, "dt_seconds": 1e-3,
+            "neuron": "LIF without synaptic current: v <- v + dt/tau (v_leak - v + r x), tau in seconds",
+            "reset": f"hard: v <- {net.opts.v_reset:g} after a spike",
+            "input": (f"the observation divided by {net.input_divisor:g}" if net.input_divisor else
+                      "the observation as the environment gives it") + ", the same at each of T steps",
+            "readout": net.opts.readout,
+            "decoding": (f"{net.opts.decoder} over T of the output membrane" if net.output is not None
+                         else "mean over T of the output"),
+            "initial_state": "zero membranes at the start of every decision"}
+    graph.metadata = {**meta, "exporter": "compare"}
+    nir.write(folder / "model.nir", graph)
+    return {"game": settings.game, "seed": settings.seed, "file": "model.nir", **meta,
+            "load": "direct.nir_export.load_dsqn_nir(nir.read(path)) (Norse modules; norse's from_nir "
+                    "lacks the LI output node and flattens the batch axis)"}

@@ -9,6 +9,8 @@ import pytest
 from compare.app import api
 from compare.core.errors import UsageError
 
+pytestmark = pytest.mark.slow  # `make test-fast` leaves it out (minutes of subprocess runs)
+
 README = Path(__file__).parents[1] / "README.md"
 
 

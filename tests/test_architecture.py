@@ -1,69 +1,21 @@
-"""The structure a new method relies on: one module and one registry line make a method; the
-ANN, DSQN and hybrid actor share one topology; imports point down the layers; seed streams
-never collide."""
+"""The structure a new method relies on: the ANN, DSQN and hybrid actor share one topology;
+imports point down the layers; seed streams never collide. (Plug-ins: tests/test_plugins.py.)"""
 
 import ast
 import json
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from torch import nn
 
 from compare.app.cli import main
-from compare.core.dqn import DQNLearner
-from compare.core.methods import TrainedMethod
 from compare.core.networks import build_ann, synapse_stack
-from compare.core.ppo import PPOLearner
-from compare.core.registry import REGISTRY
 from compare.core.seeding import STREAMS, stream_seed
 from direct.dsqn import DSQNOptions, build_dsqn
 from direct.hybrid import HybridOptions, SpikingActor
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-# -- a toy Q-method and a toy actor-critic method, registered from this test ------------------
-
-@dataclass(frozen=True)
-class ToyOptions:
-    width: int = 16
-    critic_hidden: tuple[int, ...] = (16,)  # the PPO learner's ANN critic
-
-
-def toy_network(options: ToyOptions, family: str, obs_shape: tuple[int, ...], n_actions: int) -> nn.Module:
-    return build_ann(family, obs_shape, n_actions, (options.width,))
-
-
-TOY_Q = TrainedMethod(name="toy_q", description="a toy Q-network", options_type=ToyOptions,
-                      learner=DQNLearner, build_network=toy_network)
-TOY_AC = TrainedMethod(name="toy_ac", description="a toy actor", options_type=ToyOptions,
-                       learner=PPOLearner, build_network=toy_network)
-
-
-def test_a_registered_toy_method_trains_and_tabulates_through_the_cli(tmp_path, monkeypatch, capsys):
-    monkeypatch.setitem(REGISTRY, "toy_q", f"{__name__}:TOY_Q")
-    monkeypatch.setitem(REGISTRY, "toy_ac", f"{__name__}:TOY_AC")
-    for method in ("toy_q", "toy_ac"):
-        main(["run", "--method", method, "--game", "CartPole-v1", "--steps", "512", "--quiet",
-              "--out", str(tmp_path), "--set", "width=8", "--set", "eval_episodes=2",
-              "--set", "learning_starts=100" if method == "toy_q" else "num_steps=32"])
-    runs = {json.loads((p / "config.json").read_text())["method"]: p for p in (tmp_path / "runs").iterdir()}
-    assert set(runs) == {"toy_q", "toy_ac"}
-    assert json.loads((runs["toy_q"] / "config.json").read_text())["method_options"]["width"] == 8
-    assert "dqn" in json.loads((runs["toy_q"] / "config.json").read_text())  # its learner's section
-    assert "ppo" in json.loads((runs["toy_ac"] / "config.json").read_text())
-    critic = json.loads((runs["toy_ac"] / "eval.json").read_text())["critic_neuro_training_only"]
-    assert critic["macs_per_decision"] == 4 * 16 + 16 * 1  # the learner added its ANN critic
-    capsys.readouterr()
-    main(["table", "--results", str(tmp_path), "--format", "json"])
-    (table,) = json.loads(capsys.readouterr().out)
-    columns = {m: c for c, m in table["column_methods"].items()}
-    assert list(columns) == ["toy_q", "toy_ac"] and columns["toy_q"].startswith("toy_q [")
-    for method in ("toy_q", "toy_ac"):
-        score = json.loads((runs[method] / "eval.json").read_text())["mean_return"]
-        assert table["cells"]["CartPole-v1"][columns[method]]["mean"] == pytest.approx(score)
 
 
 # -- one topology ------------------------------------------------------------------------------

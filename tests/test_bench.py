@@ -1,6 +1,10 @@
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.slow  # `make test-fast` leaves it out (minutes of subprocess runs)
+
 
 def test_bench_reports_its_ten_figures():
     """The benchmark runs end to end (its numbers are measured, not asserted)."""

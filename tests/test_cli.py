@@ -11,7 +11,7 @@ SHORT = ["--game", "CartPole-v1", "--quiet", "--set", "eval_episodes=2", "--set"
 
 
 @pytest.mark.parametrize("args, fragments", [
-    (["run", "--method", "dsqnn"], ["unknown method 'dsqnn'", "allowed: dqn"]),
+    (["run", "--method", "dsqnn"], ["unknown method 'dsqnn'", "allowed: convert, dqn, dsqn"]),
     (["run", "--game", "Pongg"], ["unknown game 'Pongg'", "Pong"]),
     (["run", "--steps", "0"], ["--steps", "x>=1"]),
     (["run", "--steps", "-5"], ["--steps"]),
@@ -38,6 +38,7 @@ def test_unwritable_out(tmp_path):
     assert_clean_error(compare("run", *SHORT, "--steps", "10", "--out", blocker / "sub"), "cannot write to")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("save_replay, overlap", [("auto", "false"), ("never", "false"),  # replay restored / refilled
                                                   ("auto", "true")])  # training phases in a second thread
 def test_killed_run_resumes_from_its_checkpoint(tmp_path, save_replay, overlap):
@@ -65,6 +66,7 @@ def test_corrupt_checkpoint_is_refused_without_touching_the_run(tmp_path):
     assert snapshot(run_dir) == before
 
 
+@pytest.mark.slow
 def test_finished_run_lists_and_re_evaluates(tmp_path):
     out = tmp_path / "results"
     res = compare("run", *SHORT, "--steps", "600", "--out", out, "--set", "learning_starts=100")
@@ -105,6 +107,7 @@ def test_the_thread_setting_reaches_config_and_torch(tmp_path):
     assert json.loads((run_dir / "config.json").read_text())["threads"] == 1  # classic control's default
 
 
+@pytest.mark.slow
 def test_version_and_the_budget_in_both_units(tmp_path):
     from importlib.metadata import version
 

@@ -112,6 +112,7 @@ def cartpole_dqn(tmp_path_factory):
     return next(out.glob("runs/*"))
 
 
+@pytest.mark.slow
 def test_conversion_is_a_run_of_its_own_and_leaves_the_source_alone(cartpole_dqn, tmp_path):
     before = digest(cartpole_dqn)
     proc = compare_cli("run", "--method", "convert", "--source", cartpole_dqn, "--timesteps", "4,16",
@@ -135,6 +136,7 @@ def test_conversion_is_a_run_of_its_own_and_leaves_the_source_alone(cartpole_dqn
     assert result["mean_return"] == chosen["mean_return"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, fragment", [
     (["--timesteps", "0,8"], "must be positive integers"),
     (["--timesteps", "8,x"], "not an integer"),
@@ -151,6 +153,7 @@ def test_bad_conversion_options(cartpole_dqn, tmp_path, args, fragment):
     assert digest(cartpole_dqn) == before
 
 
+@pytest.mark.slow
 def test_bad_sources(cartpole_dqn, tmp_path):
     missing = compare_cli("run", "--method", "convert", "--source", tmp_path / "nope", "--out", tmp_path)
     assert missing.returncode == 2 and "does not exist" in missing.stderr

@@ -45,6 +45,7 @@ def cartpole_convert(tmp_path_factory):
                         "--calibration-frames", "500")
 
 
+@pytest.mark.slow
 def test_speck_dqn_exports_to_speck2f(speck_breakout, tmp_path):
     out = tmp_path / "speck2f"
     proc = compare_cli("export", speck_breakout, "--target", "speck2f", "--out", out, "--timesteps", "4",
@@ -99,6 +100,7 @@ def test_the_reloaded_chip_model_is_the_model_that_was_scored(tmp_path):
     assert torch.equal(ChipSNN(reloaded, 4, 255.0, 1.0)(obs), expected)
 
 
+@pytest.mark.slow
 def test_nature_dqn_does_not_fit_on_speck(tmp_path):
     run = finished_run(tmp_path, "--method", "dqn", "--game", "Breakout", "--steps", "200",
                        "--set", "learning_starts=100")
@@ -108,6 +110,7 @@ def test_nature_dqn_does_not_fit_on_speck(tmp_path):
     assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["results"]  # nothing half-written
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, fragments", [
     (["--target", "loihi"], ["unknown target 'loihi'", "speck2f"]),
     (["--target", "nir", "--timesteps", "0"], ["--timesteps"]),
@@ -117,6 +120,7 @@ def test_bad_export_arguments(cartpole_convert, tmp_path, args, fragments):
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
 def test_wrong_kind_of_run_and_occupied_out(cartpole_convert, tmp_path):
     source = json.loads((cartpole_convert / "config.json").read_text())["source"]
     one_line_error(compare_cli("export", source, "--target", "nir", "--out", tmp_path / "x"),
@@ -190,6 +194,7 @@ def test_dsqn_nir_round_trip(tmp_path, family, shape, gain):
     torch.testing.assert_close(decode(outputs, options.decoder), expected, atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow
 def test_dsqn_run_exports_to_nir(tmp_path):
     run = finished_run(tmp_path, "--method", "dsqn", "--game", "CartPole-v1", "--steps", "300",
                        "--set", "learning_starts=100", "--set", "mlp_hidden=16")

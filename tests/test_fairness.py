@@ -12,6 +12,8 @@ from compare.app.resolve import resolve_settings
 from compare.core.accounting import JOULES_PER_MAC, CostMeter
 from direct.dsqn import DSQNOptions, build_dsqn
 
+pytestmark = pytest.mark.slow  # `make test-fast` leaves it out (minutes of subprocess runs)
+
 FAST = ["--game", "CartPole-v1", "--steps", "600", "--quiet", "--set", "eval_episodes=2",
         "--set", "learning_starts=300", "--set", "mlp_hidden=16,16"]
 

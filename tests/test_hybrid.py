@@ -144,6 +144,7 @@ def test_bad_actor_critic_input(args, fragments):
     assert_clean_error(compare("run", "--game", "CartPole-v1", *args), *fragments)
 
 
+@pytest.mark.slow
 def test_ppo_run_is_reproducible_and_records_its_config(tmp_path):
     results = []
     for name in ("a", "b"):
@@ -157,6 +158,7 @@ def test_ppo_run_is_reproducible_and_records_its_config(tmp_path):
     assert results[0]["critic_neuro_training_only"]["macs_per_decision"] > 0
 
 
+@pytest.mark.slow
 def test_killed_ppo_run_resumes_from_its_checkpoint_and_ends_as_if_never_killed(tmp_path):
     args = ["run", "--method", "ppo", *SHORT, "--steps", "12000", "--set", "checkpoint_interval=2000"]
     _, result = kill_and_resume(args, tmp_path, exact=True)

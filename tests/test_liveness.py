@@ -46,6 +46,7 @@ def loss_at_step_zero(method: str, network, obs: torch.Tensor) -> torch.Tensor:
     return -(advantages * F.log_softmax(out, dim=1).gather(1, actions[:, None]).squeeze(1)).mean()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method, game, preset", CASES)
 def test_a_new_spiking_network_fires_in_every_layer_and_every_synaptic_layer_gets_a_gradient(method, game, preset):
     network, scales, resolved, spec = new_network(method, game, preset)

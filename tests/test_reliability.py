@@ -147,6 +147,7 @@ def children(pid: int) -> list[int]:
     return found
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signals are Linux's")
 def test_a_sweep_rerun_reports_a_running_cell_and_a_killed_controller_takes_its_cell_along(tmp_path):
     results = tmp_path / "results"
@@ -429,6 +430,7 @@ def test_a_lock_that_is_a_symlink_is_refused_and_its_target_untouched(finished_d
     assert elsewhere.read_text() == "someone else's file\n" and snapshot(run_dir) == before
 
 
+@pytest.mark.slow
 def test_a_killed_named_conversion_is_replaced_by_the_same_command(finished_dqn, tmp_path):
     command = ["run", "--method", "convert", "--source", finished_dqn, "--timesteps", "4", "--calibration-frames",
                "200", "--set", "eval_episodes=1", "--out", tmp_path, "--name", "snn", "--quiet"]
@@ -481,6 +483,7 @@ def _damage_json(name: str, key: str, value):
     return damage
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage, reason", [
     (_damage_json("config.json", "method", ["dqn"]), 'method is ["dqn"], not a str'),
     (_damage_json("config.json", "game", 3), "game is 3, not a str"),
@@ -522,6 +525,7 @@ def test_log_lines_of_the_wrong_shape_are_skipped(finished_dqn, tmp_path):
     assert records and all(isinstance(r, dict) and isinstance(r["step"], int) for r in records)
 
 
+@pytest.mark.slow
 def test_a_damaged_robustness_file_is_refused_before_the_attack_and_kept(finished_dqn, tmp_path):
     run_dir = copy_run(finished_dqn, tmp_path)
     (run_dir / "robustness.json").write_text("[1, 2]")
@@ -532,6 +536,7 @@ def test_a_damaged_robustness_file_is_refused_before_the_attack_and_kept(finishe
     assert compare("table", "--results", tmp_path / "results").returncode == 0
 
 
+@pytest.mark.slow
 def test_two_plots_into_one_folder_at_once_both_finish(finished_dqn, tmp_path):
     copy_run(finished_dqn, tmp_path)
     command = [sys.executable, "-m", "compare", "plot", "--results", str(tmp_path / "results"),

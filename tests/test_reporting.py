@@ -15,6 +15,8 @@ from compare.app.cli import main
 from compare.app.table import build_tables, read_runs
 from compare.core.scores import normalized_score, small_env_references
 
+pytestmark = pytest.mark.slow  # `make test-fast` leaves it out (minutes of subprocess runs)
+
 MINATAR = ("MinAtar/Breakout", "MinAtar/SpaceInvaders")
 
 

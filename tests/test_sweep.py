@@ -35,6 +35,7 @@ def local_sweep(tmp_path_factory):
     return results, res
 
 
+@pytest.mark.slow
 def test_local_sweep_runs_every_cell_and_the_table_reads_them(local_sweep):
     results, res = local_sweep
     assert "6 done, 0 skipped" in res.stdout and "[6/6]" in res.stdout
@@ -67,6 +68,7 @@ def test_rerunning_a_finished_sweep_redoes_nothing(local_sweep):
     assert finished_runs(results) == before
 
 
+@pytest.mark.slow
 def test_killed_sweep_completes_the_missing_cells_only(tmp_path):
     results = tmp_path / "results"
     proc = subprocess.Popen([sys.executable, "-m", "compare", "sweep", *CELLS, "--results", str(results)],
@@ -93,6 +95,7 @@ def test_killed_sweep_completes_the_missing_cells_only(tmp_path):
     assert f"{len(done_before)} skipped" in res.stdout
 
 
+@pytest.mark.slow
 def test_ray_launcher_makes_the_same_runs(local_sweep, tmp_path):
     pytest.importorskip("ray")
     results = tmp_path / "results"
@@ -102,6 +105,7 @@ def test_ray_launcher_makes_the_same_runs(local_sweep, tmp_path):
     assert compare("table", "--results", results).returncode == 0
 
 
+@pytest.mark.slow
 def test_slurm_launcher_with_submitits_local_executor(tmp_path):
     pytest.importorskip("submitit")
     results = tmp_path / "results"
@@ -112,6 +116,7 @@ def test_slurm_launcher_with_submitits_local_executor(tmp_path):
     assert "2 done" in res.stdout and len(finished_runs(results)) == 2
 
 
+@pytest.mark.slow
 def test_sweep_file_and_dry_run(tmp_path):
     path = tmp_path / "sweep.toml"
     path.write_text('games = ["CartPole-v1", "Pong"]\nmethods = "dqn,convert"\nseeds = "0-2"\n'
@@ -129,6 +134,7 @@ STUDIES = Path(__file__).resolve().parents[1] / "studies"
 MINATAR_STUDY_STEPS = 30_000
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, cells, steps", [("minatar.toml", 30, 24 * MINATAR_STUDY_STEPS),
                                                 ("minatar-full.toml", 125, 100 * 5_000_000),
                                                 ("atari-chen2022.toml", 255, 204 * 12_500_000)])
@@ -147,6 +153,7 @@ def test_committed_studies_plan_their_cells_on_the_family_defaults(tmp_path, nam
     assert not (tmp_path / "results").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, fragments", [
     (["--games", "Pongg", "--methods", "dqn", "--seeds", "0"], ["unknown game 'Pongg'"]),
     (["--games", "Pong", "--methods", "dqnn", "--seeds", "0"], ["unknown method 'dqnn'"]),
@@ -178,6 +185,7 @@ def test_a_bad_setting_is_refused_before_any_cell_starts(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow
 def test_a_failing_cell_is_reported_with_its_error_line(tmp_path):
     # Valid as a setting, refused by the cell itself: the replay does not fit in memory.
     res = compare("sweep", "--games", "CartPole-v1", "--methods", "dsqn", "--seeds", "0", "--steps", "100",

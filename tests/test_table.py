@@ -12,6 +12,8 @@ from compare.app.robustness import fgsm
 from compare.core.scores import human_normalized_score
 from compare.core.training import evaluate_saved_run, load_deployed
 
+pytestmark = pytest.mark.slow  # `make test-fast` leaves it out (minutes of subprocess runs)
+
 STEPS = ["--game", "CartPole-v1", "--steps", "1500", "--quiet", "--set", "eval_episodes=2",
          "--set", "mlp_hidden=32,32", "--set", "learning_starts=500"]
 
@@ -65,7 +67,8 @@ def test_table_cells_and_aggregates_match_the_run_files(store):
         scores = np.array([[read(runs[method, s])["mean_return"]] for s in (0, 1)])
         assert agg[method]["iqm"] == pytest.approx(metrics.aggregate_iqm(scores))
         assert agg[method]["iqm_ci"][0] <= agg[method]["iqm"] <= agg[method]["iqm_ci"][1]
-    assert "p_improve_over_dqn" not in agg["dqn"] and 0 <= agg["dsqn"]["p_improve_over_dqn"] <= 1
+    assert "p_improve_over_baseline" not in agg["dqn"] and 0 <= agg["dsqn"]["p_improve_over_baseline"] <= 1
+    assert agg["dsqn"]["baseline_column"] == agg["dsqn"]["ann"]  # the method's declared ANN baseline
     assert agg["dsqn"]["timesteps"] == [8] and "timesteps" not in agg["dqn"]
     convert = read(runs["convert", 0])
     assert agg["convert"]["timesteps"] == [convert["selected_timesteps"]]
@@ -85,7 +88,7 @@ def test_markdown_table_prints_every_cell_and_says_what_it_read(store):
         assert f"{method} [" in res.stderr
     dqn = [read(runs["dqn", s])["mean_return"] for s in (0, 1)]
     assert f"{np.mean(dqn):.2f} +- {np.std(dqn, ddof=1) / np.sqrt(2):.2f} (n=2)" in res.stdout
-    for label in ("IQM score [95% CI]", "P(improvement over dqn)", "| T |", "mean firing rate",
+    for label in ("IQM score [95% CI]", "P(improvement over its ANN baseline)", "| T |", "mean firing rate",
                   "energy per decision (uJ)", "energy ratio to the ANN", "conformance", "human (published)"):
         assert label in res.stdout
     row = next(line for line in res.stdout.splitlines() if line.startswith("| CartPole-v1"))

@@ -10,6 +10,8 @@ import pytest
 from conftest import compare, kill_after_first_checkpoint, read_jsonl
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+pytestmark = pytest.mark.slow  # `make test-fast` leaves it out (minutes of subprocess runs)
+
 
 def scalars(run_dir):
     events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})

@@ -13,6 +13,8 @@ from compare.app.table import build_tables, read_runs
 from compare.core.dqn import DQNLearner
 from compare.core.scores import published_minatar_curves, training_return_average
 
+pytestmark = pytest.mark.slow  # `make test-fast` leaves it out (minutes of subprocess runs)
+
 # kenjyoung/MinAtar examples/dqn.py (after PR #37), the constants it uses.
 PAPER = {"batch_size": 32, "buffer_size": 100_000, "target_update_period": 1_000, "train_freq": 1,
          "learning_starts": 5_000, "epsilon_end": 0.1, "epsilon_decay_steps": 100_000, "lr": 2.5e-4,

@@ -88,7 +88,7 @@ def export(run_dir: str | Path, target: str, out: str | Path, timesteps: int | N
                       echo=echo)
 
 
-TABLE_FIELDS = ("iqm", "iqm_ci", "p_improve_over_dqn", "p_improve_ci", "timesteps", "mean_firing_rate", "energy_uj",
+TABLE_FIELDS = ("iqm", "iqm_ci", "p_improve_over_baseline", "p_improve_ci", "timesteps", "mean_firing_rate", "energy_uj",
                 "energy_ratio_to_ann", "conformance")
 
 

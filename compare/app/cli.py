@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from compare.core.errors import UsageError
-from compare.core.registry import REGISTRY
+from compare.core.registry import registered
 from compare.core.seeding import MAX_SEED
 
 DEFAULT_RESULTS = Path("results")
@@ -413,7 +413,7 @@ def methods():
     """List the registered methods."""
     from compare.core.registry import get_method
 
-    for name in REGISTRY:
+    for name in registered():
         click.echo(f"{name:<8} {get_method(name).description}")
 
 

@@ -46,7 +46,7 @@ from compare.app.robustness import ROBUSTNESS, stored_robustness
 from compare.core.envs import resolve_env
 from compare.core.errors import UsageError
 from compare.core.evaluation import best_on_test, select_operating_point
-from compare.core.registry import REGISTRY, get_method
+from compare.core.registry import get_method, registered
 from compare.core.runstore import config_problem, eval_problem, list_runs, read_json, read_jsonl
 from compare.core.scores import (
     Reference,
@@ -76,6 +76,13 @@ SCORE_KINDS = {"final": "final evaluation",
                               "statistic; a training statistic: exploration on)"}
 ENERGY_CONVENTIONS = {"per-step": ("per_step", "first layer charged at every time step"),
                       "once": ("once", "first layer charged once per decision")}
+
+
+def method_order(name: str) -> tuple:
+    """Methods grouped by the ANN baseline they are compared with, each group led by the
+    baseline itself, then the methods trained from scratch, then those derived from a run."""
+    method = get_method(name)
+    return method.baseline, method.name != method.baseline, method.source_method is not None, method.name
 
 
 @dataclass(frozen=True)
@@ -206,10 +213,9 @@ class Group:
 
     @property
     def columns(self) -> list[str]:
-        """Method by method in registry order; a method's variants closest to its defaults first."""
-        order = {m: i for i, m in enumerate(REGISTRY)}
+        """Method by method (`method_order`); a method's variants closest to its defaults first."""
         variants = {r.column: r.variant for r in self.runs}
-        return sorted(variants, key=lambda c: (order[variants[c].method], not variants[c].is_default,
+        return sorted(variants, key=lambda c: (method_order(variants[c].method), not variants[c].is_default,
                                                len(variants[c].changes), c))
 
     def method_of(self, column: str) -> str:
@@ -287,7 +293,7 @@ def read_runs(results: Path, games: list[str] | None = None, methods: list[str] 
         except UsageError as e:
             skipped.append(f"{run.path.name}: config.json game: {e}")
             continue
-        if method not in REGISTRY:
+        if method not in registered():
             skipped.append(f"{run.path.name}: method {method!r} is not registered")
             continue
         if (methods and method not in methods) or (wanted_games and game not in wanted_games):
@@ -464,18 +470,19 @@ def aggregates(group: Group, column: str, unit: str, kind: str = "final", energy
         point, interval = bootstrap({column: matrix}, lambda x: np.array([metrics.aggregate_iqm(x)]))
         out["iqm"] = float(point[column][0])
         out["iqm_ci"] = [float(interval[column][0][0]), float(interval[column][1][0])]
-    dqn = group.reference_column("dqn", variant)
-    if dqn is not None and method != "dqn":
+    ann_method = get_method(method).baseline  # the ANN the method declares it is compared with
+    baseline = group.reference_column(ann_method, variant)
+    if baseline is not None and method != ann_method:
         # P(X > Y) is computed per game and then averaged: scale-free, so raw returns are fine.
-        common = [g for g in games if group.cell_runs(g, dqn)]
-        x, y = (score_matrix(group, c, common, unit, kind, references) for c in (column, dqn))
+        common = [g for g in games if group.cell_runs(g, baseline)]
+        x, y = (score_matrix(group, c, common, unit, kind, references) for c in (column, baseline))
         if common and x is not None and y is not None:
             n = min(len(x), len(y))
             point, interval = bootstrap({"pair": (x[:n], y[:n])},
                                         lambda a, b: np.array([metrics.probability_of_improvement(a, b)]))
-            out["p_improve_over_dqn"] = float(point["pair"][0])
+            out["p_improve_over_baseline"] = float(point["pair"][0])
             out["p_improve_ci"] = [float(interval["pair"][0][0]), float(interval["pair"][1][0])]
-            out["dqn_column"] = dqn
+            out["baseline_column"] = baseline
             out["seeds_compared"] = n
     timesteps = sorted({int(r.neuro.get("timesteps", 1)) for r in runs})
     if timesteps != [1]:
@@ -486,17 +493,15 @@ def aggregates(group: Group, column: str, unit: str, kind: str = "final", energy
     energies = [e for e in (r.energy(energy) for r in runs) if e is not None]
     if energies:
         out["energy_uj"] = float(np.mean(energies)) * 1e6
-        ann_method = get_method(method).baseline
-        ann = group.reference_column(ann_method, variant)
         ratios = []
-        for game in games if ann is not None and method != ann_method else []:
+        for game in games if baseline is not None and method != ann_method else []:
             mine = [e for e in (r.energy(energy) for r in group.cell_runs(game, column)) if e is not None]
-            theirs = [e for e in (r.energy(energy) for r in group.cell_runs(game, ann)) if e]
+            theirs = [e for e in (r.energy(energy) for r in group.cell_runs(game, baseline)) if e]
             if mine and theirs:
                 ratios.append(np.mean(mine) / np.mean(theirs))
         if ratios:
             out["energy_ratio_to_ann"] = float(np.mean(ratios))
-            out["ann"] = ann
+            out["ann"] = baseline
     conformance = [r.result["conformance"] for r in runs if r.result.get("conformance") is not None]
     if conformance:
         out["conformance"] = float(np.mean(conformance))
@@ -536,14 +541,14 @@ def robustness_cells(group: Group, game: str, column: str) -> dict[str, dict]:
 
 
 def verdict(column: str, a: dict) -> str | None:
-    """One line: what the P(improvement) interval of `column` over its dqn column allows to say."""
+    """One line: what the P(improvement) interval of `column` over its baseline column allows to say."""
     if "p_improve_ci" not in a:
         return None
     low, high = a["p_improve_ci"]
     n = a["seeds_compared"]
     reading = ("better than" if low > 0.5 else "worse than" if high < 0.5 else
                f"no difference detected at n = {n} from")
-    line = (f"{column}: {reading} {a['dqn_column']} (P(improvement) {a['p_improve_over_dqn']:.2f} "
+    line = (f"{column}: {reading} {a['baseline_column']} (P(improvement) {a['p_improve_over_baseline']:.2f} "
             f"[{low:.2f}, {high:.2f}], 95% stratified-bootstrap CI)")
     return line + (f"; only {n} seeds per cell: a bootstrap over so few runs understates its uncertainty"
                    if n < FEW_SEEDS else "")
@@ -669,9 +674,9 @@ def table_rows(table: dict) -> tuple[list[str], list[list[str]]]:
 
     rows.append(agg_row(f"IQM {label} [95% CI]", lambda a, m: f"{a['iqm']:.{digits}f} "
                         f"[{a['iqm_ci'][0]:.{digits}f}, {a['iqm_ci'][1]:.{digits}f}]"))
-    rows.append(agg_row("P(improvement over dqn) [95% CI]", lambda a, m: f"{a['p_improve_over_dqn']:.2f} "
-                        f"[{a['p_improve_ci'][0]:.2f}, {a['p_improve_ci'][1]:.2f}]"
-                        + ("" if a["dqn_column"] == "dqn" else f" (vs {a['dqn_column']})")))
+    rows.append(agg_row("P(improvement over its ANN baseline) [95% CI]", lambda a, m:
+                        f"{a['p_improve_over_baseline']:.2f} [{a['p_improve_ci'][0]:.2f}, {a['p_improve_ci'][1]:.2f}] "
+                        f"(vs {a['baseline_column']})"))
     rows.append(agg_row("T", lambda a, m: ",".join(map(str, a["timesteps"]))))
     rows.append(agg_row("mean firing rate", lambda a, m: f"{a['mean_firing_rate']:.4f}"))
     rows.append(agg_row("energy per decision (uJ)", lambda a, m: f"{a['energy_uj']:.4g}"))

@@ -12,12 +12,14 @@ Both answer the same questions, so nothing above this module asks which kind a m
     start(settings, ...)     make a finished run
     resume(run, ...)         continue a killed one
     deployed(run, device)    a finished run's deployed network and policy (`Deployed`)
-    baseline                 the ANN method whose energy the table compares it with
+    baseline                 the ANN method the table compares it with (scores and energy)
     source_method            the method whose run it starts from (None: trains from scratch)
+    exports                  the `compare export` targets it takes, each with its exporter
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +39,24 @@ NetworkBuilder = Callable[[object, str, tuple[int, ...], int], nn.Module]  # (op
 
 
 @dataclass(frozen=True)
+class ExportOptions:
+    timesteps: int | None = None           # default: the exporter's (a convert run's reported T)
+    eval_episodes: int | None = None       # default: the run's protocol
+    calibration_frames: int | None = None  # runs that are converted on the way; default: the converter's
+
+
+# (finished run, target, folder to write into, options, progress lines) -> export.json's record
+Exporter = Callable[[Run, str, Path, ExportOptions, Callable[[str], None]], dict]
+
+
+def exporter(method, target: str) -> Exporter:
+    """The function a method declares for `target` in its `exports` ("module:function",
+    imported on first use: an export target's libraries load only when it is used)."""
+    module, attr = method.exports[target].split(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+@dataclass(frozen=True)
 class TrainedMethod:
     name: str
     description: str
@@ -48,6 +68,7 @@ class TrainedMethod:
     option_presets: dict[str, object] = field(default_factory=dict)
     options_key: str = "method_options"
     source_method: None = None
+    exports: dict[str, str] = field(default_factory=dict)  # `compare export` target -> "module:function"
 
     @property
     def baseline(self) -> str:
@@ -101,6 +122,7 @@ class DerivedMethod:
     baseline: str                      # the ANN method its energy is compared with
     options_key: str = "method_options"
     presets: dict[str, object] = field(default_factory=dict)  # named options (`--preset`), e.g. a paper's
+    exports: dict[str, str] = field(default_factory=dict)  # `compare export` target -> "module:function"
 
     def section_types(self) -> dict[str, type]:
         return {self.options_key: self.options_type}

@@ -1,0 +1,37 @@
+"""PPO and the hybrid actor-critic on CartPole (to a score) and on Breakout (what a run records).
+Real training runs, as a user starts them; slow (minutes), part of CI."""
+
+import json
+
+import pytest
+from conftest import compare_run
+
+pytestmark = pytest.mark.learning
+
+
+@pytest.mark.parametrize("method", ["ppo", "hybrid"])
+def test_actor_critic_learns_cartpole_on_its_default_budget(tmp_path, method):
+    run_dir = compare_run(tmp_path, "--method", method, "--game", "CartPole-v1")
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["total_steps"] == 50_000 and config["preset"] == "cartpole"
+    result = json.loads((run_dir / "eval.json").read_text())
+    assert result["mean_return"] >= 150, result["mean_return"]
+    if method == "hybrid":
+        assert config["method_options"]["timesteps"] == 5
+        assert set(result["neuro"]["firing_rate"]) == {"encoder", "lifs.0", "lifs.1", "lifs.2"}
+
+
+@pytest.mark.parametrize("method", ["ppo", "hybrid"])
+def test_actor_critic_on_breakout_records_scores_and_the_actors_cost(tmp_path, method):
+    run_dir = compare_run(tmp_path, "--method", method, "--game", "Breakout", "--steps", "3000",
+                          "--eval-episodes", "2")
+    result = json.loads((run_dir / "eval.json").read_text())
+    assert len(result["episode_returns"]) == 2 and all(r >= 0 for r in result["episode_returns"])
+    assert all(n > 0 for n in result["episode_lengths"]) and result["hns"] is not None
+    neuro, critic = result["neuro"], result["critic_neuro_training_only"]
+    assert neuro["macs_per_decision"] > 0 and critic["macs_per_decision"] > 0
+    if method == "hybrid":  # the actor's conv1 runs once on the analog frame; the rest is spikes
+        assert neuro["macs_per_decision"] == 32 * 20 * 20 * 256
+        assert set(neuro["firing_rate"]) == {"lifs.0", "lifs.1", "lifs.2", "lifs.3", "lifs.4"}
+    else:
+        assert "firing_rate" not in neuro
