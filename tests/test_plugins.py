@@ -66,6 +66,8 @@ def test_a_toy_spiking_method_is_swept_tabulated_reevaluated_and_exported_in_new
         assert neuro["timesteps"] == 4 and set(neuro["firing_rate"]) == {"lifs.0"}
         assert neuro["macs_per_decision"] == 4 * 32  # the observation's layer, once per decision
 
+    res = compare("methods")
+    assert res.returncode == 0 and "toy_spiking" in res.stdout and "export: nir" in res.stdout.split("toy_spiking")[1]
     res = compare("table", "--results", results, "--format", "json")
     assert res.returncode == 0, res.stderr
     (table,) = json.loads(res.stdout)

@@ -86,3 +86,49 @@ def test_costs_are_read_once_per_summary_not_per_decision():
     assert isinstance(meter._synops, torch.Tensor) and all(isinstance(v, torch.Tensor) for v in meter._spikes.values())
     summary = meter.summary()
     assert meter.decisions == 6 and summary["synops_per_decision"] > 0 and set(summary["firing_rate"]) == {"lifs.0", "lifs.1"}
+
+
+def tiny_dsqn(first_weights, output_weights):
+    """Input (2) -> Linear(2->2) -> LIF -> Linear(2->3) -> integrator, T = 3, no biases."""
+    net = build_dsqn(DSQNOptions(timesteps=3, mlp_hidden=(2,)), "classic", (2,), n_actions=3)
+    with torch.no_grad():
+        net.synapses[0].weight.copy_(torch.tensor(first_weights))
+        net.synapses[1].weight.copy_(torch.tensor(output_weights))
+    return net
+
+
+@pytest.mark.parametrize("obs, first_kind", [(2.0, "mac"), (1.0, "ac")])
+def test_neurobench_counts_of_a_tiny_network_match_a_hand_count(obs, first_kind):
+    """Weights [[4, 0], [0, 1]]: input (obs, 0) gives currents (4 obs, 0); neuron 0 spikes at
+    each of the 3 steps (v = 2 obs >= 1), neuron 1 never. Output weights: column 0 (1, 0, 2),
+    one zero. An analog input (2.0) makes the first layer's operations MACs, a binary one (1.0,
+    as MinAtar's frames) ACs, as NeuroBench classifies them."""
+    net = tiny_dsqn([[4.0, 0.0], [0.0, 1.0]], [[1.0, 1.0], [0.0, 1.0], [2.0, 1.0]])
+    with CostMeter(net) as meter, torch.no_grad():
+        net(torch.tensor([[obs, 0.0]]))
+    counts = meter.summary()["neurobench"]
+    first, output = counts["layers"]["synapses.0"], counts["layers"]["synapses.1"]
+    # dense: every input x every synapse: 2 x 2 once (static), then 2 x 3 at each of 3 steps
+    assert first == {"role": STATIC, "kind": first_kind, "dense": 4, "effective": 1}  # x0 x its one non-zero weight
+    assert output == {"role": SPIKES, "kind": "ac", "dense": 18, "effective": 6}  # 3 spikes x 2 non-zero weights
+    assert counts["dense"] == 22
+    assert (counts["effective_macs"], counts["effective_acs"]) == ((1, 6) if first_kind == "mac" else (0, 7))
+    assert counts["activation_sparsity"] == 0.5  # 3 spikes of 6 neuron-steps
+    assert counts["membrane_updates"] == 6       # 2 neurons x 3 steps
+    assert counts["footprint_bytes"] == (4 + 6) * 4
+    assert counts["connection_sparsity"] == pytest.approx(3 / 10)
+    assert meter.summary()["synops_per_decision"] == 9  # the energy's count: 3 spikes x all 3 synapses
+
+
+def test_neurobench_counts_of_an_ann_read_its_relus():
+    net = build_ann("classic", (2,), 3, (2,))
+    with torch.no_grad():
+        net.net[0].weight.copy_(torch.tensor([[1.0, 0.0], [-1.0, 0.0]]))
+        net.net[0].bias.zero_()
+    with CostMeter(net) as meter, torch.no_grad():
+        net(torch.tensor([[2.0, 3.0]]))
+    counts = meter.summary()["neurobench"]
+    # layer 0: both inputs non-zero, 2 non-zero weights (column 0); ReLU: (2, 0); layer 1 reads one non-zero input
+    assert counts["layers"]["net.0"]["effective"] == 2 and counts["layers"]["net.2"]["effective"] == 3
+    assert counts["effective_macs"] == 5 and counts["effective_acs"] == 0 and counts["dense"] == 4 + 6
+    assert counts["activation_sparsity"] == 0.5 and counts["membrane_updates"] == 0

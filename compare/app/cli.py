@@ -1,8 +1,9 @@
 """The `compare` command line.
 
 Each command imports the application module it runs when it runs (the deliberate lazy imports
-listed in ARCHITECTURE.md), so that `compare list` or `compare games` does not load torch,
-sinabs or rliable, and a subprocess-heavy sweep does not pay for them per cell.
+listed in ARCHITECTURE.md), so that `compare list` or `compare games` does not load norse,
+sinabs or rliable (torch it does: the run store reads checkpoints with it), and a
+subprocess-heavy sweep does not pay for them per cell.
 """
 
 from __future__ import annotations
@@ -44,8 +45,7 @@ def cli():
               help="Agent steps to train [default: the environment's budget; Atari: the protocol's].")
 @click.option("--protocol", "protocol_name", default="nature", show_default=True,
               help="Evaluation protocol preset: nature, chen2022, machado, atari100k; youngtian2019 (MinAtar only).")
-@click.option("--preset", help="A paper's settings. DQN learner (dqn, dsqn): nature, chen2022, liu2022, "
-              "cleanrl, youngtian2019, minatar, cartpole; PPO learner (ppo, hybrid): atari, cartpole; convert: tan2021 "
+@click.option("--preset", help="A paper's settings: each method's are listed by `compare methods` "
               "[default: the learner's preset for the environment family, the same for every method].")
 @click.option("--label", help="Name this variant in `compare table` (letters, digits, spaces, _.,:=+()-).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
@@ -410,11 +410,18 @@ def games():
 
 @cli.command()
 def methods():
-    """List the registered methods."""
+    """List the installed methods: what each is, its presets, its ANN baseline and its export targets."""
     from compare.core.registry import get_method
 
     for name in registered():
-        click.echo(f"{name:<8} {get_method(name).description}")
+        method = get_method(name)
+        click.echo(f"{name:<8} {method.description}")
+        details = [f"presets: {', '.join(method.preset_names) or '-'}", f"ANN baseline: {'itself' if method.baseline == name else method.baseline}"]
+        if method.source_method is not None:
+            details.append(f"from a finished {method.source_method} run")
+        if method.exports:
+            details.append(f"export: {', '.join(method.exports)}")
+        click.echo(f"{'':<8} {'; '.join(details)}")
 
 
 @cli.command()

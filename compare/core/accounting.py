@@ -22,6 +22,7 @@ it). Both are in the `neuro` block; `compare table --energy` picks one.
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -46,33 +47,30 @@ def dense_macs(layer: nn.Module, inputs: torch.Tensor, outputs: torch.Tensor) ->
     raise TypeError(f"no MAC count for {type(layer).__name__}")
 
 
-def fan_out_map(layer: nn.Module, input_shape: torch.Size) -> torch.Tensor:
+def fan_out_map(layer: nn.Module, input_shape: torch.Size, nonzero_weights: bool = False) -> torch.Tensor:
     """For one input of `input_shape` (without the batch), the number of synapses each input
     element drives: a convolution's output positions x channels that read it (fewer at borders
-    and where a stride skips it), a linear layer's out_features."""
-    if isinstance(layer, nn.Conv2d):
-        ones = torch.ones_like(layer.weight)
-        out = F.conv2d(torch.zeros(1, *input_shape, device=ones.device), ones, None, layer.stride,
-                       layer.padding, layer.dilation, layer.groups)
-        return torch.nn.grad.conv2d_input((1, *input_shape), ones, torch.ones_like(out), layer.stride,
-                                          layer.padding, layer.dilation, layer.groups)[0].double()
-    if isinstance(layer, nn.Linear):
-        return torch.full(input_shape, float(layer.out_features), dtype=torch.float64, device=layer.weight.device)
+    and where a stride skips it), a linear layer's out_features; with `nonzero_weights`, only
+    the synapses whose weight is not zero (NeuroBench's count). float64."""
+    with torch.no_grad():
+        kernel = (layer.weight != 0).to(layer.weight.dtype) if nonzero_weights else torch.ones_like(layer.weight)
+        if isinstance(layer, nn.Conv2d):
+            out = F.conv2d(torch.zeros(1, *input_shape, device=kernel.device), kernel, None, layer.stride,
+                           layer.padding, layer.dilation, layer.groups)
+            return torch.nn.grad.conv2d_input((1, *input_shape), kernel, torch.ones_like(out), layer.stride,
+                                              layer.padding, layer.dilation, layer.groups)[0].double()
+        if isinstance(layer, nn.Linear):
+            return kernel.sum(dim=0).double().reshape(input_shape)
     raise TypeError(f"no synaptic-operation count for {type(layer).__name__}")
 
 
-def spike_fan_out(spikes: torch.Tensor, fan_out: torch.Tensor) -> torch.Tensor:
-    """Sum over a batch of input spikes of each one's fan-out (`fan_out` in float64): a float64
-    scalar tensor. The per-element counts are summed in float32 (exact below 2^24 spikes per
-    element, and several times faster), the products in float64."""
-    counts = spikes.detach().sum(dim=0).flatten().to(torch.float64)
-    return torch.dot(counts, fan_out.flatten())
-
-
 def synaptic_ops(layer: nn.Module, spikes: torch.Tensor) -> float:
-    """Sum over input spikes of each one's fan-out (the synapses it drives)."""
+    """Sum over a batch of input spikes of each one's fan-out (the synapses it drives). The
+    per-element counts are summed in float32 (exact below 2^24 spikes per element, and several
+    times faster than float64), the products in float64."""
     with torch.no_grad():
-        return float(spike_fan_out(spikes, fan_out_map(layer, spikes.shape[1:])))
+        counts = spikes.sum(dim=0).flatten().to(torch.float64)
+        return float(torch.dot(counts, fan_out_map(layer, spikes.shape[1:]).flatten()))
 
 
 def liveness(firing_rate: dict[str, float]) -> dict:
@@ -88,6 +86,17 @@ def liveness_warning(where: str, record: dict) -> str | None:
              (("silent_layers", "silent (firing rate 0)"), ("saturated_layers", f"saturated (rate >= {SATURATED_RATE})"))
              if record.get(key)]
     return f"compare: warning: {where}: spiking layers {'; '.join(parts)}" if parts else None
+
+
+@dataclass
+class LayerCount:
+    """One synaptic layer's operations over the evaluation (tensors stay on the device)."""
+
+    name: str
+    role: str
+    dense: int = 0                                 # every input x every synapse (NeuroBench's Dense)
+    effective: torch.Tensor | float = 0.0          # non-zero inputs x non-zero-weight synapses
+    binary: torch.Tensor | bool = True             # every input seen was in {-1, 0, 1}
 
 
 class CostMeter:
@@ -108,13 +117,18 @@ class CostMeter:
                 raise TypeError(f"{type(network).__name__}.cost_roles() leaves out {len(unknown)} synaptic layer(s)")
         names = {module: name for name, module in network.named_modules()}
         self._neurons = {} if roles is None else {m: names[m] for m in roles.neurons}
+        # what NeuroBench's activation sparsity reads: spiking layers, or an ANN's ReLUs
+        self._relus = {} if roles is not None else {m: names[m] for m in network.modules() if isinstance(m, nn.ReLU)}
+        self._layers = {m: LayerCount(names[m], role) for m, role in self._roles.items()}
         self.decisions = 0
         self.macs = 0            # dense MACs: shapes only, counted on the host
         self.static_macs = 0     # the part of `macs` in static-input layers
         self._synops: torch.Tensor | float = 0.0
         self._spikes: dict[str, torch.Tensor | float] = defaultdict(float)
         self.neuron_steps: dict[str, int] = defaultdict(int)
-        self._fan_out: dict[tuple[nn.Module, torch.Size], torch.Tensor] = {}
+        self._active: dict[str, torch.Tensor | float] = defaultdict(float)   # ReLU outputs above 0
+        self._relu_outputs: dict[str, int] = defaultdict(int)
+        self._fan_out: dict[tuple[nn.Module, torch.Size], tuple[torch.Tensor, torch.Tensor]] = {}
         self._handles: list = []
 
     def __enter__(self) -> CostMeter:
@@ -122,6 +136,8 @@ class CostMeter:
         if self.synapses:
             for module in self._roles:
                 self._handles.append(module.register_forward_hook(self._count_synapses))
+            for module, name in self._relus.items():
+                self._handles.append(module.register_forward_hook(self._activation_counter(name)))
         for module, name in self._neurons.items():
             self._handles.append(module.register_forward_hook(self._spike_counter(name)))
         return self
@@ -134,24 +150,40 @@ class CostMeter:
     def _count_decisions(self, module, inputs, output) -> None:
         self.decisions += inputs[0].shape[0]
 
+    def _fan_outs(self, module: nn.Module, shape: torch.Size) -> tuple[torch.Tensor, torch.Tensor]:
+        """(every synapse, non-zero-weight synapses) fan-out maps, built once per input shape."""
+        key = (module, shape)
+        if key not in self._fan_out:
+            self._fan_out[key] = (fan_out_map(module, shape), fan_out_map(module, shape, nonzero_weights=True))
+        return self._fan_out[key]
+
     def _count_synapses(self, module, inputs, output) -> None:
-        role, x = self._roles[module], inputs[0]
-        if role == SPIKES:
-            key = (module, x.shape[1:])
-            if key not in self._fan_out:
-                self._fan_out[key] = fan_out_map(module, x.shape[1:])
-            self._synops = self._synops + spike_fan_out(x, self._fan_out[key])
+        role, x, layer = self._roles[module], inputs[0].detach(), self._layers[module]
+        every, nonzero = self._fan_outs(module, x.shape[1:])
+        layer.dense += dense_macs(module, x, output)
+        if role == SPIKES:  # 0/1 spikes: their count is the count of non-zero inputs
+            counts = x.sum(dim=0).flatten().to(torch.float64)
+            self._synops = self._synops + torch.dot(counts, every.flatten())
         else:
+            counts = (x != 0).sum(dim=0).flatten().to(torch.float64)
+            layer.binary = torch.logical_and(torch.as_tensor(layer.binary), ((x == 0) | (x == 1) | (x == -1)).all())
             macs = dense_macs(module, x, output)
             self.macs += macs
             if role == STATIC:
                 self.static_macs += macs
+        layer.effective = layer.effective + torch.dot(counts, nonzero.flatten())
 
     def _spike_counter(self, name: str):
         def hook(module, inputs, output) -> None:
             # summed in float32 (exact below 2^24 spikes per call), accumulated in float64
             self._spikes[name] = self._spikes[name] + output.detach().sum().double()
             self.neuron_steps[name] += output.numel()
+        return hook
+
+    def _activation_counter(self, name: str):
+        def hook(module, inputs, output) -> None:
+            self._active[name] = self._active[name] + (output.detach() > 0).sum()
+            self._relu_outputs[name] += output.numel()
         return hook
 
     def _spike_totals(self) -> dict[str, float]:
@@ -178,7 +210,32 @@ class CostMeter:
             total = sum(self.neuron_steps.values())
             block.update({"firing_rate": firing["firing_rate"],
                           "mean_firing_rate": sum(spikes.values()) / total, **firing})
+        if self.synapses:
+            block["neurobench"] = self.neurobench(spikes)
         return block
+
+    def neurobench(self, spikes: dict[str, float]) -> dict:
+        """The network's counts in NeuroBench's terms (README, "Cost of a decision"), per decision."""
+        n = max(1, self.decisions)
+        layers, macs, acs = {}, 0.0, 0.0
+        for layer in self._layers.values():
+            effective = float(layer.effective) / n
+            kind = "ac" if layer.role == SPIKES or bool(layer.binary) else "mac"
+            layers[layer.name] = {"role": layer.role, "kind": kind, "dense": layer.dense / n, "effective": effective}
+            macs, acs = (macs + effective, acs) if kind == "mac" else (macs, acs + effective)
+        if self._neurons:
+            active, outputs = sum(spikes.values()), sum(self.neuron_steps.values())
+        else:
+            active, outputs = sum(float(v) for v in self._active.values()), sum(self._relu_outputs.values())
+        weights = [m.weight for m in self._roles]
+        return {"dense": sum(v["dense"] for v in layers.values()), "effective_macs": macs, "effective_acs": acs,
+                "activation_sparsity": 1 - active / outputs if outputs else None,
+                "membrane_updates": sum(self.neuron_steps.values()) / n,
+                "footprint_bytes": sum(t.numel() * t.element_size()
+                                       for t in (*self.network.parameters(), *self.network.buffers())),
+                "connection_sparsity": (sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
+                                        if weights else None),
+                "layers": layers}
 
     def firing(self, spikes: dict[str, float] | None = None) -> dict:
         """Firing rates and liveness only ({} for a network without spiking layers)."""

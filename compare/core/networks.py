@@ -1,8 +1,12 @@
 """One synapse stack per environment family, one input scaling, and the ANN built on them.
 
 `synapse_stack` is the single place the topologies are written: the ANN DQN, the DSQN and the
-hybrid's spiking actor all take their synaptic layers from it, so a comparison between them is
-a comparison of neurons, never of layer shapes (`tests/test_architecture.py` checks it).
+hybrid's spiking actor all take their synaptic layers from it, so at equal widths a comparison
+between them is one of neurons, not of layer shapes (`tests/test_architecture.py` checks it).
+The widths for vector observations are each method's own option (`mlp_hidden`): the defaults
+are 256-256 for dqn (rl-baselines3-zoo's CartPole DQN), dsqn (the same) and the hybrid's actor
+(PopSAN), and 64-64 for ppo's actor (CleanRL's ppo.py); a comparison at equal widths sets them
+with `--set mlp_hidden=...`.
 `scale_input` is the single place observations are scaled.
 
 Every network takes the raw observation tensor as the environment gives it (uint8 frames for
