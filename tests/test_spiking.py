@@ -1,5 +1,8 @@
 """The spiking-network declaration (compare.core.spiking) and the cost counts that read it."""
 
+import subprocess
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -132,3 +135,45 @@ def test_neurobench_counts_of_an_ann_read_its_relus():
     assert counts["layers"]["net.0"]["effective"] == 2 and counts["layers"]["net.2"]["effective"] == 3
     assert counts["effective_macs"] == 5 and counts["effective_acs"] == 0 and counts["dense"] == 4 + 6
     assert counts["activation_sparsity"] == 0.5 and counts["membrane_updates"] == 0
+
+
+NEUROBENCH = "2.3.0"  # the newest release on the package index when this test was written
+
+
+@pytest.mark.slow
+def test_neurobench_counts_the_same_operations_on_a_minatar_dsqn_and_its_ann(tmp_path, monkeypatch):
+    """NeuroBench's own per-layer count (`single_layer_MACs`, what its SynapticOperations sums),
+    installed on its own in a throwaway folder, on the very inputs each synaptic layer saw:
+    effective and dense operations, and whether they are accumulates, equal ours."""
+    target = tmp_path / "neurobench"
+    proc = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target),
+                           f"neurobench=={NEUROBENCH}"], capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        pytest.skip(f"could not install neurobench {NEUROBENCH} from the package index: {proc.stderr.strip()[-200:]}")
+    monkeypatch.syspath_prepend(str(target))
+    from neurobench.metrics.utils.layers import single_layer_MACs
+
+    torch.manual_seed(0)
+    obs = (torch.rand(8, 4, 10, 10) > 0.8).float()  # binary frames, as MinAtar's
+    for net in (build_dsqn(DSQNOptions(weight_gain=8.0), "minatar", (4, 10, 10), 3),
+                build_ann("minatar", (4, 10, 10), 3)):
+        seen: dict[nn.Module, list[torch.Tensor]] = {}
+
+        def record(module, args, seen=seen):
+            seen.setdefault(module, []).append(args[0].detach().clone())
+
+        hooks = [m.register_forward_pre_hook(record) for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+        with CostMeter(net) as meter, torch.no_grad():
+            net(obs)
+        for hook in hooks:
+            hook.remove()
+        names = dict((m, n) for n, m in net.named_modules())
+        ours = meter.summary()["neurobench"]["layers"]
+        assert set(ours) == {names[m] for m in seen}
+        for module, inputs in seen.items():
+            effective = sum(single_layer_MACs(x, module)[0] for x in inputs)
+            dense = sum(single_layer_MACs(x, module, total=True)[0] for x in inputs)
+            spiking = all(single_layer_MACs(x, module)[1] for x in inputs)
+            layer = ours[names[module]]
+            assert (layer["effective"] * len(obs), layer["dense"] * len(obs)) == (effective, dense), names[module]
+            assert (layer["kind"] == "ac") == spiking, names[module]
