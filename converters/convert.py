@@ -45,7 +45,7 @@ from compare.core.methods import DerivedMethod
 from compare.core.networks import scale_input
 from compare.core.runstore import Run, ensure_writable_dir, provenance
 from compare.core.seeding import stream_seed
-from compare.core.settings import Settings, use_threads
+from compare.core.settings import Settings, use_compute_settings
 from compare.core.spiking import STATIC, SYNAPSES, CostRoles, SpikingNetwork, stack_roles
 from compare.core.training import Deployed, eval_record, load_deployed
 from converters.hardware import CHIP_TARGETS
@@ -280,7 +280,7 @@ def load_converted(run: Run) -> tuple:
     settings = Settings.from_dict(run.config, f"{run.path}/config.json")
     if settings.method != "convert" or not run.finished:
         raise UsageError(f"{run.path} is not a finished convert run")
-    use_threads(settings)
+    use_compute_settings(settings)
     source = load_deployed(Path(settings.source), "cpu", methods=("dqn",))
     try:
         scales = [torch.tensor(scale, dtype=torch.float32) for scale in run.config["layer_scales"]]

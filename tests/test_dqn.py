@@ -143,3 +143,17 @@ def test_a_replay_ratio_past_any_published_one_is_announced_with_its_update_coun
     assert "updates per agent step" in warning and f"makes {phases * 10**9:,} updates" in warning
     for name in DQNLearner.presets:
         assert DQNLearner.setting_warnings(DQNLearner.preset(name), 10**7) == [], name
+
+
+def test_a_cuda_run_asks_cudnn_for_deterministic_kernels(monkeypatch):
+    """Set before any work (no GPU needed to check the flags): same seed, same GPU, same result."""
+    from compare.core.settings import use_compute_settings
+
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", False)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)  # this process keeps its threads
+    settings = resolve_settings("dqn", "CartPole-v1", 0, 100, "nature", None, {}, "cpu")
+    use_compute_settings(settings)
+    assert torch.backends.cudnn.benchmark  # a CPU run leaves them
+    use_compute_settings(dataclasses.replace(settings, device="cuda"))
+    assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark

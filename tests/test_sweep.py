@@ -163,6 +163,8 @@ def test_committed_studies_plan_their_cells_on_the_family_defaults(tmp_path, nam
     (["--games", "Pong"], ["needs --games, --methods and --seeds"]),
     (["--games", "Pong", "--methods", "dqn", "--seeds", "0-99999999999"], ["at most 10,000 seeds"]),
     (["--games", "Pong", "--methods", "dqn", "--seeds", "0", "--cpus-per-run", "inf"], ["cpus_per_run=inf must be a number"]),
+    (["--games", "Pong", "--methods", "dqn", "--seeds", "0", "--launcher", "slurm", "--gpus-per-run", "0.5"],
+     ["gpus_per_run=0.5", "whole GPUs"]),
     (["--games", "CartPole-v1,CartPole-v1", "--methods", "dqn", "--seeds", "0"], ["game CartPole-v1 more than once"]),
     (["--games", "Pong,ALE/Pong-v5", "--methods", "dqn", "--seeds", "0"], ["game Pong more than once"]),
     (["--games", "Pong", "--methods", "dqn,dqn", "--seeds", "0"], ["method dqn more than once"]),
@@ -252,3 +254,37 @@ def test_the_command_lines_settings_merge_with_the_files_key_by_key(tmp_path):
     assert cell_overrides(spec, "dqn") == {"learning_starts": "200", "eval_episodes": "2", "lr": "0.001",
                                            "gamma": "0.9"}
     assert cell_overrides(from_toml(path), "dqn")["lr"] == "0.01"
+
+
+def test_local_cells_run_each_on_a_gpu_of_its_own(monkeypatch):
+    """Two workers on a machine with two GPUs: each cell sees one GPU (CUDA_VISIBLE_DEVICES),
+    the two at once never the same; more workers than GPUs share them round robin."""
+    assert sweep_module.gpu_slots(3, ["0", "1"]) == ["0", "1", "0"]
+    assert sweep_module.gpu_slots(2, []) == [None, None]  # no GPU: the environment is left alone
+    monkeypatch.setattr(sweep_module, "visible_gpus", lambda: ["2", "5"])
+    running, seen = set(), []
+
+    def fake_cell(args, threads, gpu):
+        assert gpu not in running
+        running.add(gpu)
+        time.sleep(0.2)
+        running.discard(gpu)
+        seen.append(gpu)
+        return 0, ""
+
+    monkeypatch.setattr(sweep_module, "run_cell", fake_cell)
+    spec = sweep_module.make_spec("CartPole-v1", "dqn", "0-3", workers=2)
+    sweep_module._launch(spec, [["run"]] * 4, lambda i, result: None)
+    assert sorted(seen) == ["2", "2", "5", "5"]
+
+
+def test_a_cell_given_a_gpu_sees_only_it(monkeypatch):
+    seen = {}
+
+    def fake_run(command, env, **kwargs):
+        seen.update(env)
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+    monkeypatch.setattr(sweep_module.subprocess, "run", fake_run)
+    assert sweep_module.run_cell(["run"], 1, "3") == (0, "")
+    assert seen["CUDA_VISIBLE_DEVICES"] == "3"

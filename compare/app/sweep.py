@@ -21,6 +21,7 @@ import importlib.util
 import json
 import math
 import os
+import queue
 import signal
 import subprocess
 import sys
@@ -29,6 +30,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
+
+import torch
 
 from compare.app.resolve import parse_overrides, resolve_settings, setting_owners
 from compare.core.config import unknown_name_message
@@ -185,6 +188,9 @@ def make_spec(games, methods, seeds, steps=None, protocol="nature", presets=(), 
                      _number("gpus_per_run", gpus_per_run, float, 0), slurm_cluster, _text("track", track))
     if spec.track not in ("tensorboard", "wandb"):
         raise UsageError(f"track={spec.track!r}: allowed: tensorboard, wandb")
+    if spec.launcher == "slurm" and spec.gpus_per_run != int(spec.gpus_per_run):
+        raise UsageError(f"gpus_per_run={spec.gpus_per_run:g}: Slurm gives each cell whole GPUs; use an integer "
+                         "(a fraction would round down, and a cell with --device auto would run on the CPU)")
     for key, _ in spec.overrides:
         if not any(key in accepted_keys(m) for m in methods_):
             raise UsageError(f"--set {key}: no method of this sweep has a setting of that name")
@@ -279,10 +285,11 @@ def _die_with_parent() -> None:
     _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def run_cell(args: list[str], threads: int) -> tuple[int, str]:
+def run_cell(args: list[str], threads: int, gpu: str | None = None) -> tuple[int, str]:
     """One cell as a subprocess (in whichever worker the launcher chose), its thread pools sized
-    to `threads`: exit code, last error line."""
-    env = {**os.environ, **{name: str(threads) for name in THREAD_VARIABLES}}
+    to `threads` and, given `gpu`, that GPU the only one it sees: exit code, last error line."""
+    env = {**os.environ, **{name: str(threads) for name in THREAD_VARIABLES},
+           **({} if gpu is None else {"CUDA_VISIBLE_DEVICES": gpu})}
     proc = subprocess.run([sys.executable, "-m", "compare", *args], capture_output=True, text=True, env=env,
                           preexec_fn=_die_with_parent if _LIBC is not None else None)
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
@@ -313,12 +320,38 @@ def dry_run(spec: SweepSpec, echo: Callable[[str], None]) -> None:
          "evaluation only)")
 
 
+def visible_gpus() -> list[str]:
+    """The GPUs this process may use, as CUDA_VISIBLE_DEVICES names them (none without CUDA)."""
+    count = torch.cuda.device_count()
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    names = [name.strip() for name in listed.split(",") if name.strip()] if listed else [str(i) for i in range(count)]
+    return names[:count]
+
+
+def gpu_slots(workers: int, gpus: list[str]) -> list[str | None]:
+    """The GPU of each of `workers` local worker slots: round robin over `gpus` (None: no GPU,
+    the cell's environment is left as it is)."""
+    return [gpus[i % len(gpus)] if gpus else None for i in range(workers)]
+
+
 def _launch(spec: SweepSpec, commands: list[list[str]], on_done: Callable[[int, tuple[int, str]], None]) -> None:
     """Run every command through the sweep's launcher; call `on_done(index, result)` as each ends."""
     if spec.launcher == "local":
-        # Threads only wait: each cell is its own `compare run` process.
+        # Threads only wait: each cell is its own `compare run` process, on a GPU of its own
+        # where there are enough (workers share them round robin where there are fewer).
+        slots: queue.Queue = queue.Queue()
+        for gpu in gpu_slots(spec.workers, visible_gpus()):
+            slots.put(gpu)
+
+        def on_a_free_gpu(args: list[str]) -> tuple[int, str]:
+            gpu = slots.get()
+            try:
+                return run_cell(args, spec.threads, gpu)
+            finally:
+                slots.put(gpu)
+
         with ThreadPoolExecutor(max_workers=spec.workers) as pool:
-            futures = {pool.submit(run_cell, args, spec.threads): i for i, args in enumerate(commands)}
+            futures = {pool.submit(on_a_free_gpu, args): i for i, args in enumerate(commands)}
             for future in as_completed(futures):
                 on_done(futures[future], future.result())
     elif spec.launcher == "ray":

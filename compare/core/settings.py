@@ -91,9 +91,13 @@ def default_threads(family: str) -> int:
     return 1 if family in ("minatar", "classic") else max(1, min(4, os.cpu_count() or 1))
 
 
-def use_threads(settings: Settings) -> None:
-    """Pin torch's intra-op threads to the run's setting (set before any work)."""
+def use_compute_settings(settings: Settings) -> None:
+    """Pin torch's intra-op threads to the run's setting and, on CUDA, cuDNN to deterministic
+    kernels (without it cuDNN may pick its convolution algorithm by timing, and a seed would not
+    give one result even on one GPU). Set before any work."""
     torch.set_num_threads(settings.threads)
+    if settings.device.startswith("cuda"):
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
 
 
 LABEL_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.,:=+()-]{0,63}")

@@ -25,7 +25,7 @@ from compare.core.registry import get_method
 from compare.core.runstore import Run, ensure_writable_dir, provenance
 from compare.core.scores import human_normalized_score
 from compare.core.seeding import stream_seed
-from compare.core.settings import Settings, use_threads
+from compare.core.settings import Settings, use_compute_settings
 from compare.core.tracking import RunTracker, wandb_module
 
 
@@ -97,7 +97,7 @@ def start_training_run(method, settings: Settings, results_root: Path, name: str
     spec = resolve_env(settings.game)
     preflight(method, settings, spec)
     config = {**settings.to_dict(), **provenance()}
-    use_threads(settings)
+    use_compute_settings(settings)
     network = new_deployed_network(method, settings, spec)
     scales = initial_scales(network, settings.options, spec, settings.protocol, settings.seed)
     if scales is not None:  # reapplied by _train; recorded so that the run is reproducible
@@ -140,7 +140,7 @@ def resume_training_run(method, run: Run, progress_factory=None) -> Run:
 
 def _train(method, run: Run, settings: Settings, checkpoint: dict | None, progress_factory) -> None:
     spec = resolve_env(settings.game)
-    use_threads(settings)
+    use_compute_settings(settings)
     torch.manual_seed(stream_seed(settings.seed, "torch"))
     device = torch.device(settings.device)
     env = VecEnv(spec, settings.protocol, settings.learner.num_envs)
