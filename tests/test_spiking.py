@@ -86,7 +86,8 @@ def test_costs_are_read_once_per_summary_not_per_decision():
     with CostMeter(net) as meter, torch.no_grad():
         for _ in range(3):
             net((torch.rand(2, 4, 10, 10) > 0.5).float())
-    assert isinstance(meter._synops, torch.Tensor) and all(isinstance(v, torch.Tensor) for v in meter._spikes.values())
+    assert all(isinstance(v, torch.Tensor) for v in meter._spikes.values())
+    assert all(isinstance(counts, torch.Tensor) for layer in meter._layers.values() for counts, *_ in layer.counts.values())
     summary = meter.summary()
     assert meter.decisions == 6 and summary["synops_per_decision"] > 0 and set(summary["firing_rate"]) == {"lifs.0", "lifs.1"}
 

@@ -22,7 +22,7 @@ it). Both are in the `neuro` block; `compare table --energy` picks one.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -90,13 +90,25 @@ def liveness_warning(where: str, record: dict) -> str | None:
 
 @dataclass
 class LayerCount:
-    """One synaptic layer's operations over the evaluation (tensors stay on the device)."""
+    """One synaptic layer over the evaluation. Per input shape: how often each input element
+    was non-zero (spikes: how often it spiked), summed over every call in float64 on the
+    network's device, and the layer's fan-out maps; the products are taken once, at the end."""
 
     name: str
     role: str
     dense: int = 0                                 # every input x every synapse (NeuroBench's Dense)
-    effective: torch.Tensor | float = 0.0          # non-zero inputs x non-zero-weight synapses
-    binary: torch.Tensor | bool = True             # every input seen was in {-1, 0, 1}
+    binary: bool = True                            # every input seen was in {-1, 0, 1}
+    counts: dict = field(default_factory=dict)     # input shape -> (counts, every synapse, non-zero weights)
+
+    def add(self, module: nn.Module, shape: torch.Size, counts: torch.Tensor) -> None:
+        if shape not in self.counts:
+            self.counts[shape] = (torch.zeros_like(counts), fan_out_map(module, shape).flatten(),
+                                  fan_out_map(module, shape, nonzero_weights=True).flatten())
+        self.counts[shape][0].add_(counts)
+
+    def operations(self, nonzero_weights: bool) -> float:
+        """Sum over inputs of each one's fan-out (of non-zero weights only, or of every synapse)."""
+        return sum(float(torch.dot(c, nz if nonzero_weights else every)) for c, every, nz in self.counts.values())
 
 
 class CostMeter:
@@ -123,12 +135,10 @@ class CostMeter:
         self.decisions = 0
         self.macs = 0            # dense MACs: shapes only, counted on the host
         self.static_macs = 0     # the part of `macs` in static-input layers
-        self._synops: torch.Tensor | float = 0.0
         self._spikes: dict[str, torch.Tensor | float] = defaultdict(float)
         self.neuron_steps: dict[str, int] = defaultdict(int)
         self._active: dict[str, torch.Tensor | float] = defaultdict(float)   # ReLU outputs above 0
         self._relu_outputs: dict[str, int] = defaultdict(int)
-        self._fan_out: dict[tuple[nn.Module, torch.Size], tuple[torch.Tensor, torch.Tensor]] = {}
         self._handles: list = []
 
     def __enter__(self) -> CostMeter:
@@ -150,28 +160,20 @@ class CostMeter:
     def _count_decisions(self, module, inputs, output) -> None:
         self.decisions += inputs[0].shape[0]
 
-    def _fan_outs(self, module: nn.Module, shape: torch.Size) -> tuple[torch.Tensor, torch.Tensor]:
-        """(every synapse, non-zero-weight synapses) fan-out maps, built once per input shape."""
-        key = (module, shape)
-        if key not in self._fan_out:
-            self._fan_out[key] = (fan_out_map(module, shape), fan_out_map(module, shape, nonzero_weights=True))
-        return self._fan_out[key]
-
     def _count_synapses(self, module, inputs, output) -> None:
         role, x, layer = self._roles[module], inputs[0].detach(), self._layers[module]
-        every, nonzero = self._fan_outs(module, x.shape[1:])
-        layer.dense += dense_macs(module, x, output)
+        dense = dense_macs(module, x, output)
+        layer.dense += dense
         if role == SPIKES:  # 0/1 spikes: their count is the count of non-zero inputs
-            counts = x.sum(dim=0).flatten().to(torch.float64)
-            self._synops = self._synops + torch.dot(counts, every.flatten())
+            counts = x.sum(dim=0)
         else:
-            counts = (x != 0).sum(dim=0).flatten().to(torch.float64)
-            layer.binary = torch.logical_and(torch.as_tensor(layer.binary), ((x == 0) | (x == 1) | (x == -1)).all())
-            macs = dense_macs(module, x, output)
-            self.macs += macs
+            counts = x.bool().sum(dim=0)  # non-zero inputs
+            if layer.binary:  # read on the host until the first input that is not (then never again)
+                layer.binary = bool(((x == 0) | (x.abs() == 1)).all())
+            self.macs += dense
             if role == STATIC:
-                self.static_macs += macs
-        layer.effective = layer.effective + torch.dot(counts, nonzero.flatten())
+                self.static_macs += dense
+        layer.add(module, x.shape[1:], counts.flatten().to(torch.float64))
 
     def _spike_counter(self, name: str):
         def hook(module, inputs, output) -> None:
@@ -192,7 +194,9 @@ class CostMeter:
     def summary(self) -> dict:
         """The `neuro` block of eval.json: per-decision averages."""
         n = max(1, self.decisions)
-        macs, synops = self.macs / n, float(self._synops) / n
+        synops = sum(layer.operations(nonzero_weights=False) for layer in self._layers.values()
+                     if layer.role == SPIKES) / n
+        macs = self.macs / n
         per_step_macs = macs + (self.timesteps - 1) * self.static_macs / n
         conventions = {name: {"macs_per_decision": m,
                               "energy_per_decision_j": m * JOULES_PER_MAC + synops * JOULES_PER_AC}
@@ -219,8 +223,8 @@ class CostMeter:
         n = max(1, self.decisions)
         layers, macs, acs = {}, 0.0, 0.0
         for layer in self._layers.values():
-            effective = float(layer.effective) / n
-            kind = "ac" if layer.role == SPIKES or bool(layer.binary) else "mac"
+            effective = layer.operations(nonzero_weights=True) / n
+            kind = "ac" if layer.role == SPIKES or layer.binary else "mac"
             layers[layer.name] = {"role": layer.role, "kind": kind, "dense": layer.dense / n, "effective": effective}
             macs, acs = (macs + effective, acs) if kind == "mac" else (macs, acs + effective)
         if self._neurons:
