@@ -9,16 +9,26 @@ from conftest import compare_run
 pytestmark = pytest.mark.learning
 
 
+# Measured 2026-12-03 (commit 7440cee, final evaluation, seeds 0-4): ppo 500.0, 467.6, 500.0, 148.8,
+# 500.0; hybrid 495.0, 486.2, 500.0, 472.1, 500.0. A random policy scores ~22. The bar is 100, under
+# 70% of the worst seed measured, and judged over seeds 0-2 (at least 2 of 3), so that a CPU whose
+# float kernels round differently cannot fail a run that learned.
+CARTPOLE_SEEDS, CARTPOLE_BAR = (0, 1, 2), 100
+
+
 @pytest.mark.parametrize("method", ["ppo", "hybrid"])
-def test_actor_critic_learns_cartpole_on_its_default_budget(tmp_path, method):
-    run_dir = compare_run(tmp_path, "--method", method, "--game", "CartPole-v1")
-    config = json.loads((run_dir / "config.json").read_text())
-    assert config["total_steps"] == 50_000 and config["preset"] == "cartpole"
-    result = json.loads((run_dir / "eval.json").read_text())
-    assert result["mean_return"] >= 150, result["mean_return"]
-    if method == "hybrid":
-        assert config["method_options"]["timesteps"] == 5
-        assert set(result["neuro"]["firing_rate"]) == {"encoder", "lifs.0", "lifs.1", "lifs.2"}
+def test_actor_critic_learns_cartpole_on_its_default_budget_on_most_seeds(tmp_path, method):
+    returns = {}
+    for seed in CARTPOLE_SEEDS:
+        run_dir = compare_run(tmp_path / str(seed), "--method", method, "--game", "CartPole-v1", "--seed", str(seed))
+        config = json.loads((run_dir / "config.json").read_text())
+        assert config["total_steps"] == 50_000 and config["preset"] == "cartpole"
+        result = json.loads((run_dir / "eval.json").read_text())
+        returns[seed] = result["mean_return"]
+        if method == "hybrid":
+            assert config["method_options"]["timesteps"] == 5
+            assert set(result["neuro"]["firing_rate"]) == {"encoder", "lifs.0", "lifs.1", "lifs.2"}
+    assert sum(r >= CARTPOLE_BAR for r in returns.values()) >= 2, returns
 
 
 @pytest.mark.parametrize("method", ["ppo", "hybrid"])
