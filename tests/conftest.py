@@ -109,6 +109,16 @@ def kill_after_first_checkpoint(cmd: list[str], out: Path) -> Path:
     return checkpoint.parent
 
 
+def throwaway_install(target: Path, what: str, *requirements: str) -> Path:
+    """pip-install `requirements` (without their dependencies) into the folder `target` only,
+    or skip the test, saying why, when the package index cannot give them."""
+    proc = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target),
+                           *requirements], capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        pytest.skip(f"could not install {what} from the package index: {proc.stderr.strip()[-200:]}")
+    return target
+
+
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text().splitlines()]
 

@@ -14,7 +14,7 @@ import sinabs.layers as sl
 import torch
 from conftest import assert_clean_error as one_line_error
 from conftest import compare as compare_cli
-from conftest import compare_run
+from conftest import compare_run, throwaway_install
 
 from compare.core.networks import build_ann
 from compare.core.runstore import Run
@@ -248,11 +248,7 @@ def test_exported_graphs_pass_the_newest_nirs_checks(cartpole_convert, tmp_path)
     """The files written here (with the `nir` sinabs pins) read back with the newest `nir`
     release, whose `read` type-checks every edge, installed on its own in a throwaway folder;
     an exported file's metadata (its reset rule) comes through."""
-    target = tmp_path / "nir-newest"
-    proc = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target),
-                           f"nir=={NEWEST_NIR}"], capture_output=True, text=True, timeout=600)
-    if proc.returncode != 0:
-        pytest.skip(f"could not install nir {NEWEST_NIR} from the package index: {proc.stderr.strip()[-200:]}")
+    target = throwaway_install(tmp_path / "nir-newest", f"nir {NEWEST_NIR}", f"nir=={NEWEST_NIR}")
     files = []
     for family, shape in [("minatar", (4, 10, 10)), ("atari", (4, 84, 84)), ("classic", (4,))]:
         for readout in ("membrane", "rate"):
@@ -398,11 +394,7 @@ def test_spikingjellys_plain_reader_on_our_graphs(tmp_path):
     refused with a clear error. A converted network: NIR 1.0's IF resets to v_reset, and sinabs'
     writer uses it for its subtractive IF, so a reader that follows the spec (this one) simulates
     a hard reset; pinned (the subtract rule is in the graph's metadata and export.json)."""
-    target = tmp_path / "spikingjelly"
-    proc = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target),
-                           *SPIKINGJELLY], capture_output=True, text=True, timeout=600)
-    if proc.returncode != 0:
-        pytest.skip(f"could not install SpikingJelly's reader from the package index: {proc.stderr.strip()[-200:]}")
+    target = throwaway_install(tmp_path / "spikingjelly", "SpikingJelly's reader", *SPIKINGJELLY)
     expected = {}
     for family, shape, gain in [("classic", (4,), 3.0), ("minatar", (4, 10, 10), 8.0)]:
         for readout in ("rate", "membrane"):

@@ -1,11 +1,9 @@
 """The spiking-network declaration (compare.core.spiking) and the cost counts that read it."""
 
-import subprocess
-import sys
-
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import throwaway_install
 from torch import nn
 
 from compare.core.accounting import CostMeter, fan_out_map, synaptic_ops
@@ -146,11 +144,7 @@ def test_neurobench_counts_the_same_operations_on_a_minatar_dsqn_and_its_ann(tmp
     """NeuroBench's own per-layer count (`single_layer_MACs`, what its SynapticOperations sums),
     installed on its own in a throwaway folder, on the very inputs each synaptic layer saw:
     effective and dense operations, and whether they are accumulates, equal ours."""
-    target = tmp_path / "neurobench"
-    proc = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target),
-                           f"neurobench=={NEUROBENCH}"], capture_output=True, text=True, timeout=600)
-    if proc.returncode != 0:
-        pytest.skip(f"could not install neurobench {NEUROBENCH} from the package index: {proc.stderr.strip()[-200:]}")
+    target = throwaway_install(tmp_path / "neurobench", f"neurobench {NEUROBENCH}", f"neurobench=={NEUROBENCH}")
     monkeypatch.syspath_prepend(str(target))
     from neurobench.metrics.utils.layers import single_layer_MACs
 

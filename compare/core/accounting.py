@@ -68,9 +68,10 @@ def synaptic_ops(layer: nn.Module, spikes: torch.Tensor) -> float:
     """Sum over a batch of input spikes of each one's fan-out (the synapses it drives). The
     per-element counts are summed in float32 (exact below 2^24 spikes per element, and several
     times faster than float64), the products in float64."""
+    count = LayerCount("", SPIKES)
     with torch.no_grad():
-        counts = spikes.sum(dim=0).flatten().to(torch.float64)
-        return float(torch.dot(counts, fan_out_map(layer, spikes.shape[1:]).flatten()))
+        count.add(layer, spikes.shape[1:], spikes.sum(dim=0).flatten().to(torch.float64))
+    return count.operations(nonzero_weights=False)
 
 
 def liveness(firing_rate: dict[str, float]) -> dict:
@@ -133,8 +134,6 @@ class CostMeter:
         self._relus = {} if roles is not None else {m: names[m] for m in network.modules() if isinstance(m, nn.ReLU)}
         self._layers = {m: LayerCount(names[m], role) for m, role in self._roles.items()}
         self.decisions = 0
-        self.macs = 0            # dense MACs: shapes only, counted on the host
-        self.static_macs = 0     # the part of `macs` in static-input layers
         self._spikes: dict[str, torch.Tensor | float] = defaultdict(float)
         self.neuron_steps: dict[str, int] = defaultdict(int)
         self._active: dict[str, torch.Tensor | float] = defaultdict(float)   # ReLU outputs above 0
@@ -162,17 +161,13 @@ class CostMeter:
 
     def _count_synapses(self, module, inputs, output) -> None:
         role, x, layer = self._roles[module], inputs[0].detach(), self._layers[module]
-        dense = dense_macs(module, x, output)
-        layer.dense += dense
+        layer.dense += dense_macs(module, x, output)
         if role == SPIKES:  # 0/1 spikes: their count is the count of non-zero inputs
             counts = x.sum(dim=0)
         else:
             counts = x.bool().sum(dim=0)  # non-zero inputs
             if layer.binary:  # read on the host until the first input that is not (then never again)
                 layer.binary = bool(((x == 0) | (x.abs() == 1)).all())
-            self.macs += dense
-            if role == STATIC:
-                self.static_macs += dense
         layer.add(module, x.shape[1:], counts.flatten().to(torch.float64))
 
     def _spike_counter(self, name: str):
@@ -196,8 +191,10 @@ class CostMeter:
         n = max(1, self.decisions)
         synops = sum(layer.operations(nonzero_weights=False) for layer in self._layers.values()
                      if layer.role == SPIKES) / n
-        macs = self.macs / n
-        per_step_macs = macs + (self.timesteps - 1) * self.static_macs / n
+        # dense MACs of the layers fed real values; a static one's again at each further step
+        macs = sum(layer.dense for layer in self._layers.values() if layer.role != SPIKES) / n
+        static = sum(layer.dense for layer in self._layers.values() if layer.role == STATIC) / n
+        per_step_macs = macs + (self.timesteps - 1) * static
         conventions = {name: {"macs_per_decision": m,
                               "energy_per_decision_j": m * JOULES_PER_MAC + synops * JOULES_PER_AC}
                        for name, m in (("once", macs), ("per_step", per_step_macs))}
