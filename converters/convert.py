@@ -46,11 +46,13 @@ from compare.core.networks import scale_input
 from compare.core.runstore import Run, ensure_writable_dir, provenance
 from compare.core.seeding import stream_seed
 from compare.core.settings import Settings, use_compute_settings
-from compare.core.spiking import STATIC, SYNAPSES, CostRoles, SpikingNetwork, stack_roles
+from compare.core.spiking import IAF_OPS, STATIC, SYNAPSES, CostRoles, NeuronOps, SpikingNetwork, stack_roles
 from compare.core.training import Deployed, eval_record, load_deployed
 from converters.hardware import CHIP_TARGETS
 
 Readout = Literal["membrane", "rate", "robust"]
+# sinabs' LIF: v <- alpha v + x (one multiply, one add), then the threshold comparison
+SINABS_LIF_OPS = NeuronOps(adds=2, mults=1)
 MAX_SAMPLES = 2_000_000  # activation values kept per layer for a percentile (a random subsample)
 
 
@@ -175,6 +177,7 @@ class ConvertedSNN(SpikingNetwork):
         super().__init__()
         self.timesteps = timesteps
         self.readout = options.readout
+        self.neuron = options.neuron
         self.input_divisor = input_divisor
         self.output_scale = output_scale
         self.initial_membrane = options.initial_membrane
@@ -190,7 +193,8 @@ class ConvertedSNN(SpikingNetwork):
         """The observation's layer is static; every later one is fed spikes (also the last: its
         membrane or spiking readout integrates spikes)."""
         synapses = [self.first, *(m for m in self.rest.modules() if isinstance(m, SYNAPSES))]
-        return CostRoles(self.timesteps, stack_roles(synapses, STATIC), tuple(self.spiking_layers))
+        return CostRoles(self.timesteps, stack_roles(synapses, STATIC),
+                         tuple((m, IAF_OPS if self.neuron == "iaf" else SINABS_LIF_OPS) for m in self.spiking_layers))
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         T = self.timesteps

@@ -31,7 +31,7 @@ from compare.core.errors import UsageError
 from compare.core.methods import TrainedMethod
 from compare.core.networks import pixel_divisor, synapse_stack
 from compare.core.ppo import PPOLearner
-from compare.core.spiking import SpikingStack
+from compare.core.spiking import IAF_OPS, SpikingStack
 from direct import neurons
 from direct.neurons import LeakyIntegratorLayer, LIFLayer, NeuronOptions, scale_weights
 
@@ -71,6 +71,8 @@ class HybridOptions(NeuronOptions):
 
 class PopulationEncoder(nn.Module):
     """(B, n) observations -> (T, B, n * pop_size) deterministic spikes."""
+
+    update_ops = IAF_OPS  # its neurons integrate a constant stimulation and reset by subtraction
 
     def __init__(self, n_inputs: int, pop_size: int, mean_min: float, mean_max: float, std: float):
         super().__init__()

@@ -33,6 +33,7 @@ from norse.torch.functional.threshold import threshold as norse_threshold
 from torch import nn
 
 from compare.core.errors import UsageError
+from compare.core.spiking import LI_OPS, LIF_OPS
 
 Surrogate = Literal["atan", "super", "triangle", "tanh", "circ", "heavi_erfc"]
 SURROGATES = ("atan", "super", "triangle", "tanh", "circ", "heavi_erfc")
@@ -289,6 +290,8 @@ class LIFLayer(nn.Module):
     work loops over T; the synaptic layers around it run once on all T x B inputs.
     """
 
+    update_ops = LIF_OPS
+
     def __init__(self, p: LIFParameters):
         super().__init__()
         self.p = p
@@ -307,6 +310,8 @@ class LIFLayer(nn.Module):
 
 class LeakyIntegratorLayer(nn.Module):
     """Non-spiking output neurons: (T, B, A) input currents -> (T, B, A) membrane voltages."""
+
+    update_ops = LI_OPS
 
     def __init__(self, tau_mem: float, impl: NeuronImpl = "fused"):
         super().__init__()

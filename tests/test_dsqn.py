@@ -4,7 +4,7 @@ from norse.torch.functional.lif_box import LIFBoxFeedForwardState, LIFBoxParamet
 from torch import nn
 
 from compare.app.resolve import resolve_settings
-from compare.core.accounting import JOULES_PER_AC, JOULES_PER_MAC, CostMeter, synaptic_ops
+from compare.core.accounting import CostMeter, synaptic_ops
 from compare.core.errors import UsageError
 from compare.core.networks import build_ann
 from direct.dsqn import DSQNOptions, SpikingQNetwork, build_dsqn, decode
@@ -141,7 +141,8 @@ def test_cost_of_a_tiny_spiking_network_matches_hand_count():
     assert stats["macs_per_decision"] == 2        # the analog input layer, computed once
     assert stats["synops_per_decision"] == 9      # 3 spikes x fan-out 3
     assert stats["firing_rate"] == {"lifs.0": pytest.approx(0.5)}
-    assert stats["energy_per_decision_j"] == pytest.approx(2 * JOULES_PER_MAC + 9 * JOULES_PER_AC)
+    # the compute-only model: 4.6 pJ per float MAC, 0.9 pJ per accumulate (the input 2.0 is analog)
+    assert stats["energy"]["compute"]["once"]["total_j"] == pytest.approx(2 * 4.6e-12 + 9 * 0.9e-12)
 
 
 def test_ann_cost_is_its_macs():

@@ -9,7 +9,7 @@ import torch
 from conftest import assert_clean_error, compare
 
 from compare.app.resolve import resolve_settings
-from compare.core.accounting import JOULES_PER_MAC, CostMeter
+from compare.core.accounting import CostMeter
 from direct.dsqn import DSQNOptions, build_dsqn
 
 pytestmark = pytest.mark.slow  # `make test-fast` leaves it out (minutes of subprocess runs)
@@ -155,14 +155,16 @@ def test_the_nature_cnn_dsqn_first_layer_under_both_conventions():
     torch.manual_seed(0)
     net = build_dsqn(DSQNOptions(timesteps=8), "atari", (4, 84, 84), 4)
     with CostMeter(net) as cost, torch.no_grad():
-        net(torch.zeros(2, 4, 84, 84, dtype=torch.uint8))  # no bias, zero frames: no spikes
-    block = cost.summary()["first_layer"]
+        net(torch.full((2, 4, 84, 84), 128, dtype=torch.uint8))  # analog frames
+    summary = cost.summary()
+    block = summary["energy"]["compute"]
     conv1 = 20 * 20 * 32 * 4 * 8 * 8
-    assert block["once"]["macs_per_decision"] == conv1
-    assert block["per_step"]["macs_per_decision"] == 8 * conv1
-    assert block["once"]["energy_per_decision_j"] * 1e6 == pytest.approx(15.07, abs=0.01)
-    assert block["per_step"]["energy_per_decision_j"] * 1e6 == pytest.approx(120.6, abs=0.1)
-    assert block["per_step"]["energy_per_decision_j"] == pytest.approx(8 * conv1 * JOULES_PER_MAC)
+    assert summary["macs_per_decision"] == conv1
+    first = [layer for layer in summary["counts"]["synapses"] if layer["role"] == "static"]
+    assert len(first) == 1 and first[0]["dense"] == conv1 and first[0]["input"] == "analog"
+    assert conv1 * 4.6e-12 * 1e6 == pytest.approx(15.07, abs=0.01)  # the first layer once
+    # per step, the first layer's MACs 7 more times; everything else the same
+    assert block["per_step"]["total_j"] - block["once"]["total_j"] == pytest.approx(7 * conv1 * 4.6e-12)
 
 
 def test_tan2021_conversion_is_labelled_as_tans(variants, tmp_path):

@@ -52,7 +52,7 @@ def test_dsqn_on_breakout_records_scores_and_the_cost_of_each_decision(tmp_path)
     # on Atari frames (no spikes, no synops); the default data-driven init makes every layer fire.
     assert all(rate > 0 for rate in neuro["firing_rate"].values()), neuro["firing_rate"]
     assert neuro["synops_per_decision"] > 0 and not result["silent_layers"]
-    assert neuro["energy_per_decision_j"] == pytest.approx(
+    assert neuro["energy"]["compute"]["once"]["total_j"] == pytest.approx(
         neuro["macs_per_decision"] * 4.6e-12 + neuro["synops_per_decision"] * 0.9e-12)
 
 

@@ -30,14 +30,14 @@ def test_the_dsqn_declares_its_roles_and_t_from_its_structure(family, shape, opt
     declared = net.cost_roles()
     assert roles(net) == expected and declared.timesteps == options.timesteps
     assert [m for m, _ in declared.synapses] == list(net.synapses)
-    assert declared.neurons == tuple(net.lifs)
+    assert [m for m, _ in declared.neurons] == list(net.lifs)
     assert net.input_divisor == (options.input_divisor if family == "atari" else None)
 
 
 def test_the_hybrid_actor_declares_its_encoder_and_its_spiking_output():
     vector = SpikingActor(HybridOptions(), "classic", (4,), 2)
     assert roles(vector) == [SPIKES] * 3  # the encoder's spikes drive the first layer
-    assert vector.cost_roles().neurons == (vector.encoder, *vector.lifs) and len(vector.lifs) == 3
+    assert [m for m, _ in vector.cost_roles().neurons] == [vector.encoder, *vector.lifs] and len(vector.lifs) == 3
     pixels = SpikingActor(HybridOptions(decoder="membrane"), "atari", (4, 84, 84), 4)
     assert roles(pixels) == [STATIC] + [SPIKES] * 4 and len(pixels.lifs) == 4 and pixels.output is not None
 

@@ -1,26 +1,21 @@
-"""Cost of a decision: MACs, synaptic operations, firing rates and 45 nm energy.
+"""Cost of a decision: operations, neuron updates, spikes and firing rates, counted once.
 
 One accounting for every method. `CostMeter` hooks a network's synaptic layers (Conv2d,
-Linear) and spiking-neuron layers while it decides, in the roles the network declares
+Linear) and neuron layers while it decides, in the roles the network declares
 (`compare.core.spiking.SpikingNetwork.cost_roles`; an ANN declares none: all analog, T = 1):
-- a synaptic layer fed analog values costs its dense multiply-accumulates (MACs);
-- a synaptic layer fed spikes costs one accumulate per spike and outgoing synapse: input
-  spikes x fan-out, summed over T, counted exactly (borders and strides included): each
-  convolution's fan-out map (synapses driven from each input position) is built once per
-  input shape, and a batch's spikes are summed over it;
-- a spiking-neuron layer reports its spikes, for firing rates.
+- a synaptic layer costs its dense multiply-accumulates (MACs) and the accumulates of its
+  non-zero inputs: each non-zero input (a spike) x its fan-out, summed over T, counted exactly
+  (borders and strides included): each convolution's fan-out map (synapses driven from each
+  input position) is built once per input shape, and a batch's inputs are summed over it;
+- a neuron layer reports its updates and spikes (firing rates, membrane updates).
 Counts stay on the network's device until `summary()` or `firing()` reads them (one sync).
-Energy (Horowitz 2014, 45 nm): 4.6 pJ per 32-bit float MAC, 0.9 pJ per accumulate.
-
-Two conventions for the first (analog-input) layer of a network that runs T steps per decision
-(role `static`: it sees the same observation at every step): `once`, its MACs charged once per
-decision, as our networks compute it (its current is held for T steps); and `per_step`, charged
-at every step, as most SNN energy papers with direct encoding count it (the chip recomputes
-it). Both are in the `neuro` block; `compare table --energy` picks one.
+`summary()` writes them per decision (`counts`), the energy under every model of
+`compare.core.energy` (`energy`), and NeuroBench's metrics (`neurobench`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -28,13 +23,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from compare.core.spiking import ANALOG, SPIKES, STATIC, SYNAPSES, SpikingNetwork
+from compare.core.energy import FLOAT_BITS, all_estimates
+from compare.core.spiking import ANALOG, SPIKES, SYNAPSES, SpikingNetwork
 
 SATURATED_RATE = 0.99  # a spiking layer firing at nearly every step carries no more information than a constant
-JOULES_PER_MAC = 4.6e-12
-JOULES_PER_AC = 0.9e-12
-ENERGY_CAVEAT = ("45 nm compute only (Horowitz 2014); with data movement modelled, SNNs need "
-                 "spike rates below ~6% to beat quantized ANNs (arXiv 2409.08290)")
+ENERGY_NOTE = ("estimates under three models (compare.core.energy): compute only, + neuron updates, "
+               "+ memory traffic; 45 nm (Horowitz 2014), SRAM after Lemaire et al. 2022")
+
+
+class QuantizedNetwork(nn.Module):
+    """Base of an ANN that computes at integer precision: the widths its energy is priced at."""
+
+    weight_bits: int
+    activation_bits: int
 
 
 def dense_macs(layer: nn.Module, inputs: torch.Tensor, outputs: torch.Tensor) -> int:
@@ -100,12 +101,18 @@ class LayerCount:
     dense: int = 0                                 # every input x every synapse (NeuroBench's Dense)
     binary: bool = True                            # every input seen was in {-1, 0, 1}
     counts: dict = field(default_factory=dict)     # input shape -> (counts, every synapse, non-zero weights)
+    passes: int = 0                                # inputs (batch elements) it was applied to
+    input_size: int = 0                            # elements of one input
+    output_size: int = 0                           # elements of one output
 
     def add(self, module: nn.Module, shape: torch.Size, counts: torch.Tensor) -> None:
         if shape not in self.counts:
             self.counts[shape] = (torch.zeros_like(counts), fan_out_map(module, shape).flatten(),
                                   fan_out_map(module, shape, nonzero_weights=True).flatten())
         self.counts[shape][0].add_(counts)
+
+    def nonzero_inputs(self) -> float:
+        return sum(float(c.sum()) for c, _, _ in self.counts.values())
 
     def operations(self, nonzero_weights: bool) -> float:
         """Sum over inputs of each one's fan-out (of non-zero weights only, or of every synapse)."""
@@ -129,13 +136,18 @@ class CostMeter:
             if unknown:  # a layer the network forgot to declare would be costed in no role
                 raise TypeError(f"{type(network).__name__}.cost_roles() leaves out {len(unknown)} synaptic layer(s)")
         names = {module: name for name, module in network.named_modules()}
-        self._neurons = {} if roles is None else {m: names[m] for m in roles.neurons}
+        self._neurons = {} if roles is None else {m: names[m] for m, _ in roles.neurons}
+        self._neuron_ops = {} if roles is None else {names[m]: ops for m, ops in (*roles.neurons, *roles.integrators)}
+        self._integrators = {} if roles is None else {m: names[m] for m, _ in roles.integrators}
+        self.precision = ((network.weight_bits, network.activation_bits) if isinstance(network, QuantizedNetwork)
+                          else (FLOAT_BITS, FLOAT_BITS))
         # what NeuroBench's activation sparsity reads: spiking layers, or an ANN's ReLUs
         self._relus = {} if roles is not None else {m: names[m] for m in network.modules() if isinstance(m, nn.ReLU)}
         self._layers = {m: LayerCount(names[m], role) for m, role in self._roles.items()}
         self.decisions = 0
         self._spikes: dict[str, torch.Tensor | float] = defaultdict(float)
         self.neuron_steps: dict[str, int] = defaultdict(int)
+        self.integrator_steps: dict[str, int] = defaultdict(int)   # non-spiking neuron layers
         self._active: dict[str, torch.Tensor | float] = defaultdict(float)   # ReLU outputs above 0
         self._relu_outputs: dict[str, int] = defaultdict(int)
         self._handles: list = []
@@ -149,6 +161,9 @@ class CostMeter:
                 self._handles.append(module.register_forward_hook(self._activation_counter(name)))
         for module, name in self._neurons.items():
             self._handles.append(module.register_forward_hook(self._spike_counter(name)))
+        if self.synapses:
+            for module, name in self._integrators.items():
+                self._handles.append(module.register_forward_hook(self._update_counter(name)))
         return self
 
     def __exit__(self, *exc) -> None:
@@ -162,6 +177,8 @@ class CostMeter:
     def _count_synapses(self, module, inputs, output) -> None:
         role, x, layer = self._roles[module], inputs[0].detach(), self._layers[module]
         layer.dense += dense_macs(module, x, output)
+        layer.passes += x.shape[0]
+        layer.input_size, layer.output_size = x[0].numel(), output[0].numel()
         if role == SPIKES:  # 0/1 spikes: their count is the count of non-zero inputs
             counts = x.sum(dim=0)
         else:
@@ -175,6 +192,11 @@ class CostMeter:
             # summed in float32 (exact below 2^24 spikes per call), accumulated in float64
             self._spikes[name] = self._spikes[name] + output.detach().sum().double()
             self.neuron_steps[name] += output.numel()
+        return hook
+
+    def _update_counter(self, name: str):
+        def hook(module, inputs, output) -> None:
+            self.integrator_steps[name] += output.numel()
         return hook
 
     def _activation_counter(self, name: str):
@@ -191,29 +213,39 @@ class CostMeter:
         n = max(1, self.decisions)
         synops = sum(layer.operations(nonzero_weights=False) for layer in self._layers.values()
                      if layer.role == SPIKES) / n
-        # dense MACs of the layers fed real values; a static one's again at each further step
+        # dense MACs of the layers fed real values, a static one's counted once per decision
         macs = sum(layer.dense for layer in self._layers.values() if layer.role != SPIKES) / n
-        static = sum(layer.dense for layer in self._layers.values() if layer.role == STATIC) / n
-        per_step_macs = macs + (self.timesteps - 1) * static
-        conventions = {name: {"macs_per_decision": m,
-                              "energy_per_decision_j": m * JOULES_PER_MAC + synops * JOULES_PER_AC}
-                       for name, m in (("once", macs), ("per_step", per_step_macs))}
         block = {"timesteps": self.timesteps,
                  "macs_per_decision": macs,
                  "synops_per_decision": synops,
-                 "energy_per_decision_j": conventions["once"]["energy_per_decision_j"],
-                 "first_layer": conventions,   # energy under both conventions (module docstring)
-                 "decisions": self.decisions,
-                 "energy_note": ENERGY_CAVEAT}
+                 "decisions": self.decisions}
         spikes = self._spike_totals()
+        if self.synapses:
+            counts = self.counts(spikes)
+            block.update({"counts": counts, "energy": all_estimates(counts), "energy_note": ENERGY_NOTE,
+                          "neurobench": self.neurobench(spikes)})
         firing = self.firing(spikes)
         if firing:
             total = sum(self.neuron_steps.values())
             block.update({"firing_rate": firing["firing_rate"],
                           "mean_firing_rate": sum(spikes.values()) / total, **firing})
-        if self.synapses:
-            block["neurobench"] = self.neurobench(spikes)
         return block
+
+    def counts(self, spikes: dict[str, float]) -> dict:
+        """What the energy models price (`compare.core.energy`), per decision."""
+        n = max(1, self.decisions)
+        synapses = [{"name": layer.name, "role": layer.role,
+                     "input": "spikes" if layer.role == SPIKES else "binary" if layer.binary else "analog",
+                     "dense": layer.dense / n, "accumulates": layer.operations(nonzero_weights=False) / n,
+                     "nonzero_inputs": layer.nonzero_inputs() / n, "passes": layer.passes / n,
+                     "input_size": layer.input_size, "output_size": layer.output_size,
+                     "weights": module.weight.numel(), "bias": module.bias is not None}
+                    for module, layer in self._layers.items()]
+        neurons = [{"name": name, "updates": steps / n, "spikes": spikes.get(name, 0.0) / n,
+                    **dataclasses.asdict(self._neuron_ops[name])}
+                   for name, steps in (*self.neuron_steps.items(), *self.integrator_steps.items())]
+        return {"timesteps": self.timesteps, "weight_bits": self.precision[0], "activation_bits": self.precision[1],
+                "synapses": synapses, "neurons": neurons, "activations": sum(self._relu_outputs.values()) / n}
 
     def neurobench(self, spikes: dict[str, float]) -> dict:
         """The network's counts in NeuroBench's terms (README, "Cost of a decision"), per decision."""

@@ -8,8 +8,9 @@ synaptic layers (`cost_roles`), which is all `compare.core.accounting` needs to 
 - `ANALOG`: fed other real values (a readout of mean spike rates), dense MACs;
 - `SPIKES`: fed spikes, one accumulate per spike and synapse it drives;
 
-and its spiking-neuron layers (firing rates). A network that is not a `SpikingNetwork` is an
-ANN: T = 1 and every synaptic layer `ANALOG`.
+and its stateful neuron layers, each with the arithmetic of one update (`NeuronOps`): the
+spiking ones (firing rates, membrane updates) and non-spiking integrators (a membrane readout).
+A network that is not a `SpikingNetwork` is an ANN: T = 1 and every synaptic layer `ANALOG`.
 
 `SpikingStack` is the builder: it interleaves a family's synapse stack
 (`compare.core.networks.synapse_stack`, the ANN's own layers) with layers from a neuron factory,
@@ -35,10 +36,29 @@ SYNAPSES = (nn.Conv2d, nn.Linear)
 
 
 @dataclass(frozen=True)
+class NeuronOps:
+    """The arithmetic of one neuron's update at one time step, as the layer computes it (what an
+    energy model prices), and the state words it keeps between steps."""
+    adds: int
+    mults: int
+    state_words: int = 1
+
+
+# v <- v + (x - v) / tau (two adds, one multiply), then the threshold comparison (one add)
+LIF_OPS = NeuronOps(adds=3, mults=1)
+# v <- v + x, then the threshold comparison (integrate-and-fire; its reset by subtraction on a
+# spike is not counted)
+IAF_OPS = NeuronOps(adds=2, mults=0)
+# v <- v + (x - v) / tau, no threshold (a non-spiking membrane readout)
+LI_OPS = NeuronOps(adds=2, mults=1)
+
+
+@dataclass(frozen=True)
 class CostRoles:
     timesteps: int
-    synapses: tuple[tuple[nn.Module, Role], ...]   # every synaptic layer, input to output
-    neurons: tuple[nn.Module, ...]                 # spiking-neuron layers (their output: spikes)
+    synapses: tuple[tuple[nn.Module, Role], ...]    # every synaptic layer, input to output
+    neurons: tuple[tuple[nn.Module, NeuronOps], ...]  # spiking-neuron layers (their output: spikes)
+    integrators: tuple[tuple[nn.Module, NeuronOps], ...] = ()  # non-spiking neuron layers
 
 
 def stack_roles(synapses: Sequence[nn.Module], first: Role, last: Role = SPIKES) -> tuple[tuple[nn.Module, Role], ...]:
@@ -73,7 +93,8 @@ def all_steps(layer: nn.Module, s: torch.Tensor) -> torch.Tensor:
 class SpikingStack(SpikingNetwork):
     """A synapse stack interleaved with neuron layers, time-major, T steps per decision.
 
-    `neuron()` builds the spiking layer after every synaptic layer but the last. After the last
+    `neuron()` builds the spiking layer after every synaptic layer but the last. Neuron layers,
+    the encoder and the integrator state what one update computes (`update_ops`, a `NeuronOps`). After the last
     (`last`): `"spiking"`, one more `neuron()`; `"integrator"`, the non-spiking `integrator`
     (a membrane readout); `"rate"`, nothing: the last layer reads the mean spike rate of the
     layer before it. Neuron layers take (T, B, ...) currents, or a static (B, ...) current and
@@ -97,7 +118,8 @@ class SpikingStack(SpikingNetwork):
         encoder = () if self.encoder is None else (self.encoder,)
         return CostRoles(self.timesteps,
                          stack_roles(self.synapses, SPIKES if encoder else STATIC, ANALOG if self.last == "rate" else SPIKES),
-                         (*encoder, *self.lifs))
+                         tuple((m, m.update_ops) for m in (*encoder, *self.lifs)),
+                         () if self.output is None else ((self.output, self.output.update_ops),))
 
     def init_layers(self) -> list[tuple[nn.Module, str]]:
         """(synaptic layer, name of the neuron layer it drives) for every spiking layer after a
