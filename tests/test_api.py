@@ -31,7 +31,7 @@ def test_the_readme_notebook_example_runs(tmp_path, monkeypatch, capsys):
         config = json.loads((run_dir / "config.json").read_text())
         score = json.loads((run_dir / "eval.json").read_text())["mean_return"]
         assert frame.loc[frame["method"] == config["method"], "mean"].item() == pytest.approx(score)
-    assert "energy_ratio_to_ann" in capsys.readouterr().out
+    assert "energy_ratio_to_ann_memory" in capsys.readouterr().out
 
 
 def test_api_settings_are_the_clis(tmp_path):

@@ -134,21 +134,59 @@ def test_best_eval_takes_the_best_periodic_evaluation(tmp_path):
     assert "optimistic" in best["conventions"] and "final evaluation" in final["conventions"]
 
 
-def test_energy_convention_picks_the_first_layer_rule(tmp_path):
-    # dsqn at T=8: 1,000 MACs in the first layer, 50 synaptic operations.
+def layer_counts(role, kind, dense=0.0, accumulates=0.0, passes=1.0, nonzero=0.0):
+    return {"name": f"{role}{dense}", "role": role, "input": kind, "dense": dense, "accumulates": accumulates,
+            "nonzero_inputs": nonzero, "passes": passes, "input_size": 10, "output_size": 10, "weights": 100,
+            "bias": False}
+
+
+def neuro_of(timesteps, synapses, neurons=(), bits=32, rate=None):
+    counts = {"timesteps": timesteps, "weight_bits": bits, "activation_bits": bits, "synapses": list(synapses),
+              "neurons": list(neurons), "activations": 0.0}
+    return {"timesteps": timesteps, "counts": counts, **({} if rate is None else {"mean_firing_rate": rate})}
+
+
+def test_energy_models_and_the_first_layer_rule_in_the_table(tmp_path):
+    # dsqn at T=8: 1,000 MACs in the first layer, 50 accumulates fed by spikes; the ANN 2,000 MACs
     once, per_step = 1000 * 4.6e-12 + 50 * 0.9e-12, 8000 * 4.6e-12 + 50 * 0.9e-12
-    snn = {"timesteps": 8, "energy_per_decision_j": once,
-           "first_layer": {"once": {"energy_per_decision_j": once}, "per_step": {"energy_per_decision_j": per_step}}}
-    ann = {"timesteps": 1, "energy_per_decision_j": 2000 * 4.6e-12}
+    snn = neuro_of(8, [layer_counts("static", "analog", dense=1000), layer_counts("spikes", "spikes", 4000, 50, 8, 5)],
+                   [{"name": "lif", "updates": 80.0, "spikes": 5.0, "adds": 3, "mults": 1, "state_words": 1}], rate=0.0625)
     write_run(tmp_path, "s", "dsqn", 0, final=10.0, neuro=snn)
-    write_run(tmp_path, "a", "dqn", 0, final=10.0, neuro=ann)
+    write_run(tmp_path, "a", "dqn", 0, final=10.0, neuro=neuro_of(1, [layer_counts("analog", "analog", dense=2000)]))
+    # an int8 network (its counts say so, whatever its method): 2,000 MACs at 0.2 + 0.1 pJ
+    write_run(tmp_path, "q", "ppo", 0, final=10.0, neuro=neuro_of(1, [layer_counts("analog", "analog", dense=2000)],
+                                                                   bits=8))
     (default,), _ = table_json(tmp_path)
-    (charged_once,), _ = table_json(tmp_path, "--energy", "once")
+    (charged_once,), _ = table_json(tmp_path, "--energy", "once", "--energy-model", "compute")
     assert default["energy"] == "per-step" and "every time step" in default["conventions"]
-    assert default["aggregates"]["dsqn"]["energy_uj"] == pytest.approx(per_step * 1e6)
-    assert default["aggregates"]["dsqn"]["energy_ratio_to_ann"] == pytest.approx(per_step / (2000 * 4.6e-12))
-    assert charged_once["aggregates"]["dsqn"]["energy_uj"] == pytest.approx(once * 1e6)
-    assert charged_once["aggregates"]["dsqn"]["energy_ratio_to_ann"] == pytest.approx(once / (2000 * 4.6e-12))
+    assert default["energy_models"] == ["memory", "compute"] and "Lemaire" in default["conventions"]
+    dsqn = default["aggregates"]["dsqn"]
+    assert dsqn["energy_uj"]["compute"] == pytest.approx(per_step * 1e6)
+    assert dsqn["energy_ratio_to_ann"]["compute"] == pytest.approx(per_step / (2000 * 4.6e-12))
+    assert set(dsqn["energy_uj"]) == {"memory", "compute"} and dsqn["energy_uj"]["memory"] > dsqn["energy_uj"]["compute"]
+    assert charged_once["energy_models"] == ["compute"]
+    assert charged_once["aggregates"]["dsqn"]["energy_uj"] == {"compute": pytest.approx(once * 1e6)}
+    assert charged_once["aggregates"]["dsqn"]["energy_ratio_to_ann"]["compute"] == pytest.approx(once / (2000 * 4.6e-12))
+    # compute model, once: fixed 4.6 nJ (first layer), 45 pJ from 5 spikes: the int8 network's 600 pJ is
+    # below the fixed part, no rate would do; under per_step likewise
+    crossover = charged_once["aggregates"]["dsqn"]["crossover"]
+    assert crossover["against"] == "ppo" and crossover["model"] == "compute"
+    assert crossover["rate"] == {"CartPole-v1": None} and crossover["firing_rate"] == {"CartPole-v1": 0.0625}
+
+
+def test_the_crossover_rate_in_the_table_is_the_rate_at_which_the_snn_costs_the_int8_ann_s(tmp_path):
+    # compute model: the SNN's fixed part 100 x 0.9 pJ (binary first layer), 1,000 accumulates from
+    # spikes at rate 0.2 (900 pJ); the int8 network 2,000 MACs x 0.3 pJ = 600 pJ:
+    # 90 + 900 r / 0.2 = 600  ->  r = 0.1133
+    snn = neuro_of(4, [layer_counts("static", "binary", dense=400, accumulates=100, nonzero=10),
+                       layer_counts("spikes", "spikes", 4000, 1000, 4, 100)], rate=0.2)
+    write_run(tmp_path, "s", "dsqn", 0, final=10.0, neuro=snn)
+    write_run(tmp_path, "q", "ppo", 0, final=10.0, neuro=neuro_of(1, [layer_counts("analog", "analog", dense=2000)],
+                                                                   bits=8))
+    (table,), _ = table_json(tmp_path, "--energy", "once", "--energy-model", "compute")
+    assert table["aggregates"]["dsqn"]["crossover"]["rate"]["CartPole-v1"] == pytest.approx(0.2 * (600 - 90) / 900)
+    out = compare("table", "--results", tmp_path, "--energy", "once", "--energy-model", "compute").stdout
+    assert "crossover firing rate vs ppo, compute [its firing rate]" in out and "0.113 [0.2]" in out
 
 
 def test_the_nature_cnn_dsqn_first_layer_under_both_conventions():

@@ -51,3 +51,14 @@ def test_converted_cartpole_dqns_keep_their_scores_and_their_choices(cartpole_dq
         outcomes[seed] = (keeps and sweep[64]["mean_abs_q_error"] < sweep[8]["mean_abs_q_error"],
                           ann_return, {t: (e["mean_return"], e["conformance_decisive"]) for t, e in sweep.items()})
     assert sum(ok for ok, *_ in outcomes.values()) >= 2, outcomes
+
+
+def test_int8_quantized_cartpole_dqns_keep_95_percent_of_their_return(cartpole_dqns, tmp_path):
+    """The int8 baseline (converters/quantize.py) on three of the DQNs above: for at least two,
+    it scores at least 95% of its own ANN's return on the same evaluation episodes."""
+    outcomes = {}
+    for seed in (0, 1, 2):
+        record = json.loads((compare_run(tmp_path / str(seed), "--method", "quantize", "--source",
+                                         str(cartpole_dqns[seed])) / "eval.json").read_text())
+        outcomes[seed] = (record["mean_return"], record["ann_mean_return"])
+    assert sum(q >= 0.95 * a for q, a in outcomes.values()) >= 2, outcomes

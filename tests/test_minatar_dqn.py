@@ -38,3 +38,13 @@ def test_converted_minatar_dqn_keeps_90_percent_of_its_return(minatar_dqn, tmp_p
                           "--set", "validation_episodes=1")  # every T's entry is read, not the chosen T
     sweep = {e["timesteps"]: e["mean_return"] for e in json.loads((run_dir / "eval.json").read_text())["sweep"]}
     assert max(sweep.values()) >= 0.9 * ann_return, (ann_return, sweep)
+
+
+def test_int8_quantized_minatar_dqns_keep_95_percent_of_their_return(minatar_dqns, tmp_path):
+    """The int8 baseline (converters/quantize.py) on the three DQNs: for at least two, it scores
+    at least 95% of its own ANN's return on the same 100 evaluation episodes."""
+    outcomes = {}
+    for seed, source in minatar_dqns.items():
+        run_dir = compare_run(tmp_path / str(seed), "--method", "quantize", "--source", str(source))
+        outcomes[seed] = (final_return(run_dir), json.loads((run_dir / "eval.json").read_text())["ann_mean_return"])
+    assert sum(q >= 0.95 * a for q, a in outcomes.values()) >= 2, outcomes

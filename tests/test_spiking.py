@@ -1,5 +1,7 @@
 """The spiking-network declaration (compare.core.spiking) and the cost counts that read it."""
 
+import types
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -13,6 +15,7 @@ from converters.convert import ConvertedSNN, ConvertOptions
 from converters.hardware import ChipSNN, chip_layers, spiking_layers
 from direct.dsqn import DSQNOptions, build_dsqn
 from direct.hybrid import HybridOptions, SpikingActor
+from direct.neurons import LIFLayer
 
 
 def roles(network) -> list[str]:
@@ -137,16 +140,23 @@ def test_neurobench_counts_of_an_ann_read_its_relus():
 
 
 NEUROBENCH = "2.3.0"  # the newest release on the package index when this test was written
+SNNTORCH = "0.9.4"  # neurobench 2.3.0 requires snntorch >= 0.7.0 (its hooks import it); 0.9.4 meets that
 
 
 @pytest.mark.slow
 def test_neurobench_counts_the_same_operations_on_a_minatar_dsqn_and_its_ann(tmp_path, monkeypatch):
     """NeuroBench's own per-layer count (`single_layer_MACs`, what its SynapticOperations sums),
     installed on its own in a throwaway folder, on the very inputs each synaptic layer saw:
-    effective and dense operations, and whether they are accumulates, equal ours."""
-    target = throwaway_install(tmp_path / "neurobench", f"neurobench {NEUROBENCH}", f"neurobench=={NEUROBENCH}")
+    effective and dense operations, and whether they are accumulates, equal ours; and its
+    ActivationSparsity, read through its own hooks on the layers it would be told are the
+    activation modules (`add_activation_module`: the LIF layers; an ANN's ReLUs), equals ours."""
+    # its hooks import snntorch (for its neuron classes), installed beside it
+    target = throwaway_install(tmp_path / "neurobench", f"neurobench {NEUROBENCH}", f"neurobench=={NEUROBENCH}",
+                               f"snntorch=={SNNTORCH}")
     monkeypatch.syspath_prepend(str(target))
+    from neurobench.hooks.neuron import NeuronHook
     from neurobench.metrics.utils.layers import single_layer_MACs
+    from neurobench.metrics.workload import ActivationSparsity
 
     torch.manual_seed(0)
     obs = (torch.rand(8, 4, 10, 10) > 0.8).float()  # binary frames, as MinAtar's
@@ -158,10 +168,16 @@ def test_neurobench_counts_the_same_operations_on_a_minatar_dsqn_and_its_ann(tmp
             seen.setdefault(module, []).append(args[0].detach().clone())
 
         hooks = [m.register_forward_pre_hook(record) for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+        activations = [m for m in net.modules() if isinstance(m, (LIFLayer, nn.ReLU))]
+        theirs = types.SimpleNamespace(activation_hooks=[NeuronHook(m) for m in activations])
         with CostMeter(net) as meter, torch.no_grad():
             net(obs)
         for hook in hooks:
             hook.remove()
+        for hook in theirs.activation_hooks:
+            hook.close()
+        assert meter.summary()["neurobench"]["activation_sparsity"] == pytest.approx(
+            ActivationSparsity()(theirs, None, None), abs=1e-12)
         names = dict((m, n) for n, m in net.named_modules())
         ours = meter.summary()["neurobench"]["layers"]
         assert set(ours) == {names[m] for m in seen}

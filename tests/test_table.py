@@ -9,6 +9,7 @@ import torch
 from conftest import assert_clean_error, compare
 
 from compare.app.robustness import fgsm
+from compare.core.energy import estimate
 from compare.core.scores import human_normalized_score
 from compare.core.training import evaluate_saved_run, load_deployed
 
@@ -73,11 +74,12 @@ def test_table_cells_and_aggregates_match_the_run_files(store):
     convert = read(runs["convert", 0])
     assert agg["convert"]["timesteps"] == [convert["selected_timesteps"]]
     assert agg["convert"]["conformance"] == pytest.approx(convert["conformance"])
-    dsqn_energy = np.mean([read(runs["dsqn", s])["neuro"]["first_layer"]["per_step"]["energy_per_decision_j"]
-                           for s in (0, 1)])
-    dqn_energy = np.mean([read(runs["dqn", s])["neuro"]["energy_per_decision_j"] for s in (0, 1)])
-    assert agg["dsqn"]["energy_uj"] == pytest.approx(dsqn_energy * 1e6)
-    assert agg["dsqn"]["energy_ratio_to_ann"] == pytest.approx(dsqn_energy / dqn_energy)
+    for model in ("memory", "compute"):  # the default models, from the counts each eval.json records
+        dsqn_energy, dqn_energy = (np.mean([estimate(read(runs[m, s])["neuro"]["counts"], model, "per_step").total
+                                            for s in (0, 1)]) for m in ("dsqn", "dqn"))
+        assert read(runs["dsqn", 0])["neuro"]["energy"][model]["per_step"]["total_j"] > 0
+        assert agg["dsqn"]["energy_uj"][model] == pytest.approx(dsqn_energy * 1e6)
+        assert agg["dsqn"]["energy_ratio_to_ann"][model] == pytest.approx(dsqn_energy / dqn_energy)
 
 
 def test_markdown_table_prints_every_cell_and_says_what_it_read(store):

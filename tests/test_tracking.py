@@ -37,7 +37,9 @@ def test_a_training_run_writes_its_curves_for_tensorboard(tmp_path):
     assert tags["final/mean_return"] == [(3000, pytest.approx(final["mean_return"]))]
     for layer, rate in final["neuro"]["firing_rate"].items():
         assert tags[f"neuro/firing_rate/{layer}"] == [(3000, pytest.approx(rate))]
-    assert "final/energy_per_decision_uj_per_step" in tags
+    for model in ("compute", "compute+neurons", "memory"):
+        assert tags[f"final/energy_uj/{model}/per_step"] == [
+            (3000, pytest.approx(final["neuro"]["energy"][model]["per_step"]["total_j"] * 1e6))]
 
 
 def test_a_resumed_run_purges_the_events_after_its_checkpoint(tmp_path):

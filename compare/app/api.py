@@ -88,16 +88,18 @@ def export(run_dir: str | Path, target: str, out: str | Path, timesteps: int | N
                       echo=echo)
 
 
-TABLE_FIELDS = ("iqm", "iqm_ci", "p_improve_over_baseline", "p_improve_ci", "timesteps", "mean_firing_rate", "energy_uj",
-                "energy_ratio_to_ann", "conformance")
+TABLE_FIELDS = ("iqm", "iqm_ci", "p_improve_over_baseline", "p_improve_ci", "timesteps", "mean_firing_rate",
+                "conformance", "fraction_of_source_ann")
 
 
 def table(results: str | Path = DEFAULT_RESULTS, games: list[str] | None = None, methods: list[str] | None = None,
           score: str = "final", energy: str = "per-step", normalize: str = "auto", timesteps: str | int = "selected",
-          reference_scores: str | Path | None = None):
+          reference_scores: str | Path | None = None, energy_model: str = "default"):
     """`compare table` as a pandas DataFrame: one row per group, game and column (method variant)
     with the cell (mean, se = standard error over seeds with ddof 1, sd, seeds), the column's
-    aggregates and its verdict line (None for the reference column); `frame.attrs["skipped"]`
+    aggregates (energy per model: `energy_uj_<model>`, `energy_ratio_to_ann_<model>`; the crossover
+    firing rate against the group's int8 ANN, `crossover_rate`) and its verdict line (None for the
+    reference column); `frame.attrs["skipped"]`
     lists the runs left out and why. `timesteps`: "selected" (conversions: T chosen on validation
     episodes), "best-test" (optimistic) or a T."""
     import pandas as pd
@@ -111,7 +113,7 @@ def table(results: str | Path = DEFAULT_RESULTS, games: list[str] | None = None,
     if not records:
         raise UsageError(f"no usable finished runs under {results}/runs")
     rows = []
-    for t in build_tables(records, normalize, score, energy, references=references):
+    for t in build_tables(records, normalize, score, energy, references=references, energy_model=energy_model):
         for game in t["games"]:
             for column in t["columns"]:
                 c, a = t["cells"][game][column], t["aggregates"][column]
@@ -119,6 +121,9 @@ def table(results: str | Path = DEFAULT_RESULTS, games: list[str] | None = None,
                              "column": column, "method": t["column_methods"][column],
                              **{k: None if c is None else c[k] for k in ("mean", "se", "sd")},
                              "seeds": 0 if c is None else c["seeds"], **{k: a.get(k) for k in TABLE_FIELDS},
+                             **{f"{k}_{model}": a.get(k, {}).get(model) for model in t["energy_models"]
+                                for k in ("energy_uj", "energy_ratio_to_ann")},
+                             "crossover_rate": a.get("crossover", {}).get("rate", {}).get(game),
                              "verdict": t["verdicts"].get(column)})
     frame = pd.DataFrame(rows)
     frame.attrs["skipped"] = skipped

@@ -242,6 +242,9 @@ def _say(lines: list[str]) -> None:
               "& Tian 2019's statistic, a training statistic).")
 @click.option("--energy", type=click.Choice(["per-step", "once"]), default="per-step", show_default=True,
               help="First-layer energy convention of SNNs: charged at every time step, or once per decision.")
+@click.option("--energy-model", type=click.Choice(["default", "compute", "compute+neurons", "memory"]),
+              default="default", show_default=True, help="Energy model (compare.core.energy): compute only, + "
+              "neuron updates, + memory traffic (Lemaire et al. 2022); default: memory beside compute.")
 @click.option("--timesteps", default="selected", show_default=True, metavar="selected|best-test|N",
               help="convert runs: the T chosen on validation episodes, the best T on the reported test "
               "episodes (optimistic), or the sweep entry at T=N.")
@@ -250,7 +253,8 @@ def _say(lines: list[str]) -> None:
               "published figure's 250k).")
 @click.option("--reference", is_flag=True, help="Add published random, human and Nature DQN 2015 scores.")
 @click.option("--robustness", is_flag=True, help="Also show FGSM scores stored by `compare eval --attack`.")
-def table(results, fmt, games, methods, unit, reference_file, kind, energy, timesteps, at_step, reference, robustness):
+def table(results, fmt, games, methods, unit, reference_file, kind, energy, energy_model, timesteps, at_step, reference,
+          robustness):
     """The methods side by side: one table per protocol and budget, one column per method variant,
     with aggregate rows and, under each table, what the intervals allow to conclude."""
     import json as _json
@@ -261,7 +265,7 @@ def table(results, fmt, games, methods, unit, reference_file, kind, energy, time
     parse_operating_point(timesteps)  # bad input before any run is read
     references = read_references(reference_file) if reference_file else None
     records, summary = _read_for_report(results, games, methods, timesteps)
-    tables = build_tables(records, unit, kind, energy, reference, robustness, references, at_step)
+    tables = build_tables(records, unit, kind, energy, reference, robustness, references, at_step, energy_model)
     _say(summary)
     if fmt == "json":
         click.echo(_json.dumps(tables, indent=2))
@@ -293,12 +297,14 @@ def table(results, fmt, games, methods, unit, reference_file, kind, energy, time
               help="Score of the score-vs-energy figure (as in `compare table`).")
 @click.option("--energy", type=click.Choice(["per-step", "once"]), default="per-step", show_default=True,
               help="First-layer energy convention (as in `compare table`).")
+@click.option("--energy-model", type=click.Choice(["compute", "compute+neurons", "memory"]), default="memory",
+              show_default=True, help="Energy model of the score-vs-energy figure (as in `compare table`).")
 @click.option("--reference-scores", "reference_file", type=click.Path(dir_okay=False, path_type=Path),
               help="CSV replacing the shipped MinAtar/classic-control references (as in `compare table`).")
 @click.option("--curve", type=click.Choice(["episode", "train-ma100"]), default="episode", show_default=True,
               help="Learning curves: binned training-episode returns, or the 100-episode moving average (Young & "
               "Tian 2019's statistic; their published points are drawn on youngtian2019 runs).")
-def plot(results, out, games, methods, kind, energy, reference_file, curve):
+def plot(results, out, games, methods, kind, energy, energy_model, reference_file, curve):
     """PNG figures: learning curves, converted score and conformance against T, performance
     profiles, sample efficiency (IQM against steps), score against energy per decision. Figures
     that cannot be drawn are listed with the reason (stderr)."""
@@ -308,7 +314,7 @@ def plot(results, out, games, methods, kind, energy, reference_file, curve):
     references = read_references(reference_file) if reference_file else None
     records, summary = _read_for_report(results, games, methods)
     _say(summary)
-    written, skipped = write_plots(records, out, kind, energy, references, curve)
+    written, skipped = write_plots(records, out, kind, energy, references, curve, energy_model)
     for path in written:
         click.echo(str(path))
     for line in skipped:

@@ -37,6 +37,7 @@ from compare.app.table import (
     reproducible_rliable,
     score_matrix,
 )
+from compare.core.energy import MODELS
 from compare.core.errors import UsageError
 from compare.core.runstore import ensure_writable_dir, read_jsonl, write_file
 from compare.core.scores import (
@@ -194,13 +195,14 @@ def conversion_curve(group: Group, game: str, column: str, path: Path) -> Path |
     return path
 
 
-def score_vs_energy(group: Group, path: Path, kind: str = "final", energy: str = "per-step") -> Path | None:
+def score_vs_energy(group: Group, path: Path, kind: str = "final", energy: str = "per-step",
+                    model: str = "memory") -> Path | None:
     points = []
     for column in group.columns:
         for game in group.games:
-            runs = [r for r in group.cell_runs(game, column) if r.energy(energy)]
+            runs = [r for r in group.cell_runs(game, column) if r.energy(model, energy)]
             if runs:
-                points.append((column, game, np.mean([r.energy(energy) for r in runs]) * 1e6,
+                points.append((column, game, np.mean([r.energy(model, energy).total for r in runs]) * 1e6,
                                np.mean([r.score(kind) for r in runs])))
     if not points:
         return None
@@ -213,7 +215,7 @@ def score_vs_energy(group: Group, path: Path, kind: str = "final", energy: str =
         ax.scatter([x], [y], color=colours[column], marker=markers[game])
     handles = ([plt.Line2D([], [], color=c, marker="o", linestyle="", label=column) for column, c in colours.items()]
                + [plt.Line2D([], [], color="grey", marker=m, linestyle="", label=game) for game, m in markers.items()])
-    ax.set(xscale="log", xlabel=f"energy per decision (uJ, 45 nm compute estimate; {ENERGY_CONVENTIONS[energy][1]})",
+    ax.set(xscale="log", xlabel=f"energy per decision (uJ; model {model}: {MODELS[model]}; {ENERGY_CONVENTIONS[energy][1]})",
            ylabel=f"mean return ({kind.replace('-', ' ')} evaluation)", title=f"score vs energy: {group.label}")
     ax.xaxis.label.set_fontsize(8)
     ax.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2))
@@ -300,10 +302,14 @@ def sample_efficiency(group: Group, unit: str, refs: dict[str, Reference], path:
 
 
 def write_plots(records: list[RunRecord], out: Path, kind: str = "final", energy: str = "per-step",
-                references: dict[str, Reference] | None = None, curve: str = "episode") -> tuple[list[Path], list[str]]:
+                references: dict[str, Reference] | None = None, curve: str = "episode",
+                energy_model: str = "memory") -> tuple[list[Path], list[str]]:
     """Every figure of every group; (the files written, one line per figure not drawn and why).
-    `curve`: what the learning curves show (CURVES)."""
+    `curve`: what the learning curves show (CURVES); `energy_model`: the score-vs-energy
+    figure's (compare.core.energy.MODELS)."""
     check_conventions(kind, energy)
+    if energy_model not in MODELS:
+        raise UsageError(f"--energy-model {energy_model!r}: allowed: {', '.join(MODELS)}")
     if curve not in CURVES:
         raise UsageError(f"--curve {curve!r}: allowed: {', '.join(CURVES)}")
     out = ensure_writable_dir(out)
@@ -334,6 +340,7 @@ def write_plots(records: list[RunRecord], out: Path, kind: str = "final", energy
             keep(sample_efficiency(group, unit, refs, out / f"sample_efficiency__{tag}.png"),
                  f"sample efficiency, {group.label}", "fewer than two evaluation steps shared by a column's runs "
                  "(periodic evaluations: evals.jsonl)")
-        keep(score_vs_energy(group, out / f"score_vs_energy__{tag}.png", kind, energy),
-             f"score vs energy, {group.label}", "no run recorded its energy")
+        keep(score_vs_energy(group, out / f"score_vs_energy__{tag}.png", kind, energy, energy_model),
+             f"score vs energy, {group.label}", "no run recorded the counts its energy is estimated from "
+             "(neuro.counts; runs made before the energy models)")
     return written, skipped

@@ -43,6 +43,7 @@ from rliable import metrics
 
 from compare.app.resolve import setting_owners, setting_text
 from compare.app.robustness import ROBUSTNESS, stored_robustness
+from compare.core.energy import FLOAT_BITS, MODELS, Estimate, crossover_rate, estimate
 from compare.core.envs import resolve_env
 from compare.core.errors import UsageError
 from compare.core.evaluation import best_on_test, select_operating_point
@@ -76,6 +77,9 @@ SCORE_KINDS = {"final": "final evaluation",
                               "statistic; a training statistic: exploration on)"}
 ENERGY_CONVENTIONS = {"per-step": ("per_step", "first layer charged at every time step"),
                       "once": ("once", "first layer charged once per decision")}
+# `--energy-model default`: the memory-inclusive model beside the compute-only one
+ENERGY_MODEL_CHOICES = {"default": ("memory", "compute"), **{name: (name,) for name in MODELS}}
+INT8 = (8, 8)  # the quantized ANN a spiking column's crossover rate is computed against
 
 
 def method_order(name: str) -> tuple:
@@ -182,16 +186,19 @@ class RunRecord:
         return [float(r["mean_return"]) for r in read_jsonl(self.path / "evals.jsonl")
                 if isinstance(r, dict) and isinstance(r.get("mean_return"), (int, float))]
 
-    def energy(self, convention: str = "per-step") -> float | None:
-        """Joules per decision under a first-layer convention (ENERGY_CONVENTIONS); None when the
-        run predates the record of both and its T > 1."""
-        key = ENERGY_CONVENTIONS[convention][0]
-        both = self.neuro.get("first_layer")
-        if isinstance(both, dict) and key in both:
-            return float(both[key]["energy_per_decision_j"])
-        if "energy_per_decision_j" in self.neuro and (key == "once" or int(self.neuro.get("timesteps", 1)) == 1):
-            return float(self.neuro["energy_per_decision_j"])
-        return None
+    def energy(self, model: str, convention: str = "per-step") -> Estimate | None:
+        """Joules per decision under an energy model (compare.core.energy) and a first-layer
+        convention (ENERGY_CONVENTIONS), from the counts in eval.json; None for a run recorded
+        before the counts were (rerun it to cost it)."""
+        counts = self.neuro.get("counts")
+        return None if counts is None else estimate(counts, model, ENERGY_CONVENTIONS[convention][0])
+
+    @property
+    def integer_bits(self) -> tuple[int, int] | None:
+        """(weight, activation) bits of a network that computes in integers, else None."""
+        counts = self.neuro.get("counts") or {}
+        bits = (counts.get("weight_bits", FLOAT_BITS), counts.get("activation_bits", FLOAT_BITS))
+        return None if bits == (FLOAT_BITS, FLOAT_BITS) else bits
 
 
 @dataclass
@@ -458,7 +465,8 @@ def bootstrap(scores: dict, statistic) -> tuple[dict, dict]:
 
 
 def aggregates(group: Group, column: str, unit: str, kind: str = "final", energy: str = "per-step",
-               references: dict[str, Reference] | None = None) -> dict:
+               references: dict[str, Reference] | None = None,
+               energy_models: tuple[str, ...] = ENERGY_MODEL_CHOICES["default"]) -> dict:
     """The aggregate rows of one column in one group."""
     games = [g for g in group.games if group.cell_runs(g, column)]
     runs = [r for r in group.runs if r.column == column]
@@ -490,21 +498,60 @@ def aggregates(group: Group, column: str, unit: str, kind: str = "final", energy
     rates = [r.neuro["mean_firing_rate"] for r in runs if r.neuro.get("mean_firing_rate") is not None]
     if rates:
         out["mean_firing_rate"] = float(np.mean(rates))
-    energies = [e for e in (r.energy(energy) for r in runs) if e is not None]
-    if energies:
-        out["energy_uj"] = float(np.mean(energies)) * 1e6
-        ratios = []
-        for game in games if baseline is not None and method != ann_method else []:
-            mine = [e for e in (r.energy(energy) for r in group.cell_runs(game, column)) if e is not None]
-            theirs = [e for e in (r.energy(energy) for r in group.cell_runs(game, baseline)) if e]
-            if mine and theirs:
-                ratios.append(np.mean(mine) / np.mean(theirs))
-        if ratios:
-            out["energy_ratio_to_ann"] = float(np.mean(ratios))
-            out["ann"] = baseline
+    out.update(energy_aggregates(group, column, runs, games, baseline if method != ann_method else None,
+                                 energy, energy_models))
     conformance = [r.result["conformance"] for r in runs if r.result.get("conformance") is not None]
     if conformance:
         out["conformance"] = float(np.mean(conformance))
+    fractions = []
+    for game in games:  # a derived run's score over its source ANN's, on the same episodes
+        pairs = [(r.result["mean_return"], r.result["ann_mean_return"]) for r in group.cell_runs(game, column)
+                 if isinstance(r.result.get("ann_mean_return"), (int, float))]
+        if pairs and np.mean([a for _, a in pairs]) != 0:
+            fractions.append(np.mean([m for m, _ in pairs]) / np.mean([a for _, a in pairs]))
+    if fractions:
+        out["fraction_of_source_ann"] = float(np.mean(fractions))
+    return out
+
+
+def energy_aggregates(group: Group, column: str, runs: list[RunRecord], games: list[str], baseline: str | None,
+                      convention: str, models: tuple[str, ...]) -> dict:
+    """Energy per decision (uJ) and its ratio to the baseline ANN's under each model, and for a
+    spiking column the crossover: per game, the mean firing rate below which it would cost less
+    than the int8 ANN of the group (under the memory model, or the first one shown)."""
+    out: dict = {}
+
+    def mean_estimate(cell_runs: list[RunRecord], model: str) -> Estimate | None:
+        found = [e for e in (r.energy(model, convention) for r in cell_runs) if e is not None]
+        return Estimate(float(np.mean([e.fixed for e in found])), float(np.mean([e.spiking for e in found]))) \
+            if found else None
+
+    for model in models:
+        energies = [e.total for e in (r.energy(model, convention) for r in runs) if e is not None]
+        if not energies:
+            continue
+        out.setdefault("energy_uj", {})[model] = float(np.mean(energies)) * 1e6
+        ratios = []
+        for game in games if baseline is not None else []:
+            mine, theirs = (mean_estimate(group.cell_runs(game, c), model) for c in (column, baseline))
+            if mine and theirs and theirs.total:
+                ratios.append(mine.total / theirs.total)
+        if ratios:
+            out.setdefault("energy_ratio_to_ann", {})[model] = float(np.mean(ratios))
+            out["ann"] = baseline
+    int8 = next((c for c in group.columns if any(r.integer_bits == INT8 for r in group.runs if r.column == c)), None)
+    if int8 is not None and any(r.neuro.get("mean_firing_rate") is not None for r in runs):
+        model = "memory" if "memory" in models else models[0]
+        rates, actual = {}, {}
+        for game in games:
+            snn, other = mean_estimate(group.cell_runs(game, column), model), mean_estimate(group.cell_runs(game, int8), model)
+            fired = [r.neuro["mean_firing_rate"] for r in group.cell_runs(game, column)
+                     if r.neuro.get("mean_firing_rate") is not None]
+            if snn and other and fired:
+                actual[game] = float(np.mean(fired))
+                rates[game] = crossover_rate(snn, actual[game], other.total)
+        if rates:
+            out["crossover"] = {"model": model, "against": int8, "rate": rates, "firing_rate": actual}
     return out
 
 
@@ -554,15 +601,19 @@ def verdict(column: str, a: dict) -> str | None:
                    if n < FEW_SEEDS else "")
 
 
-def check_conventions(kind: str, energy: str) -> None:
+def check_conventions(kind: str, energy: str, energy_model: str = "default") -> None:
     if kind not in SCORE_KINDS:
         raise UsageError(f"--score {kind!r}: allowed: {', '.join(SCORE_KINDS)}")
     if energy not in ENERGY_CONVENTIONS:
         raise UsageError(f"--energy {energy!r}: allowed: {', '.join(ENERGY_CONVENTIONS)}")
+    if energy_model not in ENERGY_MODEL_CHOICES:
+        raise UsageError(f"--energy-model {energy_model!r}: allowed: {', '.join(ENERGY_MODEL_CHOICES)}")
 
 
-def conventions_line(kind: str, energy: str, unit: str = "raw") -> str:
-    return f"{CELL_UNCERTAINTY}; unit: {UNITS[unit]}; score: {SCORE_KINDS[kind]}; energy: {ENERGY_CONVENTIONS[energy][1]}"
+def conventions_line(kind: str, energy: str, unit: str = "raw", energy_model: str = "default") -> str:
+    models = "; ".join(f"{m}: {MODELS[m]}" for m in ENERGY_MODEL_CHOICES[energy_model])
+    return (f"{CELL_UNCERTAINTY}; unit: {UNITS[unit]}; score: {SCORE_KINDS[kind]}; energy models: {models}; "
+            f"{ENERGY_CONVENTIONS[energy][1]} (binary inputs: accumulates)")
 
 
 def _choice_notes(group: Group) -> list[str]:
@@ -577,11 +628,13 @@ def _choice_notes(group: Group) -> list[str]:
 
 def build_tables(records: list[RunRecord], unit: str = "auto", kind: str = "final", energy: str = "per-step",
                  reference: bool = False, robustness: bool = False,
-                 references: dict[str, Reference] | None = None, at_step: int | None = None) -> list[dict]:
+                 references: dict[str, Reference] | None = None, at_step: int | None = None,
+                 energy_model: str = "default") -> list[dict]:
     """Every group's table as plain data (what `--format json` prints). `references`: a
     normalization table replacing the shipped one for non-Atari games. `at_step`: read the
     training statistic (train-ma100) at that agent step instead of at the budget."""
-    check_conventions(kind, energy)
+    check_conventions(kind, energy, energy_model)
+    models = ENERGY_MODEL_CHOICES[energy_model]
     if at_step is not None:
         if kind != "train-ma100":
             raise UsageError("--at-step reads a training statistic part-way: use it with --score train-ma100")
@@ -605,11 +658,15 @@ def build_tables(records: list[RunRecord], unit: str = "auto", kind: str = "fina
             notes.append("[silent: k of n]: k runs whose final network has a spiking layer that never fired "
                          "(eval.json silent_layers): a dead network, not a weak method; [saturated: ...] likewise "
                          "for layers firing at nearly every step")
-        aggs = {c: aggregates(group, c, unit_, kind, energy, refs) for c in columns}
+        aggs = {c: aggregates(group, c, unit_, kind, energy, refs, models) for c in columns}
+        if any(r.neuro and "counts" not in r.neuro for r in group.runs):
+            notes.append("runs recorded before the energy models (no neuro.counts in eval.json) have no energy: "
+                         "rerun them to cost them")
         read_at = at_step or group.budget
         if at_step is not None:
             notes.append(f"training statistic read at {at_step:,} agent steps, not at the budget")
-        table = {"group": group.label, "conventions": conventions_line(kind, energy, unit_), "notes": notes,
+        table = {"group": group.label, "conventions": conventions_line(kind, energy, unit_, energy_model),
+                 "notes": notes, "energy_models": list(models),
                  "read_at": read_at,
                  "protocol": group.protocol, "budget": group.budget, "unit": unit_, "score": kind,
                  "energy": energy, "columns": columns, "column_methods": {c: group.method_of(c) for c in columns},
@@ -679,10 +736,27 @@ def table_rows(table: dict) -> tuple[list[str], list[list[str]]]:
                         f"(vs {a['baseline_column']})"))
     rows.append(agg_row("T", lambda a, m: ",".join(map(str, a["timesteps"]))))
     rows.append(agg_row("mean firing rate", lambda a, m: f"{a['mean_firing_rate']:.4f}"))
-    rows.append(agg_row("energy per decision (uJ)", lambda a, m: f"{a['energy_uj']:.4g}"))
-    rows.append(agg_row("energy ratio to the ANN", lambda a, m: f"{a['energy_ratio_to_ann']:.3g} (vs {a['ann']})"))
+    for model in table["energy_models"]:
+        rows.append(agg_row(f"energy per decision (uJ), {model}", lambda a, m, model=model: f"{a['energy_uj'][model]:.4g}"))
+        rows.append(agg_row(f"energy ratio to the ANN, {model}", lambda a, m, model=model:
+                            f"{a['energy_ratio_to_ann'][model]:.3g} (vs {a['ann']})"))
+    crossover = next((a["crossover"] for a in table["aggregates"].values() if "crossover" in a), None)
+    if crossover is not None:
+        rows.append(agg_row(f"crossover firing rate vs {crossover['against']}, {crossover['model']} "
+                            "[its firing rate]", lambda a, m: crossover_text(a["crossover"])))
     rows.append(agg_row("conformance", lambda a, m: f"{a['conformance']:.3f}"))
+    rows.append(agg_row("score / its source ANN's", lambda a, m: f"{a['fraction_of_source_ann']:.3f}"))
     return header, rows
+
+
+def crossover_text(crossover: dict) -> str:
+    """Per game: the rate below which the column would cost less than the int8 ANN, and its
+    own ("none": its part that does not scale with spikes alone costs more)."""
+    def one(game: str) -> str:
+        rate = crossover["rate"][game]
+        return f"{'none' if rate is None else f'{rate:.3g}'} [{crossover['firing_rate'][game]:.3g}]"
+    games = list(crossover["rate"])
+    return one(games[0]) if len(games) == 1 else "; ".join(f"{g.split('/')[-1]} {one(g)}" for g in games)
 
 
 def robustness_rows(table: dict) -> tuple[list[str], list[list[str]]]:

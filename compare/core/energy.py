@@ -39,6 +39,7 @@ the two, assuming every layer's spikes scale by one common factor.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 # Horowitz, "Computing's energy problem", ISSCC 2014, 45 nm, pJ per operation.
@@ -115,6 +116,33 @@ class Estimate:
 
     def to_dict(self) -> dict:
         return {"total_j": self.total, "fixed_j": self.fixed, "spiking_j": self.spiking}
+
+
+SYNAPSE_FIELDS = ("dense", "accumulates", "nonzero_inputs", "passes", "input_size", "output_size", "weights")
+NEURON_FIELDS = ("updates", "spikes", "adds", "mults", "state_words")
+
+
+def counts_problem(counts) -> str | None:
+    """Why a recorded `neuro.counts` cannot be priced (wrong or missing types), or None."""
+    def number(v) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+
+    if not isinstance(counts, dict):
+        return "neuro.counts is not an object"
+    if not all(isinstance(counts.get(k), int) and counts[k] >= 1 for k in ("timesteps", "weight_bits", "activation_bits")):
+        return "neuro.counts lacks a positive integer timesteps, weight_bits or activation_bits"
+    synapses, neurons = counts.get("synapses"), counts.get("neurons")
+    if not (isinstance(synapses, list) and all(
+            isinstance(layer, dict) and layer.get("role") in ("static", "analog", "spikes")
+            and layer.get("input") in ("analog", "binary", "spikes") and all(number(layer.get(k)) for k in SYNAPSE_FIELDS)
+            for layer in synapses)):
+        return "neuro.counts.synapses is not a list of layers with a role, an input kind and numeric counts"
+    if not (isinstance(neurons, list) and all(isinstance(layer, dict) and all(number(layer.get(k)) for k in NEURON_FIELDS)
+                                              for layer in neurons)):
+        return "neuro.counts.neurons is not a list of layers with numeric counts"
+    if not number(counts.get("activations")):
+        return "neuro.counts.activations is not a number"
+    return None
 
 
 def estimate(counts: dict, model: str, convention: str) -> Estimate:

@@ -43,6 +43,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from compare.core.energy import counts_problem
 from compare.core.errors import UsageError
 
 CONFIG, METRICS, EVALS, EVAL, CHECKPOINT, REPLAY, WEIGHTS, LOCK = (
@@ -253,9 +254,11 @@ def eval_problem(result) -> str | None:
     neuro = result.get("neuro", {})
     if not isinstance(neuro, dict) or not isinstance(neuro.get("first_layer", {}), dict):
         return "neuro is not an object of costs"
-    for convention in neuro.get("first_layer", {}).values():
+    for convention in neuro.get("first_layer", {}).values():  # runs made before the energy models
         if not (isinstance(convention, dict) and is_number(convention.get("energy_per_decision_j"))):
             return "neuro.first_layer holds an entry without a numeric energy_per_decision_j"
+    if "counts" in neuro and (problem := counts_problem(neuro["counts"])):
+        return problem
     sweep = result.get("sweep")
     if sweep is not None and not (isinstance(sweep, list) and sweep and all(
             isinstance(e, dict) and isinstance(e.get("timesteps"), int) and is_number(e.get("mean_return"))

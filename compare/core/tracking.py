@@ -6,7 +6,8 @@ What it mirrors (the same numbers as the JSON logs, by agent step):
                     epsilon, steps_per_s (and a learner's own, e.g. PPO's losses)
     eval/<key>      each periodic evaluation: mean_return, std_return, hns
     final/<key>     the final evaluation at the budget: mean_return, hns, energy per decision
-                    under both first-layer conventions, mean firing rate, and
+                    under every energy model and both first-layer conventions
+                    (final/energy_uj/<model>/<convention>), mean firing rate, and
     neuro/firing_rate/<layer>   each spiking layer's firing rate in the final evaluation
 Events are flushed at every checkpoint; a resumed run purges the events after its checkpoint's
 step, as it cuts back its JSON logs.
@@ -73,8 +74,9 @@ class RunTracker:
         neuro = record.get("neuro") or {}
         values = {"final/mean_return": record.get("mean_return"), "final/hns": record.get("hns"),
                   "final/mean_firing_rate": neuro.get("mean_firing_rate")}
-        for convention, block in (neuro.get("first_layer") or {}).items():
-            values[f"final/energy_per_decision_uj_{convention}"] = block["energy_per_decision_j"] * 1e6
+        for model, conventions in (neuro.get("energy") or {}).items():
+            for convention, block in conventions.items():
+                values[f"final/energy_uj/{model}/{convention}"] = block["total_j"] * 1e6
         for layer, rate in (neuro.get("firing_rate") or {}).items():
             values[f"neuro/firing_rate/{layer}"] = rate
         self._scalars({tag: float(v) for tag, v in values.items() if v is not None}, record["step"])
