@@ -21,7 +21,7 @@ from compare.core.accounting import CostMeter
 from compare.core.errors import UsageError
 from compare.core.evaluation import evaluate_policy, greedy_q_policy
 from compare.core.methods import ExportOptions
-from compare.core.runstore import Run, write_json
+from compare.core.runstore import Run, write_json, write_serialized
 from compare.core.seeding import stream_seed
 from compare.core.training import Deployed, load_deployed, observation_shape
 from converters.convert import (
@@ -147,7 +147,7 @@ def export_converted_nir(run: Run, target: str, folder: Path, options: ExportOpt
             "initial_membrane": f"0 in the graph; the converter starts each decision at "
                                 f"{convert_options.initial_membrane} x threshold (set v_mem after loading)"}
     graph.metadata = {**meta, "exporter": "compare"}
-    nir.write(folder / "model.nir", graph)
+    write_serialized(folder / "model.nir", lambda buffer: nir.write(buffer, graph))
     return {"game": settings.game, "seed": settings.seed, "file": "model.nir", **meta,
             "output_scale": 1.0 if convert_options.readout == "membrane" else scales[-1].tolist(),
             "load": "sinabs.from_nir(nir.read(path), batch_size, num_timesteps), then on every IAF "

@@ -19,7 +19,8 @@ favour of torchao, whose post-training flows target large models' Linear layers 
 and dynamic int8 activations on its own kernels) and offer no 2-6 bit static activations for
 convolutions; both rest on torch's `fake_quantize_per_*_affine` operators, used here directly.
 The layers compute in float32 on the grid values (fake quantization): the rounding an integer
-kernel applies to weights and activations, with float32 accumulation instead of int32.
+kernel applies to weights and activations, with float32 accumulation instead of int32 (sums
+that differ at the level of float32 rounding).
 """
 
 from __future__ import annotations

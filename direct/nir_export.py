@@ -28,7 +28,7 @@ from torch import nn
 
 from compare.core.errors import UsageError
 from compare.core.methods import ExportOptions
-from compare.core.runstore import Run
+from compare.core.runstore import Run, write_serialized
 from compare.core.training import load_deployed, observation_shape
 from direct.dsqn import SpikingQNetwork
 
@@ -116,7 +116,7 @@ def export_dsqn_nir(run: Run, target: str, folder: Path, options: ExportOptions,
                          else "mean over T of the output"),
             "initial_state": "zero membranes at the start of every decision"}
     graph.metadata = {**meta, "exporter": "compare"}
-    nir.write(folder / "model.nir", graph)
+    write_serialized(folder / "model.nir", lambda buffer: nir.write(buffer, graph))
     return {"game": settings.game, "seed": settings.seed, "file": "model.nir", **meta,
             "load": "direct.nir_export.load_dsqn_nir(nir.read(path)) (Norse modules; norse's from_nir "
                     "lacks the LI output node and flattens the batch axis)"}

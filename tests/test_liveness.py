@@ -99,13 +99,12 @@ def test_bad_init_settings(setting, fragment):
 
 
 def test_a_run_recorded_before_init_existed_reads_as_the_plain_init():
-    """results/minatar's dsqn and hybrid runs predate `init`: they used PyTorch's init, and the
-    table must not show them as the default init=data."""
+    """A dsqn run recorded before `init` existed (tests/data/landed_runs: written by an earlier
+    version) used PyTorch's init, and the table must not show it as the default init=data."""
     from compare.app.table import variant_of
     from compare.core.settings import Settings
 
-    study = Path(__file__).parent.parent / "results" / "minatar"
-    config = json.loads(sorted(study.glob("runs/*__dsqn__*/config.json"))[0].read_text())
+    config = json.loads((Path(__file__).parent / "data" / "landed_runs" / "dsqn" / "config.json").read_text())
     assert "init" not in config["method_options"]
     assert Settings.from_dict(config).options.init == "default"
     assert ("init", "default") in variant_of(config).changes

@@ -35,6 +35,17 @@ def finished_dqn(tmp_path_factory):
     return run_dir
 
 
+@pytest.fixture(scope="module")
+def finished_dsqn(tmp_path_factory):
+    """A finished short CartPole DSQN run (NIR-exportable)."""
+    out = tmp_path_factory.mktemp("dsqn")
+    res = compare("run", "--method", "dsqn", *SHORT, "--steps", "300", "--out", out, "--set", "learning_starts=100",
+                  "--set", "timesteps=2")
+    assert res.returncode == 0, res.stderr
+    (run_dir,) = out.glob("runs/*")
+    return run_dir
+
+
 def copy_run(run_dir: Path, tmp_path: Path, finished: bool = True) -> Path:
     copy = tmp_path / "results" / "runs" / run_dir.name
     shutil.copytree(run_dir, copy)
@@ -339,11 +350,34 @@ def test_a_full_disk_is_one_line_and_keeps_what_was_written(tmp_path):
     out = tmp_path / "results"
     proc = subprocess.run([sys.executable, "-m", "compare", *LONG_RUN, "--out", str(out)], capture_output=True,
                           text=True, timeout=900, preexec_fn=limit)
-    assert_clean_error(proc, "File too large", "free space, then continue with --resume")
+    assert_clean_error(proc, "File too large", "free space, then run the command again", "--resume")
     (run_dir,) = out.glob("runs/*")
     json.loads((run_dir / "config.json").read_text())
     read_jsonl(run_dir / "metrics.jsonl")  # every line whole
     assert not list(run_dir.glob(".*.tmp"))
+    # with space again, the run continues from what it kept and finishes
+    res = compare("run", "--resume", run_dir, "--quiet")
+    assert res.returncode == 0, res.stderr
+    assert json.loads((run_dir / "eval.json").read_text())["step"] == 20000
+
+
+def test_a_full_disk_during_a_nir_export_is_one_line_and_leaves_nothing(finished_dsqn, tmp_path):
+    """h5py, under nir.write, crashed the process (exit -11) on a full disk and left its
+    staging folder behind; the graph is now serialized in memory and written atomically."""
+    import resource
+
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (3000, 3000))
+
+    out = tmp_path / "exports" / "nir"
+    proc = subprocess.run([sys.executable, "-m", "compare", "export", str(finished_dsqn), "--target", "nir",
+                           "--out", str(out)], capture_output=True, text=True, timeout=900, preexec_fn=limit)
+    assert_clean_error(proc, "model.nir", "File too large")
+    assert list((tmp_path / "exports").iterdir()) == []  # no export, no staging folder
+    res = compare("export", finished_dsqn, "--target", "nir", "--out", out)  # with space: it works
+    assert res.returncode == 0, res.stderr
+    assert (out / "model.nir").is_file()
 
 
 def test_a_short_append_is_cut_back_and_reported(tmp_path):

@@ -18,10 +18,13 @@ episodes is shown only on request and labelled optimistic.
 
 Aggregate rows per column: IQM with a 95% stratified-bootstrap interval (normalized scores only,
 or a single game: raw returns of different games never pool) and the probability of improvement
-over the ANN baseline the method declares (both from rliable, bootstrap seeded so that a table regenerates byte for byte), T, mean
-firing rate, energy per decision under one first-layer convention (`once` or `per_step`, see
-compare.core.accounting) and its ratio to the ANN's, and conformance for conversions. Under each
-table, one verdict line per compared column: better, worse, or no difference detected.
+over the ANN baseline the method declares (both from rliable, bootstrap seeded so that a table
+regenerates byte for byte), T, mean firing rate, energy per decision under each energy model
+shown (compare.core.energy, priced from the counts each eval.json records) and one first-layer
+convention (`once` or `per_step`), its ratio to the ANN's, a spiking column's crossover firing
+rate against the group's int8 ANN, and for derived methods conformance and the score as a
+fraction of the source ANN's. Under each table, one verdict line per compared column: better,
+worse, or no difference detected.
 """
 
 from __future__ import annotations

@@ -64,7 +64,7 @@ def _file_mode() -> int:
 
 def out_of_space(path: Path, error: OSError) -> UsageError:
     return UsageError(f"cannot write {path}: {os.strerror(error.errno)}; the files written before are intact "
-                      "(free space, then continue with --resume)")
+                      "(free space, then run the command again: a training run continues with --resume)")
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -94,11 +94,17 @@ def write_file(path: Path, write) -> None:
     _atomic_write(path, write)
 
 
-def _write_torch(path: Path, obj) -> None:
-    # Serialized in memory first: torch's zip writer reports a full disk as a bare RuntimeError.
+def write_serialized(path: Path, serialize) -> None:
+    """A file a library writes (`serialize(fileobj)`: torch.save, nir.write), serialized in
+    memory first and then written atomically, so that a full disk is one line: torch's zip
+    writer reports it as a bare RuntimeError, and h5py (under nir.write) crashed the process."""
     buffer = io.BytesIO()
-    torch.save(obj, buffer)
+    serialize(buffer)
     _atomic_write(path, lambda f: f.write(buffer.getbuffer()))
+
+
+def _write_torch(path: Path, obj) -> None:
+    write_serialized(path, lambda buffer: torch.save(obj, buffer))
 
 
 def write_json(path: Path, obj) -> None:
