@@ -46,7 +46,16 @@ from compare.core.networks import scale_input
 from compare.core.runstore import Run, ensure_writable_dir, provenance
 from compare.core.seeding import stream_seed
 from compare.core.settings import Settings, use_compute_settings
-from compare.core.spiking import IAF_OPS, STATIC, SYNAPSES, CostRoles, NeuronOps, SpikingNetwork, stack_roles
+from compare.core.spiking import (
+    IAF_OPS,
+    STATIC,
+    SYNAPSES,
+    CostRoles,
+    NeuronOps,
+    SpikingNetwork,
+    sequential_feeds,
+    stack_roles,
+)
 from compare.core.training import Deployed, eval_record, load_deployed
 from converters.hardware import CHIP_TARGETS
 
@@ -194,7 +203,8 @@ class ConvertedSNN(SpikingNetwork):
         membrane or spiking readout integrates spikes)."""
         synapses = [self.first, *(m for m in self.rest.modules() if isinstance(m, SYNAPSES))]
         return CostRoles(self.timesteps, stack_roles(synapses, STATIC),
-                         tuple((m, IAF_OPS if self.neuron == "iaf" else SINABS_LIF_OPS) for m in self.spiking_layers))
+                         tuple((m, IAF_OPS if self.neuron == "iaf" else SINABS_LIF_OPS) for m in self.spiking_layers),
+                         feeds=sequential_feeds(list(self.rest.modules())[1:], self.spiking_layers))
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         T = self.timesteps

@@ -30,7 +30,7 @@ from torch import nn
 from compare.core.errors import UsageError
 from compare.core.networks import scale_input
 from compare.core.runstore import package_versions, read_json_object
-from compare.core.spiking import IAF_OPS, SPIKES, SYNAPSES, CostRoles, SpikingNetwork, stack_roles
+from compare.core.spiking import IAF_OPS, SPIKES, SYNAPSES, CostRoles, SpikingNetwork, sequential_feeds, stack_roles
 
 # target -> sinabs device name for make_config (None: sinabs 3.1 has no config builder for it)
 CHIP_TARGETS = {"speck2f": "speck2fdevkit", "speck2e": "speck2edevkit", "dynapcnn": None}
@@ -280,8 +280,9 @@ class ChipSNN(SpikingNetwork):
     def cost_roles(self) -> CostRoles:
         """Every core is fed spikes, the first too (the host rate-codes the frame)."""
         synapses = [m for m in self.layers.modules() if isinstance(m, SYNAPSES)]
-        return CostRoles(self.timesteps, stack_roles(synapses, SPIKES),
-                         tuple((m, IAF_OPS) for m in self.layers if isinstance(m, sl.StatefulLayer)))
+        neurons = [m for m in self.layers if isinstance(m, sl.StatefulLayer)]
+        return CostRoles(self.timesteps, stack_roles(synapses, SPIKES), tuple((m, IAF_OPS) for m in neurons),
+                         feeds=sequential_feeds(list(self.layers), neurons))
 
     def encode(self, obs: torch.Tensor) -> torch.Tensor:
         x = scale_input(obs, self.input_divisor).clamp(0, 1)

@@ -88,11 +88,14 @@ class PopulationEncoder(nn.Module):
         a = self.stimulation(obs)
         v = torch.zeros_like(a)
         spikes = []
+        # value: the spike; gradient: straight through (fired + a - a differs from fired by
+        # rounding, so without a gradient to carry the spikes are exactly 0 or 1)
+        through = a.requires_grad and torch.is_grad_enabled()
         for _ in range(timesteps):
             v = v + a.detach()
             fired = (v > ENCODER_THRESHOLD).to(a.dtype)
             v = v - fired * ENCODER_THRESHOLD
-            spikes.append(fired + a - a.detach())  # value: the spike; gradient: straight through
+            spikes.append(fired + a - a.detach() if through else fired)
         return torch.stack(spikes)
 
 

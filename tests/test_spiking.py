@@ -188,3 +188,25 @@ def test_neurobench_counts_the_same_operations_on_a_minatar_dsqn_and_its_ann(tmp
             layer = ours[names[module]]
             assert (layer["effective"] * len(obs), layer["dense"] * len(obs)) == (effective, dense), names[module]
             assert (layer["kind"] == "ac") == spiking, names[module]
+
+
+@pytest.mark.parametrize("make, obs", [
+    (lambda: build_dsqn(DSQNOptions(weight_gain=8.0), "minatar", (4, 10, 10), 3), (torch.rand(6, 4, 10, 10) > 0.8).float()),
+    (lambda: build_dsqn(DSQNOptions(readout="rate", weight_gain=8.0), "minatar", (4, 10, 10), 3),
+     (torch.rand(6, 4, 10, 10) > 0.8).float()),
+    (lambda: SpikingActor(HybridOptions(), "classic", (4,), 2), torch.randn(6, 4)),
+    (lambda: ConvertedSNN(build_ann("minatar", (4, 10, 10), 3).net, ConvertOptions(readout="rate"), 8, None, 1.0),
+     (torch.rand(6, 4, 10, 10) > 0.5).float()),
+])
+def test_spikes_counted_at_the_layer_they_feed_give_the_neuron_layer_s_own_count(make, obs):
+    """A spiking layer that feeds a synaptic layer (`CostRoles.feeds`) has its spikes counted
+    there once; the firing rates equal those its own hook counts (the firing-only meter)."""
+    torch.manual_seed(0)
+    net = make().eval()
+    assert net.cost_roles().feeds
+    rates = []
+    for synapses in (True, False):
+        with CostMeter(net, synapses=synapses) as meter, torch.no_grad():
+            net(obs)
+        rates.append(meter.firing()["firing_rate"])
+    assert rates[0] == rates[1] and any(r > 0 for r in rates[0].values()), rates

@@ -38,14 +38,18 @@ class QuantizedNetwork(nn.Module):
     activation_bits: int
 
 
+def fan_in(layer: nn.Module) -> int:
+    """Synapses into one output element of `layer` (its MACs per output)."""
+    if isinstance(layer, nn.Conv2d):
+        return (layer.in_channels // layer.groups) * layer.kernel_size[0] * layer.kernel_size[1]
+    if isinstance(layer, nn.Linear):
+        return layer.in_features
+    raise TypeError(f"no MAC count for {type(layer).__name__}")
+
+
 def dense_macs(layer: nn.Module, inputs: torch.Tensor, outputs: torch.Tensor) -> int:
     """Multiply-accumulates of one pass of `layer` over the whole batch."""
-    if isinstance(layer, nn.Conv2d):
-        per_output = (layer.in_channels // layer.groups) * layer.kernel_size[0] * layer.kernel_size[1]
-        return outputs.numel() * per_output
-    if isinstance(layer, nn.Linear):
-        return outputs.numel() * layer.in_features
-    raise TypeError(f"no MAC count for {type(layer).__name__}")
+    return outputs.numel() * fan_in(layer)
 
 
 def fan_out_map(layer: nn.Module, input_shape: torch.Size, nonzero_weights: bool = False) -> torch.Tensor:
@@ -69,9 +73,9 @@ def synaptic_ops(layer: nn.Module, spikes: torch.Tensor) -> float:
     """Sum over a batch of input spikes of each one's fan-out (the synapses it drives). The
     per-element counts are summed in float32 (exact below 2^24 spikes per element, and several
     times faster than float64), the products in float64."""
-    count = LayerCount("", SPIKES)
+    count = LayerCount("", SPIKES, fan_in(layer))
     with torch.no_grad():
-        count.add(layer, spikes.shape[1:], spikes.sum(dim=0).flatten().to(torch.float64))
+        count.add(layer, spikes.shape[1:], spikes.sum(dim=0).flatten())
     return count.operations(nonzero_weights=False)
 
 
@@ -98,16 +102,22 @@ class LayerCount:
 
     name: str
     role: str
-    dense: int = 0                                 # every input x every synapse (NeuroBench's Dense)
+    fan_in: int                                    # synapses into one output element
     binary: bool = True                            # every input seen was in {-1, 0, 1}
     counts: dict = field(default_factory=dict)     # input shape -> (counts, every synapse, non-zero weights)
     passes: int = 0                                # inputs (batch elements) it was applied to
+    outputs: int = 0                               # output elements it computed
     input_size: int = 0                            # elements of one input
     output_size: int = 0                           # elements of one output
 
+    @property
+    def dense(self) -> int:
+        """Every input x every synapse (NeuroBench's Dense): its MACs."""
+        return self.outputs * self.fan_in
+
     def add(self, module: nn.Module, shape: torch.Size, counts: torch.Tensor) -> None:
         if shape not in self.counts:
-            self.counts[shape] = (torch.zeros_like(counts), fan_out_map(module, shape).flatten(),
+            self.counts[shape] = (torch.zeros_like(counts, dtype=torch.float64), fan_out_map(module, shape).flatten(),
                                   fan_out_map(module, shape, nonzero_weights=True).flatten())
         self.counts[shape][0].add_(counts)
 
@@ -139,11 +149,13 @@ class CostMeter:
         self._neurons = {} if roles is None else {m: names[m] for m, _ in roles.neurons}
         self._neuron_ops = {} if roles is None else {names[m]: ops for m, ops in (*roles.neurons, *roles.integrators)}
         self._integrators = {} if roles is None else {m: names[m] for m, _ in roles.integrators}
+        # spiking layers whose spikes a metered synaptic layer counts anyway: counted there once
+        self._fed = {} if roles is None or not synapses else {n: s for n, s in roles.feeds}
         self.precision = ((network.weight_bits, network.activation_bits) if isinstance(network, QuantizedNetwork)
                           else (FLOAT_BITS, FLOAT_BITS))
         # what NeuroBench's activation sparsity reads: spiking layers, or an ANN's ReLUs
         self._relus = {} if roles is not None else {m: names[m] for m in network.modules() if isinstance(m, nn.ReLU)}
-        self._layers = {m: LayerCount(names[m], role) for m, role in self._roles.items()}
+        self._layers = {m: LayerCount(names[m], role, fan_in(m)) for m, role in self._roles.items()}
         self.decisions = 0
         self._spikes: dict[str, torch.Tensor | float] = defaultdict(float)
         self.neuron_steps: dict[str, int] = defaultdict(int)
@@ -160,10 +172,11 @@ class CostMeter:
             for module, name in self._relus.items():
                 self._handles.append(module.register_forward_hook(self._activation_counter(name)))
         for module, name in self._neurons.items():
-            self._handles.append(module.register_forward_hook(self._spike_counter(name)))
+            counter = self._step_counter(self.neuron_steps, name) if module in self._fed else self._spike_counter(name)
+            self._handles.append(module.register_forward_hook(counter))
         if self.synapses:
             for module, name in self._integrators.items():
-                self._handles.append(module.register_forward_hook(self._update_counter(name)))
+                self._handles.append(module.register_forward_hook(self._step_counter(self.integrator_steps, name)))
         return self
 
     def __exit__(self, *exc) -> None:
@@ -176,16 +189,16 @@ class CostMeter:
 
     def _count_synapses(self, module, inputs, output) -> None:
         role, x, layer = self._roles[module], inputs[0].detach(), self._layers[module]
-        layer.dense += dense_macs(module, x, output)
         layer.passes += x.shape[0]
+        layer.outputs += output.numel()
         layer.input_size, layer.output_size = x[0].numel(), output[0].numel()
         if role == SPIKES:  # 0/1 spikes: their count is the count of non-zero inputs
-            counts = x.sum(dim=0)
+            counts = x.sum(dim=0)  # float32: exact below 2^24 spikes per element and call
         else:
             counts = x.bool().sum(dim=0)  # non-zero inputs
             if layer.binary:  # read on the host until the first input that is not (then never again)
                 layer.binary = bool(((x == 0) | (x.abs() == 1)).all())
-        layer.add(module, x.shape[1:], counts.flatten().to(torch.float64))
+        layer.add(module, x.shape[1:], counts.flatten())  # accumulated in float64
 
     def _spike_counter(self, name: str):
         def hook(module, inputs, output) -> None:
@@ -194,9 +207,10 @@ class CostMeter:
             self.neuron_steps[name] += output.numel()
         return hook
 
-    def _update_counter(self, name: str):
+    @staticmethod
+    def _step_counter(steps: dict[str, int], name: str):
         def hook(module, inputs, output) -> None:
-            self.integrator_steps[name] += output.numel()
+            steps[name] += output.numel()
         return hook
 
     def _activation_counter(self, name: str):
@@ -206,7 +220,9 @@ class CostMeter:
         return hook
 
     def _spike_totals(self) -> dict[str, float]:
-        return {name: float(count) for name, count in self._spikes.items()}
+        fed = {self._neurons[n]: self._layers[s].nonzero_inputs() for n, s in self._fed.items()
+               if self._neurons[n] in self.neuron_steps}
+        return {**{name: float(count) for name, count in self._spikes.items()}, **fed}
 
     def summary(self) -> dict:
         """The `neuro` block of eval.json: per-decision averages."""

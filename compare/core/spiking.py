@@ -59,6 +59,25 @@ class CostRoles:
     synapses: tuple[tuple[nn.Module, Role], ...]    # every synaptic layer, input to output
     neurons: tuple[tuple[nn.Module, NeuronOps], ...]  # spiking-neuron layers (their output: spikes)
     integrators: tuple[tuple[nn.Module, NeuronOps], ...] = ()  # non-spiking neuron layers
+    # (neuron layer, synaptic layer fed all of its spikes and nothing else): the meter counts
+    # those spikes once, at the synaptic layer
+    feeds: tuple[tuple[nn.Module, nn.Module], ...] = ()
+
+
+def sequential_feeds(modules: Sequence[nn.Module], neurons: Sequence[nn.Module]) -> tuple[tuple[nn.Module, nn.Module], ...]:
+    """The feeds of a sequential stack: each neuron layer feeds the next synaptic layer, with
+    only shape changes (a Flatten) between them."""
+    feeds, pending = [], None
+    for module in modules:
+        if any(module is n for n in neurons):
+            pending = module
+        elif isinstance(module, SYNAPSES):
+            if pending is not None:
+                feeds.append((pending, module))
+            pending = None
+        elif not isinstance(module, nn.Flatten):
+            pending = None
+    return tuple(feeds)
 
 
 def stack_roles(synapses: Sequence[nn.Module], first: Role, last: Role = SPIKES) -> tuple[tuple[nn.Module, Role], ...]:
@@ -116,10 +135,14 @@ class SpikingStack(SpikingNetwork):
 
     def cost_roles(self) -> CostRoles:
         encoder = () if self.encoder is None else (self.encoder,)
+        # each spiking layer's spikes go, unchanged, to the next synaptic layer (a "rate"
+        # readout's last layer reads their mean instead)
+        fed = [*encoder, *self.lifs][: len(self.synapses) - (not encoder) - (self.last == "rate")]
         return CostRoles(self.timesteps,
                          stack_roles(self.synapses, SPIKES if encoder else STATIC, ANALOG if self.last == "rate" else SPIKES),
                          tuple((m, m.update_ops) for m in (*encoder, *self.lifs)),
-                         () if self.output is None else ((self.output, self.output.update_ops),))
+                         () if self.output is None else ((self.output, self.output.update_ops),),
+                         tuple(zip(fed, self.synapses[1 - len(encoder):])))
 
     def init_layers(self) -> list[tuple[nn.Module, str]]:
         """(synaptic layer, name of the neuron layer it drives) for every spiking layer after a
