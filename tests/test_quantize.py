@@ -9,7 +9,16 @@ from conftest import assert_clean_error, compare, compare_run, snapshot
 from torch import nn
 
 from compare.core.accounting import CostMeter
-from converters.quantize import Grid, QuantizedQNetwork, input_grid, layer_inputs, quantized_weight
+from converters.quantize import (
+    Grid,
+    QuantizedQNetwork,
+    QuantizeOptions,
+    bias_shifts,
+    input_grid,
+    layer_inputs,
+    quantized_network,
+    quantized_weight,
+)
 
 SHORT = ["--game", "CartPole-v1", "--steps", "1500", "--set", "eval_episodes=3", "--set", "mlp_hidden=16,16",
          "--set", "learning_starts=500"]
@@ -53,6 +62,29 @@ def test_the_quantized_network_computes_on_the_grid_and_declares_its_widths():
     assert torch.equal(net.net[1].weight, quantized_weight(original, 8))
 
 
+def test_bias_correction_restores_each_layer_s_mean_output_and_is_rebuilt_from_its_record():
+    torch.manual_seed(0)
+    ann = nn.Sequential(nn.Linear(3, 6), nn.ReLU(), nn.Linear(6, 2))
+    x = torch.randn(256, 3) * 3
+    grids = [input_grid(v, 4, 100) for v in layer_inputs(ann, x)]
+    corrected = QuantizedQNetwork(ann, grids, None, 3, 4)  # coarse, so that the shifts are large
+    with torch.no_grad():
+        before = corrected(x).mean(0)
+        shifts = bias_shifts(ann, corrected, x)
+        after, target = corrected(x).mean(0), ann(x).mean(0)
+    assert [len(s) for s in shifts] == [6, 2]
+    assert (after - target).abs().max() < 1e-4 < (before - target).abs().max()
+    # a deployed network is rebuilt from the source ANN, the grids and the recorded shifts
+
+    class Q(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net, self.input_divisor = ann, None
+    rebuilt = quantized_network(Q(), grids, shifts, QuantizeOptions(weight_bits=3, activation_bits=4))
+    with torch.no_grad():
+        assert torch.equal(rebuilt(x), corrected(x))
+
+
 @pytest.mark.slow
 def test_a_quantize_run_from_a_dqn_run_and_its_refusals(tmp_path):
     dqn = compare_run(tmp_path / "dqn", "--method", "dqn", *SHORT)
@@ -60,7 +92,8 @@ def test_a_quantize_run_from_a_dqn_run_and_its_refusals(tmp_path):
     record = json.loads((run_dir / "eval.json").read_text())
     config = json.loads((run_dir / "config.json").read_text())
     assert record["ann_mean_return"] == json.loads((dqn / "eval.json").read_text())["mean_return"]
-    assert 0 <= record["conformance"] <= 1 and len(config["activation_grids"]) == 3
+    assert 0 <= record["conformance"] <= 1 and len(config["activation_grids"]) == len(config["bias_shifts"]) == 3
+    assert [len(shift) for shift in config["bias_shifts"]] == [16, 16, 2]  # one per output channel
     assert config["activation_grids"][0]["low"] == -127  # CartPole's observation is signed
     assert (record["neuro"]["counts"]["weight_bits"], record["neuro"]["counts"]["activation_bits"]) == (8, 8)
     # the deployed network is rebuilt from the source's weights and the recorded grids: same score
