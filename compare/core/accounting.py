@@ -115,10 +115,13 @@ class LayerCount:
         """Every input x every synapse (NeuroBench's Dense): its MACs."""
         return self.outputs * self.fan_in
 
-    def add(self, module: nn.Module, shape: torch.Size, counts: torch.Tensor) -> None:
+    def add(self, module: nn.Module, shape: torch.Size, counts: torch.Tensor, output_size: int = 0) -> None:
+        """Add one call's per-element counts of inputs of `shape` (a new shape: its fan-out maps
+        are built, and the layer's input and output sizes set)."""
         if shape not in self.counts:
             self.counts[shape] = (torch.zeros_like(counts, dtype=torch.float64), fan_out_map(module, shape).flatten(),
                                   fan_out_map(module, shape, nonzero_weights=True).flatten())
+            self.input_size, self.output_size = counts.numel(), output_size
         self.counts[shape][0].add_(counts)
 
     def nonzero_inputs(self) -> float:
@@ -168,7 +171,7 @@ class CostMeter:
         self._handles.append(self.network.register_forward_hook(self._count_decisions))
         if self.synapses:
             for module in self._roles:
-                self._handles.append(module.register_forward_hook(self._count_synapses))
+                self._handles.append(module.register_forward_hook(self._synapse_counter(self._layers[module])))
             for module, name in self._relus.items():
                 self._handles.append(module.register_forward_hook(self._activation_counter(name)))
         for module, name in self._neurons.items():
@@ -187,18 +190,23 @@ class CostMeter:
     def _count_decisions(self, module, inputs, output) -> None:
         self.decisions += inputs[0].shape[0]
 
-    def _count_synapses(self, module, inputs, output) -> None:
-        role, x, layer = self._roles[module], inputs[0].detach(), self._layers[module]
-        layer.passes += x.shape[0]
-        layer.outputs += output.numel()
-        layer.input_size, layer.output_size = x[0].numel(), output[0].numel()
-        if role == SPIKES:  # 0/1 spikes: their count is the count of non-zero inputs
-            counts = x.sum(dim=0)  # float32: exact below 2^24 spikes per element and call
-        else:
-            counts = x.bool().sum(dim=0)  # non-zero inputs
-            if layer.binary:  # read on the host until the first input that is not (then never again)
-                layer.binary = bool(((x == 0) | (x.abs() == 1)).all())
-        layer.add(module, x.shape[1:], counts.flatten())  # accumulated in float64
+    @staticmethod
+    def _synapse_counter(layer: LayerCount):
+        spikes = layer.role == SPIKES
+
+        def hook(module, inputs, output) -> None:
+            x = inputs[0].detach()
+            batch = x.shape[0]
+            layer.passes += batch
+            layer.outputs += output.numel()
+            if spikes:  # 0/1 spikes: their count is the count of non-zero inputs
+                counts = x.sum(dim=0)  # float32: exact below 2^24 spikes per element and call
+            else:
+                counts = x.bool().sum(dim=0)  # non-zero inputs
+                if layer.binary:  # read on the host until the first input that is not (then never again)
+                    layer.binary = bool(((x == 0) | (x.abs() == 1)).all())
+            layer.add(module, x.shape[1:], counts.view(-1), output.numel() // batch)  # accumulated in float64
+        return hook
 
     def _spike_counter(self, name: str):
         def hook(module, inputs, output) -> None:
