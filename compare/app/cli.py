@@ -304,12 +304,19 @@ def table(results, fmt, games, methods, unit, reference_file, kind, energy, ener
 @click.option("--curve", type=click.Choice(["episode", "train-ma100"]), default="episode", show_default=True,
               help="Learning curves: binned training-episode returns, or the 100-episode moving average (Young & "
               "Tian 2019's statistic; their published points are drawn on youngtian2019 runs).")
-def plot(results, out, games, methods, kind, energy, energy_model, reference_file, curve):
+@click.option("--activity", "activity_run", type=click.Path(file_okay=False, path_type=Path), metavar="RUN_DIR",
+              help="Instead: one evaluation episode of this finished spiking run (spike rasters, firing-rate "
+              "histograms, the output over T) as activity__<run>.png.")
+def plot(results, out, games, methods, kind, energy, energy_model, reference_file, curve, activity_run):
     """PNG figures: learning curves, converted score and conformance against T, performance
     profiles, sample efficiency (IQM against steps), score against energy per decision. Figures
     that cannot be drawn are listed with the reason (stderr)."""
-    from compare.app.plots import write_plots
+    from compare.app.plots import activity_plot, write_plots
     from compare.core.scores import read_references
+
+    if activity_run is not None:
+        click.echo(str(activity_plot(activity_run, out)))
+        return
 
     references = read_references(reference_file) if reference_file else None
     records, summary = _read_for_report(results, games, methods)

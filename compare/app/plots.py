@@ -12,6 +12,8 @@
   final one against agent steps, with 95% stratified-bootstrap bands;
 - score_vs_energy__<group>.png: score against energy per decision, one point per variant and
   game (log energy axis), under the table's score and energy conventions.
+- activity__<run>.png (`--activity RUN`): one episode of a spiking run's deployed network:
+  spike rasters, firing-rate histograms and the output over T (compare.app.activity).
 Groups are the table's (one protocol and budget): runs made differently are never drawn together.
 Scores pool across games only when normalized (as in the table); a figure that cannot be drawn
 is reported with its reason.
@@ -344,3 +346,19 @@ def write_plots(records: list[RunRecord], out: Path, kind: str = "final", energy
              f"score vs energy, {group.label}", "no run recorded the counts its energy is estimated from "
              "(neuro.counts; runs made before the energy models)")
     return written, skipped
+
+
+def activity_plot(run_dir: Path, out: Path) -> Path:
+    """activity__<run>.png: one evaluation episode of the finished spiking run at `run_dir`."""
+    from compare.app.activity import activity_figure, record_activity
+    from compare.core.training import load_deployed
+
+    deployed = load_deployed(Path(run_dir))
+    activity = record_activity(deployed, deployed.settings.seed)  # refuses an ANN before anything is written
+    out = ensure_writable_dir(out)
+    plt = _figure()
+    s = deployed.settings
+    fig = activity_figure(activity, f"{s.method} on {s.game}, seed {s.seed}: spikes of its deployed network", plt)
+    path = _save(fig, out / f"activity__{_slug(Path(run_dir).resolve().name)}.png")
+    plt.close(fig)
+    return path

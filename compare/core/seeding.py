@@ -28,6 +28,7 @@ STREAMS = {
     "validation": 9,        # a derived run's validation episodes (its operating point, e.g. T)
     "liveness": 10,         # observations probing a new spiking network's firing; indexed by round
     "init": 11,             # observations of a data-driven initialisation (init=data); indexed by round
+    "activity": 12,         # the episode `compare plot --activity` records
 }
 
 
