@@ -144,13 +144,25 @@ def _print_result(path: Path, result: dict) -> None:
 @click.option("--attack", type=click.Choice(["fgsm"]), help="Perturb every observation (stored in robustness.json).")
 @click.option("--eps", help="--attack: perturbation sizes [default: 0.001,0.005,0.01].")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-def eval_(run_dir, episodes, seed, attack, eps, device):
+@click.option("--video", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE.gif",
+              help="Instead: play one episode and write it as an animated GIF (Atari, MinAtar, CartPole-v1).")
+def eval_(run_dir, episodes, seed, attack, eps, device, video):
     """Evaluate a finished run's trained network again under its protocol (does not modify it),
-    or under an FGSM attack (adds the scores to the run's robustness.json)."""
+    or under an FGSM attack (adds the scores to the run's robustness.json), or draw one episode."""
     from compare.app import api
 
     if eps is not None and attack is None:
         raise UsageError("--eps sizes an attack: add --attack fgsm (or leave --eps out)")
+    if video is not None:
+        if attack is not None or episodes is not None:
+            raise UsageError("--video draws one clean episode: leave out --attack and --episodes")
+        from compare.app.video import record_video
+
+        played = record_video(run_dir, video, seed)
+        click.echo(f"{played['method']} {played['game']}: one episode (seed stream 'video' of seed {played['seed']}), "
+                   f"return {played['return']:g} in {played['decisions']} decisions; {played['frames']} frames "
+                   f"written to {played['path']}")
+        return
     if attack == "fgsm":
         from compare.app.robustness import parse_eps
 

@@ -29,6 +29,7 @@ STREAMS = {
     "liveness": 10,         # observations probing a new spiking network's firing; indexed by round
     "init": 11,             # observations of a data-driven initialisation (init=data); indexed by round
     "activity": 12,         # the episode `compare plot --activity` records
+    "video": 13,            # the episode `compare eval --video` draws
 }
 
 
