@@ -11,7 +11,8 @@ the calibration frames (the same frames the conversion calibrates on: the ANN pl
 own environment, `converters.convert.calibration_observations`, same seed stream). A binary
 observation (MinAtar's) is exact at any width and is left as it is. Biases and the output stay
 in float (an integer kernel keeps biases in int32 at the product scale; the difference is below
-float32 rounding here). With `activation_bits` = ceil(log2(T + 1)) this is Yan et al.'s
+float32 rounding here); then each bias is corrected for the mean shift rounding causes
+(`bias_shifts`, on the calibration frames). With `activation_bits` = ceil(log2(T + 1)) this is Yan et al.'s
 bit-matched ANN for an SNN of T steps (arXiv 2409.08290): equal information per activation.
 
 Quantization library: none. torch.ao.quantization's eager flow is deprecated in torch 2.14 in
@@ -159,8 +160,8 @@ def bias_shifts(ann: nn.Sequential, quantized: QuantizedQNetwork, x: torch.Tenso
     Sony's Model Compression Toolkit): layer by layer from the input, each synaptic layer's bias
     is shifted by the mean difference, per output channel, between the float layer's outputs and
     the quantized one's on `x`, measured after the layers before it are corrected. Rounding
-    weights shifts a layer's mean output (measured on CartPole DQNs: most of their Q error), and
-    the shift changes which of two near-equal Q-values is larger. `quantized` is corrected in place."""
+    weights shifts a layer's mean output, and the shift changes which of two near-equal Q-values
+    is larger (README, "The quantized ANN"). `quantized` is corrected in place."""
     float_layers = [m for m in ann if isinstance(m, SYNAPSES)]
     quantized_layers = [m for m in quantized.net if isinstance(m, SYNAPSES)]
     shifts: list[list[float] | None] = []
