@@ -135,21 +135,22 @@ MINATAR_STUDY_STEPS = 30_000
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name, cells, steps", [("minatar.toml", 30, 24 * MINATAR_STUDY_STEPS),
-                                                ("minatar-full.toml", 125, 100 * 5_000_000),
-                                                ("atari-chen2022.toml", 255, 204 * 12_500_000)])
-def test_committed_studies_plan_their_cells_on_the_family_defaults(tmp_path, name, cells, steps):
+@pytest.mark.parametrize("name, cells, derived, steps", [("minatar.toml", 36, 12, 24 * MINATAR_STUDY_STEPS),
+                                                         ("minatar-full.toml", 150, 50, 100 * 5_000_000),
+                                                         ("atari-chen2022.toml", 306, 102, 204 * 12_500_000)])
+def test_committed_studies_plan_their_cells_on_the_family_defaults(tmp_path, name, cells, derived, steps):
     """The README's study commands: every cell resolves, each method on its learner's family
     preset (one learner per study), conversions after their DQN; a dry run writes nothing."""
     res = compare("sweep", STUDIES / name, "--results", tmp_path / "results", "--dry-run")
     assert res.returncode == 0, res.stderr
     lines = [line for line in res.stdout.splitlines() if line.strip()[:1].isdigit()]
     assert len(lines) == cells and all("[new]" in line for line in lines)
-    assert all(" convert " in line for line in lines[-cells // 5:])
+    assert all((" convert " in line or " quantize " in line) and "after:" in line for line in lines[-derived:])
+    assert not any(" convert " in line or " quantize " in line for line in lines[:-derived])
     assert f"total: {steps:,} agent steps" in res.stdout
     family, dqn_preset = ("minatar", "minatar") if "minatar" in name else ("atari", "chen2022")
-    assert (f"presets ({family}): dqn {dqn_preset}, dsqn {dqn_preset}, convert default, ppo atari, "
-            "hybrid atari") in res.stdout
+    assert (f"presets ({family}): dqn {dqn_preset}, dsqn {dqn_preset}, convert default, quantize default, "
+            "ppo atari, hybrid atari") in res.stdout
     assert not (tmp_path / "results").exists()
 
 
