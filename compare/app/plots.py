@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
+from compare.app.activity import activity_figure, record_activity
 from compare.app.table import (
     ENERGY_CONVENTIONS,
     UNITS,
@@ -49,6 +50,7 @@ from compare.core.scores import (
     their_code_minatar_curves,
     training_return_average,
 )
+from compare.core.training import load_deployed
 
 BINS = 20
 PROFILE_POINTS = 101
@@ -350,9 +352,6 @@ def write_plots(records: list[RunRecord], out: Path, kind: str = "final", energy
 
 def activity_plot(run_dir: Path, out: Path) -> Path:
     """activity__<run>.png: one evaluation episode of the finished spiking run at `run_dir`."""
-    from compare.app.activity import activity_figure, record_activity
-    from compare.core.training import load_deployed
-
     deployed = load_deployed(Path(run_dir))
     activity = record_activity(deployed, deployed.settings.seed)  # refuses an ANN before anything is written
     out = ensure_writable_dir(out)
