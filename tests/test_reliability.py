@@ -338,6 +338,7 @@ def test_a_directory_as_the_sweep_file(tmp_path):
     assert_clean_error(compare("sweep", tmp_path), "is a directory")
 
 
+@pytest.mark.slow
 def test_a_full_disk_is_one_line_and_keeps_what_was_written(tmp_path):
     """The file-size limit (RLIMIT_FSIZE) stands in for a full disk: the first checkpoint's
     replay does not fit."""
@@ -361,6 +362,7 @@ def test_a_full_disk_is_one_line_and_keeps_what_was_written(tmp_path):
     assert json.loads((run_dir / "eval.json").read_text())["step"] == 20000
 
 
+@pytest.mark.slow
 def test_a_full_disk_during_a_nir_export_is_one_line_and_leaves_nothing(finished_dsqn, tmp_path):
     """h5py, under nir.write, crashed the process (exit -11) on a full disk and left its
     staging folder behind; the graph is now serialized in memory and written atomically."""
