@@ -250,6 +250,9 @@ def calibration_observations(ann_q: nn.Module, spec, protocol, frames: int, epsi
                                                 lambda r: stream_seed(seed, "calibration", r)))
 
 
+REPORTED_CONFORMANCE = ("conformance", "conformance_decisive", "mean_abs_q_error")  # in a derived run's eval.json
+
+
 @dataclass
 class ConformanceMeter:
     """Compares the SNN's choices with the ANN's on the very same states."""
@@ -375,7 +378,7 @@ def _evaluate_conversion(run: Run, settings: Settings, ann_q: nn.Module, normali
                          chosen["neuro"])
     record.update({"source": settings.source, "selected_timesteps": chosen["timesteps"], "selection": selection,
                    "ann_mean_return": Run(Path(settings.source)).read_eval()["mean_return"],
-                   **{key: chosen[key] for key in ("conformance", "conformance_decisive", "mean_abs_q_error")},
+                   **{key: chosen[key] for key in REPORTED_CONFORMANCE},
                    "sweep": sweep})
     run.write_eval(record)
 

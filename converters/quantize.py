@@ -45,7 +45,13 @@ from compare.core.seeding import stream_seed
 from compare.core.settings import Settings, use_compute_settings
 from compare.core.spiking import SYNAPSES
 from compare.core.training import Deployed, eval_record, load_deployed
-from converters.convert import ConformanceMeter, ConvertOptions, calibration_observations, split_ann
+from converters.convert import (
+    REPORTED_CONFORMANCE,
+    ConformanceMeter,
+    ConvertOptions,
+    calibration_observations,
+    split_ann,
+)
 
 BITS = (2, 16)
 BIAS_CORRECTION_FRAMES = 4096  # of the calibration frames, for the bias shifts (a mean per channel)
@@ -101,6 +107,16 @@ def layer_inputs(ann: nn.Sequential, x: torch.Tensor) -> list[torch.Tensor]:
                 inputs.append(x.flatten(1) if isinstance(layer, nn.Linear) else x)
             x = layer(x)
     return inputs
+
+
+def synaptic_outputs(ann: nn.Sequential, x: torch.Tensor):
+    """The output of every synaptic layer of `ann` on `x`, in order, one pass (lazily: one
+    activation held at a time)."""
+    with torch.no_grad():
+        for layer in ann:
+            x = layer(x)
+            if isinstance(layer, SYNAPSES):
+                yield x
 
 
 class ActivationQuantizer(nn.Module):
@@ -162,22 +178,18 @@ def bias_shifts(ann: nn.Sequential, quantized: QuantizedQNetwork, x: torch.Tenso
     the quantized one's on `x`, measured after the layers before it are corrected. Rounding
     weights shifts a layer's mean output, and the shift changes which of two near-equal Q-values
     is larger (README, "The quantized ANN"). `quantized` is corrected in place."""
-    float_layers = [m for m in ann if isinstance(m, SYNAPSES)]
     quantized_layers = [m for m in quantized.net if isinstance(m, SYNAPSES)]
     shifts: list[list[float] | None] = []
     seen: dict[str, torch.Tensor] = {}
     with torch.no_grad():
-        for float_layer, layer in zip(float_layers, quantized_layers, strict=True):
+        for float_output, layer in zip(synaptic_outputs(ann, x), quantized_layers, strict=True):
             if layer.bias is None:
                 shifts.append(None)
                 continue
-            hooks = [float_layer.register_forward_hook(lambda m, a, o: seen.__setitem__("float", o)),
-                     layer.register_forward_hook(lambda m, a, o: seen.__setitem__("quantized", o))]
-            ann(x)
+            hook = layer.register_forward_hook(lambda m, a, o: seen.__setitem__("quantized", o))
             quantized(x)
-            for hook in hooks:
-                hook.remove()
-            difference = seen["float"] - seen["quantized"]
+            hook.remove()
+            difference = float_output - seen["quantized"]
             shift = difference.mean(dim=[d for d in range(difference.dim()) if d != 1])
             layer.bias.add_(shift)
             shifts.append(shift.tolist())
@@ -238,9 +250,9 @@ def run_quantization(settings: Settings, results_root: Path, name: str | None = 
             result = evaluate_policy(conformance.act, resolve_env(settings.game), protocol, protocol.eval_episodes,
                                      seed=stream_seed(settings.seed, "final_eval"))
         record = eval_record(settings, spec, result, cost.summary())
+        agreement = conformance.summary()
         record.update({"source": settings.source, "ann_mean_return": Run(Path(settings.source)).read_eval()["mean_return"],
-                       **{k: v for k, v in conformance.summary().items()
-                          if k in ("conformance", "conformance_decisive", "mean_abs_q_error")}})
+                       **{key: agreement[key] for key in REPORTED_CONFORMANCE}})
         run.write_eval(record)
     return run
 

@@ -530,10 +530,10 @@ def energy_aggregates(group: Group, column: str, runs: list[RunRecord], games: l
             if found else None
 
     for model in models:
-        energies = [e.total for e in (r.energy(model, convention) for r in runs) if e is not None]
-        if not energies:
+        mean = mean_estimate(runs, model)
+        if mean is None:
             continue
-        out.setdefault("energy_uj", {})[model] = float(np.mean(energies)) * 1e6
+        out.setdefault("energy_uj", {})[model] = mean.total * 1e6
         ratios = []
         for game in games if baseline is not None else []:
             mine, theirs = (mean_estimate(group.cell_runs(game, c), model) for c in (column, baseline))

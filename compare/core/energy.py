@@ -73,6 +73,12 @@ def sram_access_pj(buffer_bytes: float) -> float:
     return SRAM_TIERS_PJ[-1][1]
 
 
+def value_access_pj(buffer_values: float, bits: int) -> float:
+    """Reading or writing one `bits`-wide value of a buffer of `buffer_values` such values,
+    packed (b/32 of a 32-bit access)."""
+    return sram_access_pj(buffer_values * bits / 8) * bits / WORD_BITS
+
+
 def int_add_pj(bits: int) -> float:
     """An integer add: Horowitz's 8-bit price up to 8 bits, his 32-bit price above."""
     return INT8_ADD_PJ if bits <= 8 else INT32_ADD_PJ
@@ -162,9 +168,9 @@ def estimate(counts: dict, model: str, convention: str) -> Estimate:
         if layer["role"] == "spikes":  # event-driven: every accumulate scatters into a state
             e = ops * FLOAT32_ADD_PJ
             if memory:
-                state = sram_access_pj(layer["output_size"] * 4)
-                e += ops * (sram_access_pj(layer["weights"] * 4) + 2 * state)
-                e += layer["nonzero_inputs"] * sram_access_pj(layer["input_size"] * 4)  # spike events
+                state = value_access_pj(layer["output_size"], WORD_BITS)
+                e += ops * (value_access_pj(layer["weights"], WORD_BITS) + 2 * state)
+                e += layer["nonzero_inputs"] * value_access_pj(layer["input_size"], WORD_BITS)  # spike events
             pj.spiking += e
             if neurons and layer["bias"]:
                 pj.fixed += outputs * FLOAT32_ADD_PJ
@@ -175,10 +181,9 @@ def estimate(counts: dict, model: str, convention: str) -> Estimate:
         if neurons and layer["bias"]:
             e += outputs * precision.accumulate_pj()
         if memory:
-            e += ops * sram_access_pj(layer["weights"] * precision.weight_bits / 8) * precision.weight_bits / WORD_BITS
-            e += (layer["input_size"] * layer["passes"] * sram_access_pj(layer["input_size"] * in_bits / 8)
-                  * in_bits / WORD_BITS)
-            e += outputs * sram_access_pj(layer["output_size"] * out_bits / 8) * out_bits / WORD_BITS
+            e += ops * value_access_pj(layer["weights"], precision.weight_bits)
+            e += layer["input_size"] * layer["passes"] * value_access_pj(layer["input_size"], in_bits)
+            e += outputs * value_access_pj(layer["output_size"], out_bits)
         pj.fixed += e * repeat
     if neurons:
         pj.fixed += counts["activations"] * precision.compare_pj()
@@ -187,8 +192,9 @@ def estimate(counts: dict, model: str, convention: str) -> Estimate:
             pj.fixed += updates * (layer["adds"] * FLOAT32_ADD_PJ + layer["mults"] * FLOAT32_MULT_PJ)
             if memory:
                 size = updates / T
-                pj.fixed += updates * (2 * layer["state_words"] + 1) * sram_access_pj(size * (layer["state_words"] + 1) * 4)
-                pj.spiking += layer["spikes"] * sram_access_pj(size * 4)
+                pj.fixed += updates * (2 * layer["state_words"] + 1) * value_access_pj(size * (layer["state_words"] + 1),
+                                                                                       WORD_BITS)
+                pj.spiking += layer["spikes"] * value_access_pj(size, WORD_BITS)
     return Estimate(pj.fixed * 1e-12, pj.spiking * 1e-12)
 
 
@@ -202,8 +208,6 @@ def crossover_rate(snn: Estimate, rate: float, other_joules: float) -> float | N
     """The mean firing rate at which the spiking network's energy would equal `other_joules`,
     its spike-driven part scaled with the rate from its measured `rate`; None when its part
     that does not scale with spikes alone costs more (no rate would do), or it did not fire."""
-    if snn.fixed >= other_joules:
-        return None
-    if snn.spiking <= 0 or rate <= 0:
+    if snn.fixed >= other_joules or snn.spiking <= 0 or rate <= 0:
         return None
     return rate * (other_joules - snn.fixed) / snn.spiking
