@@ -47,7 +47,7 @@ SAMNA_HELP = ("the chip configuration needs SynSense's samna (the PyPI 'samna' i
 
 
 def sinabs_dynapcnn(submodule: str) -> types.ModuleType:
-    """A samna-free submodule of `sinabs.backend.dynapcnn` (README, "Chip and library facts")."""
+    """A samna-free submodule of `sinabs.backend.dynapcnn` (docs/hardware.md, "Chip and library facts")."""
     package = "sinabs.backend.dynapcnn"
     if package not in sys.modules:
         import sinabs.backend

@@ -17,7 +17,7 @@ from torch import nn
 def converted_to_nir(model: nn.Sequential, obs_shape: tuple[int, ...], timesteps: int):
     """sinabs' NIR graph of a converted network (`converters.convert.spiking_model`), with what
     sinabs.to_nir leaves empty filled in: every Conv2d's input size and every Flatten's input
-    type (nir.write needs both; README, "Chip and library facts"), read off one pass over a zero sample.
+    type (nir.write needs both; docs/hardware.md, "Chip and library facts"), read off one pass over a zero sample.
     The result passes NIR's type checks (each edge's output and input types agree)."""
     sample = torch.zeros(timesteps, *obs_shape)
     graph = sinabs.to_nir(model, sample)

@@ -177,7 +177,7 @@ def bias_shifts(ann: nn.Sequential, quantized: QuantizedQNetwork, x: torch.Tenso
     is shifted by the mean difference, per output channel, between the float layer's outputs and
     the quantized one's on `x`, measured after the layers before it are corrected. Rounding
     weights shifts a layer's mean output, and the shift changes which of two near-equal Q-values
-    is larger (README, "The quantized ANN"). `quantized` is corrected in place."""
+    is larger (docs/methods/quantize.md). `quantized` is corrected in place."""
     quantized_layers = [m for m in quantized.net if isinstance(m, SYNAPSES)]
     shifts: list[list[float] | None] = []
     seen: dict[str, torch.Tensor] = {}

@@ -5,7 +5,7 @@ binary channels, as each method's user starts it (`compare run`). Slow (minutes)
 
 A uniformly random policy scores 0.412 there under the harness (10,000 episodes; the shipped
 normalization table, compare.core.scores), so no bar is under 3x random (1.24). Each bar
-is at most 70% of the worst seed we measured (README, "Learning from pixels"). The DQN's bar is
+is at most 70% of the worst seed we measured (docs/minatar.md, "Learning from pixels"). The DQN's bar is
 judged over three seeds: the same seed, settings and package versions scored 6.42 on 2026-11-30
 and 4.18 on 2026-12-02 (machines of the same kind; the cause is not pinned down, while the
 spiking runs and the CartPole MLP runs gave the same numbers on both days).

@@ -36,7 +36,7 @@ def test_dqn_learns_cartpole_within_50k_steps_on_most_seeds(cartpole_dqns):
 def test_converted_cartpole_dqns_keep_their_scores_and_their_choices(cartpole_dqns, tmp_path):
     """Issue 4 on the DQNs above, with channel-wise normalization, on three seeds: for at least
     two, at some T <= 64 the SNN reaches 90% of its ANN's return with conformance_decisive >= 0.95,
-    and its Q error falls from T=8 to T=64. (The README compares it with layer-wise normalization.)
+    and its Q error falls from T=8 to T=64. (docs/methods/convert.md compares it with layer-wise normalization.)
     Judged per seed against that seed's own ANN: a DQN that learned less converts no worse. Every
     T's entry is read, not the T the validation episodes choose, so one validation episode will do."""
     outcomes = {}

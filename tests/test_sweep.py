@@ -139,7 +139,7 @@ MINATAR_STUDY_STEPS = 30_000
                                                          ("minatar-full.toml", 150, 50, 100 * 5_000_000),
                                                          ("atari-chen2022.toml", 306, 102, 204 * 12_500_000)])
 def test_committed_studies_plan_their_cells_on_the_family_defaults(tmp_path, name, cells, derived, steps):
-    """The README's study commands: every cell resolves, each method on its learner's family
+    """The study commands of docs/minatar.md: every cell resolves, each method on its learner's family
     preset (one learner per study), conversions after their DQN; a dry run writes nothing."""
     res = compare("sweep", STUDIES / name, "--results", tmp_path / "results", "--dry-run")
     assert res.returncode == 0, res.stderr

@@ -120,6 +120,12 @@ def run(method, game, seed, steps, protocol_name, preset, label, overrides, eval
     _print_result(run_.path, run_.read_eval())
 
 
+def _score(result: dict) -> str:
+    """An evaluation's score with what its spread is: the SD of the episode returns."""
+    return (f"mean return {result['mean_return']:.2f} (SD {result['std_return']:.2f} over "
+            f"{result['episodes']} episodes)")
+
+
 def _print_result(path: Path, result: dict) -> None:
     for entry in result.get("sweep", []):
         validation = (f"  validation {entry['validation_mean_return']:.2f}"
@@ -130,9 +136,7 @@ def _print_result(path: Path, result: dict) -> None:
         how = {"validation": "chosen on the validation episodes", "only": "the only T"}[result["selection"]]
         click.echo(f"reported T={result['selected_timesteps']} ({how}; source ANN: {result['ann_mean_return']:.2f})")
     hns = f", HNS {result['hns']:.3f}" if result.get("hns") is not None else ""
-    click.echo(f"{result['method']} {result['game']} seed {result['seed']}: mean return "
-               f"{result['mean_return']:.2f} +- {result['std_return']:.2f} over "
-               f"{result['episodes']} episodes{hns}")
+    click.echo(f"{result['method']} {result['game']} seed {result['seed']}: {_score(result)}{hns}")
     click.echo(f"run directory: {path}")
 
 
@@ -175,12 +179,10 @@ def eval_(run_dir, episodes, seed, attack, eps, device, video):
         click.echo(f"FGSM ({entry['attack']}; eps in {entry['eps_unit']}):")
         for value in parse_eps(eps):
             r = entry["results"][f"{value:g}"]
-            click.echo(f"  eps={value:<8g} mean return {r['mean_return']:.2f} +- {r['std_return']:.2f} "
-                       f"over {r['episodes']} episodes")
+            click.echo(f"  eps={value:<8g} {_score(r)}")
         return
     result = api.evaluate(run_dir, episodes, seed, device)
-    click.echo(f"{result['method']} {result['game']}: mean return {result['mean_return']:.2f} +- "
-               f"{result['std_return']:.2f} over {result['episodes']} episodes")
+    click.echo(f"{result['method']} {result['game']}: {_score(result)}")
     click.echo(f"(episodes of the seed stream 'reevaluation' of seed {result['seed'] if seed is None else seed}: "
                "not the run's own final evaluation, whose score eval.json keeps)")
 

@@ -272,7 +272,7 @@ class CostMeter:
                 "synapses": synapses, "neurons": neurons, "activations": sum(self._relu_outputs.values()) / n}
 
     def neurobench(self, spikes: dict[str, float]) -> dict:
-        """The network's counts in NeuroBench's terms (README, "Cost of a decision"), per decision."""
+        """The network's counts in NeuroBench's terms (docs/energy.md), per decision."""
         n = max(1, self.decisions)
         layers, macs, acs = {}, 0.0, 0.0
         for layer in self._layers.values():

@@ -130,7 +130,7 @@ DQN_PRESETS: dict[str, DQNConfig] = {
                          epsilon_decay_steps=100_000),
     # rl-baselines3-zoo's CartPole-v1 DQN, with the learning rate decayed to 0, so that the final
     # policy (what gets evaluated and converted) stops changing late in the run. It is not stable
-    # across seeds: the README gives the measured spread, and the learning tests count seeds.
+    # across seeds: docs/methods/dqn.md gives the measured spread, and the learning tests count seeds.
     "cartpole": DQNConfig(lr=2.3e-3, lr_schedule="linear", batch_size=64, buffer_size=100_000,
                           learning_starts=1_000, train_freq=256, gradient_steps=128,
                           target_update_period=256, loss="huber", max_grad_norm=10.0,

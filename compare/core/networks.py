@@ -44,7 +44,7 @@ def synapse_stack(family: str, obs_shape: tuple[int, ...], n_outputs: int,
     """The family's synaptic layers (Conv2d / Linear), input to output, without neurons.
 
     - atari: the Nature CNN (Mnih et al. 2015) over 4 stacked 84x84 frames, or with
-      `arch="speck"` a network that maps onto one Speck / DYNAP-CNN chip (README, "Chip and library facts");
+      `arch="speck"` a network that maps onto one Speck / DYNAP-CNN chip (docs/hardware.md, "Chip and library facts");
     - minatar: Young & Tian 2019, one 3x3 convolution with 16 channels and 128 hidden units;
     - classic: an MLP over the flattened observation with `mlp_hidden` widths.
     """
@@ -71,7 +71,7 @@ def synapse_stack(family: str, obs_shape: tuple[int, ...], n_outputs: int,
 
 
 def speck_stack(in_channels: int, n_outputs: int) -> list[nn.Module]:
-    """A Q-network that maps onto one Speck / DYNAP-CNN chip (README, "Chip and library facts").
+    """A Q-network that maps onto one Speck / DYNAP-CNN chip (docs/hardware.md, "Chip and library facts").
 
     No biases; square kernels <= 16; <= 1024 channels; each layer fits one core. Memory per
     layer on the chip (kernel = c_in 2^(ceil log2 k^2 + ceil log2 c_out), neuron = c_out

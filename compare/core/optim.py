@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 
 # torch's CPU square root is many times slower on 0 and on subnormal numbers than on normal ones
-# (README, "Throughput of the MinAtar loop"; flush-to-zero does not help), and a centered
+# (docs/performance.md, "Throughput of the MinAtar loop"; flush-to-zero does not help), and a centered
 # RMSprop's `square_avg - grad_avg^2` is 0 for every weight that has never had a gradient.
 # Raising it to the smallest normal number first changes no result: its root (1.1e-19) vanishes
 # when eps is added, as does the root of anything below it (checked for the eps in use).

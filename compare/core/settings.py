@@ -87,7 +87,7 @@ class Settings:
 
 def default_threads(family: str) -> int:
     """torch threads of a run that does not say: one for the small MinAtar and classic-control
-    networks (more only adds synchronisation; measured in the README), up to four for Atari's CNN."""
+    networks (more only adds synchronisation; measured in docs/sweeps.md, "Threads"), up to four for Atari's CNN."""
     return 1 if family in ("minatar", "classic") else max(1, min(4, os.cpu_count() or 1))
 
 
