@@ -1,4 +1,7 @@
 import dataclasses
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -157,3 +160,23 @@ def test_a_cuda_run_asks_cudnn_for_deterministic_kernels(monkeypatch):
     assert torch.backends.cudnn.benchmark  # a CPU run leaves them
     use_compute_settings(dataclasses.replace(settings, device="cuda"))
     assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+
+
+def test_a_run_with_a_billion_updates_per_phase_says_how_long_it_takes(tmp_path):
+    """The announced update count becomes a duration once the first updates are timed (the run
+    goes on; this test stops it)."""
+    args = ["run", "--game", "CartPole-v1", "--steps", "2000", "--set", "learning_starts=300", "--set",
+            "train_freq=100", "--set", "gradient_steps=1000000000", "--threads", "1", "--quiet", "--out", tmp_path]
+    proc = subprocess.Popen([sys.executable, "-m", "compare", *map(str, args)], stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        deadline = time.monotonic() + 300  # the quiet time is a few seconds: a hang guard only
+        while time.monotonic() < deadline and not any("updates take about" in line for line in lines):
+            lines.append(proc.stderr.readline())
+            if not lines[-1]:  # the run ended
+                break
+    finally:
+        proc.kill()
+        proc.wait()
+    (estimate,) = [line for line in lines if "updates take about" in line]
+    assert f"this run's {18 * 10**9:,} updates take about" in estimate and " days " in estimate

@@ -246,3 +246,30 @@ def test_the_shipped_random_scores_are_the_harness_measurement_they_cite(game):
 
     result = random_policy_result(resolve_env(game), get_protocol("nature"), 10_000, seed=12345)
     assert round(float(np.mean(result.episode_returns)), 3) == small_env_references()[game].random
+
+
+def test_every_figures_title_clears_its_axes_labels_and_ticks(conversion_store, monkeypatch, tmp_path):
+    """The titles are drawn above everything of their axes (a long variant name once overprinted
+    the conversion figure's axis label)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from compare.app import plots
+
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: (figures.append((fig, path)), path)[1])
+    records, _ = read_runs(conversion_store)
+    written, _ = plots.write_plots(records, tmp_path / "figures")
+    assert any(path.name.startswith("conversion__") for path in written)
+    for fig, path in figures:
+        canvas = FigureCanvasAgg(fig)  # plots close their figures; draw this one again as it was saved
+        canvas.draw()
+        renderer = canvas.get_renderer()
+        titles = [t for t in [fig._suptitle] + [ax.title for ax in fig.axes] if t is not None and t.get_text()]
+        assert titles, path.name
+        for title in titles:
+            box = title.get_window_extent(renderer)
+            for ax in fig.axes:
+                parts = [ax.xaxis.label, ax.yaxis.label, *ax.get_xticklabels(), *ax.get_yticklabels()]
+                for part in (p for p in parts if p.get_text() and p is not title):
+                    assert not box.overlaps(part.get_window_extent(renderer)), (path.name, title.get_text(),
+                                                                               part.get_text())

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import copy
 import os
+import sys
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
@@ -142,6 +144,7 @@ DQN_PRESETS: dict[str, DQNConfig] = {
 # judgement, not a published bound: replay-ratio studies (D'Oro et al. 2023) go "an order of
 # magnitude" past the usual 1 or less; the presets here make at most 1.
 MAX_REPLAY_RATIO = 128
+ESTIMATE_AFTER = 32  # updates timed before a run with more than MAX_REPLAY_RATIO says how long it takes
 
 # One learner per study: every Q-method on a family trains with that family's preset. Atari:
 # Chen et al.'s, under which the paper that defines `dsqn` trained both its DSQN and its DQN
@@ -207,10 +210,9 @@ class DQNLearner(Learner, key="dqn", config_type=DQNConfig, presets=DQN_PRESETS,
                     "the network is never updated"]
         per_step = config.gradient_steps / config.train_freq
         if per_step > MAX_REPLAY_RATIO:
-            updates = ((total_steps - config.learning_starts) // config.train_freq + 1) * config.gradient_steps
             return [f"gradient_steps={config.gradient_steps:,} every train_freq={config.train_freq:,} steps is "
                     f"{per_step:,.0f} updates per agent step (more than {MAX_REPLAY_RATIO}; the presets make at most 1): "
-                    f"this run makes {updates:,} updates, the first "
+                    f"this run makes {total_updates(config, total_steps):,} updates, the first "
                     f"{config.gradient_steps:,} at step {config.learning_starts:,}"]
         return []
 
@@ -229,6 +231,7 @@ class DQNLearner(Learner, key="dqn", config_type=DQNConfig, presets=DQN_PRESETS,
         self._replay_saved_written: np.ndarray | None = None
         self._resume_warmup_until = 0
         self._losses: list[float] = []  # of the updates since the last logged episode
+        self._estimate_duration = config.gradient_steps / config.train_freq > MAX_REPLAY_RATIO
         # overlap_updates: the acting network is a copy of q, refreshed when a phase is launched
         # and at every begin(); `_phase` is the training phase running in `_worker`.
         self.actor = copy.deepcopy(self.q).requires_grad_(False) if config.overlap_updates else self.q
@@ -280,14 +283,27 @@ class DQNLearner(Learner, key="dqn", config_type=DQNConfig, presets=DQN_PRESETS,
         overlap_updates, the previous phase is finished first, the acting network takes its
         result, and this phase runs in the worker thread while the agent goes on acting."""
         cfg = self.cfg
-        batches = [self.replay.sample(cfg.batch_size) for _ in range(cfg.gradient_steps)]
         lr = self.learning_rate()
-        if self._worker is None:
-            self._losses += [self._update(b, lr) for b in batches]
+        if self._worker is None:  # each batch drawn just before its update: the same draws, one batch held
+            start = time.perf_counter()
+            for i in range(cfg.gradient_steps):
+                self._losses.append(self._update(self.replay.sample(cfg.batch_size), lr))
+                if i + 1 == ESTIMATE_AFTER and self._estimate_duration:
+                    self._estimate_duration = False
+                    self._say_duration((time.perf_counter() - start) / ESTIMATE_AFTER)
             return
+        batches = [self.replay.sample(cfg.batch_size) for _ in range(cfg.gradient_steps)]
         self._finish_phase()
         self.actor.load_state_dict(self.q.state_dict())
         self._phase = self._worker.submit(lambda: [self._update(b, lr) for b in batches])
+
+    def _say_duration(self, per_update: float) -> None:
+        """One line on stderr: how long this run's updates take at the measured rate."""
+        seconds = per_update * total_updates(self.cfg, self.total_steps)
+        days, hours = divmod(seconds / 3600, 24)
+        print(f"compare: warning: the first {ESTIMATE_AFTER} updates took {per_update * 1e3:.2f} ms each: this run's "
+              f"{total_updates(self.cfg, self.total_steps):,} updates take about {days:,.0f} days {hours:.1f} hours "
+              "(stop it with Ctrl-C; lower gradient_steps)", file=sys.stderr, flush=True)
 
     def _finish_phase(self) -> None:
         """Wait for the training phase in flight (before anything reads or writes q, its
@@ -395,3 +411,9 @@ class DQNLearner(Learner, key="dqn", config_type=DQNConfig, presets=DQN_PRESETS,
                 self.progress.update(st.step - self.progress.n)
             self.on_schedule(episode_ended=bool(out.done.all()))
         self._finish_phase()
+
+
+def total_updates(config: DQNConfig, total_steps: int) -> int:
+    """The updates a run of `total_steps` agent steps makes: `gradient_steps` per training phase,
+    one phase every `train_freq` steps from `learning_starts` on."""
+    return max(0, (total_steps - config.learning_starts) // config.train_freq + 1) * config.gradient_steps
