@@ -289,3 +289,12 @@ def test_a_cell_given_a_gpu_sees_only_it(monkeypatch):
     monkeypatch.setattr(sweep_module.subprocess, "run", fake_run)
     assert sweep_module.run_cell(["run"], 1, "3") == (0, "")
     assert seen["CUDA_VISIBLE_DEVICES"] == "3"
+
+
+@pytest.mark.slow
+def test_the_committed_studys_dry_run_says_nothing_is_left_to_run_in_a_checkout():
+    """Its cells are committed and count as finished: the dry run says so instead of a bare total."""
+    res = compare("sweep", STUDIES / "minatar.toml", "--dry-run", cwd=STUDIES.parent)
+    assert res.returncode == 0, res.stderr
+    assert ("still to run: 0 (36 of 36 cells finished, 0 interrupted; finished cells are skipped: to make them "
+            "again, give an empty --results)") in res.stdout

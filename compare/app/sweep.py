@@ -310,14 +310,20 @@ def dry_run(spec: SweepSpec, echo: Callable[[str], None]) -> None:
         presets = [f"{m} {cell_preset(spec, m) or get_method(m).default_preset(family) or 'default'}"
                    for m in spec.methods]
         echo(f"presets ({family}): " + ", ".join(presets))
+    statuses = []
     for i, cell in enumerate(cells, 1):
         after = f"  after: {cell.source.label}" if cell.source is not None else ""
         status = "finished" if (spec.run_dir(cell) / "eval.json").is_file() else (
             "interrupted" if spec.run_dir(cell).is_dir() else "new")
+        statuses.append(status)
         echo(f"{i:>4}. {cell.label:<40} {estimated_steps(spec, cell):>12,} agent steps  [{status}]{after}")
     total = sum(estimated_steps(spec, c) for c in cells)
+    left = sum(estimated_steps(spec, c) for c, status in zip(cells, statuses) if status != "finished")
+    bound = "at most " if "interrupted" in statuses else ""  # an interrupted cell resumes from its checkpoint
     echo(f"total: {total:,} agent steps of training (derived cells such as conversions: calibration and "
-         "evaluation only)")
+         f"evaluation only); still to run: {bound}{left:,} ({statuses.count('finished')} of {len(cells)} cells "
+         f"finished, {statuses.count('interrupted')} interrupted; finished cells are skipped: to make them "
+         "again, give an empty --results)")
 
 
 def visible_gpus() -> list[str]:
