@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -331,13 +332,15 @@ def load_converted_run(run: Run, device: str = "cpu") -> Deployed:
                     attack_network=source.network, attack=f"transfer from the source ANN (SNN at T={timesteps})")
 
 
-def run_conversion(settings: Settings, results_root: Path, name: str | None = None) -> Run:
+def run_conversion(settings: Settings, results_root: Path, name: str | None = None,
+                   echo: Callable[[str], None] = lambda line: None) -> Run:
     """Convert the finished dqn run `settings.source` into a new `convert` run (the source is
-    only read), under the source's protocol with the user's overrides."""
+    only read), under the source's protocol with the user's overrides; `echo` gets a line per step."""
     source = load_deployed(Path(settings.source), "cpu", methods=("dqn",))
     ann_q, spec, options, protocol = source.network, source.spec, settings.options, settings.protocol
     ensure_writable_dir(results_root)
     ann, divisor = split_ann(ann_q)
+    echo(f"calibrating on {options.calibration_frames:,} frames of the source ANN playing")
     scales = calibrate(ann_q, spec, protocol, options, settings.seed)
     normalized = normalize_ann(ann, scales, keep_output_scale=options.readout == "membrane")
     # The source's settings make the conversion's identity in `compare table` (a conversion of
@@ -346,18 +349,18 @@ def run_conversion(settings: Settings, results_root: Path, name: str | None = No
               "layer_scales": [scale.tolist() for scale in scales], **provenance()}
     with Run.create(results_root, spec.slug, "convert", settings.seed, config, name=name,
                     restart_unfinished=True) as run:
-        _evaluate_conversion(run, settings, ann_q, normalized, divisor, scales)
+        _evaluate_conversion(run, settings, ann_q, normalized, divisor, scales, echo)
     return run
 
 
 def _evaluate_conversion(run: Run, settings: Settings, ann_q: nn.Module, normalized: nn.Sequential,
-                         divisor: float | None, scales: list[torch.Tensor]) -> None:
+                         divisor: float | None, scales: list[torch.Tensor], echo: Callable[[str], None]) -> None:
     """One evaluation per T (each logged as soon as it is done), then eval.json at the T chosen
     on validation episodes (`select_operating_point`); every T's test score stays in the sweep."""
     options, protocol, spec = settings.options, settings.protocol, resolve_env(settings.game)
     all_timesteps = sorted(set(options.timesteps))
     sweep = []
-    for timesteps in all_timesteps:
+    for i, timesteps in enumerate(all_timesteps, 1):
         snn = converted_snn(normalized, options, timesteps, divisor, scales)
         entry: dict = {"timesteps": timesteps}
         if len(all_timesteps) > 1:  # a choice to make: on episodes of their own, not the reported ones
@@ -373,6 +376,9 @@ def _evaluate_conversion(run: Run, settings: Settings, ann_q: nn.Module, normali
         entry.update({**result.summary(), **conformance.summary(), "neuro": cost.summary()})
         run.log_eval(entry)  # each T is kept as soon as it is done
         sweep.append(entry)
+        validated = f"validation {entry['validation_mean_return']:.2f}, " if "validation_mean_return" in entry else ""
+        echo(f"T={timesteps} ({i} of {len(all_timesteps)}): {validated}test {entry['mean_return']:.2f}, "
+             f"conformance {entry['conformance']:.3f}")
     chosen, selection = select_operating_point(sweep)
     record = eval_record(settings, spec, EvalResult(chosen["episode_returns"], chosen["episode_lengths"]),
                          chosen["neuro"])

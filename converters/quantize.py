@@ -27,6 +27,7 @@ that differ at the level of float32 rounding).
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -232,12 +233,14 @@ def load_quantized_run(run: Run, device: str = "cpu") -> Deployed:
                     attack_network=source.network, attack="transfer from the source ANN")
 
 
-def run_quantization(settings: Settings, results_root: Path, name: str | None = None) -> Run:
+def run_quantization(settings: Settings, results_root: Path, name: str | None = None,
+                     echo: Callable[[str], None] = lambda line: None) -> Run:
     """Quantize the finished dqn run `settings.source` into a new `quantize` run (the source is
-    only read) and evaluate it on the source's final-evaluation episodes."""
+    only read) and evaluate it on the source's final-evaluation episodes; `echo` gets a line per step."""
     source = load_deployed(Path(settings.source), "cpu", methods=("dqn",))
     ann_q, spec, options, protocol = source.network, source.spec, settings.options, settings.protocol
     ensure_writable_dir(results_root)
+    echo(f"calibrating on {options.calibration_frames:,} frames of the source ANN playing")
     grids, shifts = calibrated(ann_q, spec, protocol, options, settings.seed)
     network = quantized_network(ann_q, grids, shifts, options)
     config = {**settings.to_dict(), "source_settings": source.settings.to_dict(),
@@ -246,6 +249,7 @@ def run_quantization(settings: Settings, results_root: Path, name: str | None = 
     with Run.create(results_root, spec.slug, "quantize", settings.seed, config, name=name,
                     restart_unfinished=True) as run:
         conformance = ConformanceMeter(ann_q, network, options.gap)
+        echo(f"evaluating on the source's {protocol.eval_episodes} final-evaluation episodes")
         with CostMeter(network) as cost:
             result = evaluate_policy(conformance.act, resolve_env(settings.game), protocol, protocol.eval_episodes,
                                      seed=stream_seed(settings.seed, "final_eval"))

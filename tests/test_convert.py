@@ -122,6 +122,9 @@ def test_conversion_is_a_run_of_its_own_and_leaves_the_source_alone(cartpole_dqn
     assert digest(cartpole_dqn) == before
     (start,) = [line for line in proc.stderr.splitlines() if line.startswith("run: convert")]
     assert f"from {cartpole_dqn.resolve()}" in start and "steps" not in start  # its own work, not its source's budget
+    assert "compare: convert: calibrating on 500 frames" in proc.stderr  # then one line per T as it is done
+    assert [line.split(":")[2].split(" (")[0].strip() for line in proc.stderr.splitlines()
+            if line.startswith("compare: convert: T=")] == ["T=4", "T=16"]
     (run_dir,) = tmp_path.glob("runs/*__convert__*")
     config = json.loads((run_dir / "config.json").read_text())
     assert config["source"] == str(cartpole_dqn.resolve()) and config["convert"]["percentile"] == 99.9

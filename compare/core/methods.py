@@ -20,6 +20,7 @@ Both answer the same questions, so nothing above this module asks which kind a m
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,7 +118,7 @@ class DerivedMethod:
     description: str
     options_type: type
     source_method: str                 # the method of the finished run it starts from
-    derive: Callable[..., Run]         # (settings, results root, name) -> finished run
+    derive: Callable[..., Run]         # (settings, results root, name, echo) -> finished run; echo: progress lines
     load: Callable[[Run, str], Deployed]  # (finished run, device) -> its deployed network
     baseline: str                      # the ANN method its energy is compared with
     options_key: str = "method_options"
@@ -164,7 +165,13 @@ class DerivedMethod:
                         source=str(run.path.resolve()))
 
     def start(self, settings: Settings, results_root: Path, name: str | None = None, progress_factory=None) -> Run:
-        return self.derive(settings, results_root, name)
+        """Derive the run; with a progress display asked for (`progress_factory`, None under
+        --quiet), its steps as lines on stderr."""
+        def echo(line: str) -> None:
+            if progress_factory is not None:
+                print(f"compare: {self.name}: {line}", file=sys.stderr, flush=True)
+
+        return self.derive(settings, results_root, name, echo)
 
     def resume(self, run: Run, progress_factory=None) -> Run:
         raise UsageError(f"{run.path} is a {self.name!r} run; only training runs resume (start it again: "
