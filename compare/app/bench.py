@@ -66,7 +66,6 @@ from compare.core.registry import get_method
 from compare.core.replay import FINAL, Batch, ReplayBuffer
 from compare.core.runstore import Run
 from compare.core.training import build_networks, new_deployed_network
-from direct.dsqn import DSQNOptions, build_dsqn
 
 WARMUP = 1000  # agent steps before updates start, in both training measurements
 
@@ -416,14 +415,16 @@ def single_thread():
         torch.set_num_threads(threads)
 
 
-def spiking_and_ann(spec, protocol, options: DSQNOptions) -> dict[str, torch.nn.Module]:
-    """The family's ANN Q-network and a DSQN with `options` on the same synapse stack."""
+def spiking_and_ann(spec, protocol, options) -> dict[str, torch.nn.Module]:
+    """The family's ANN Q-network and a DSQN with `options` (its options type) on the same
+    synapse stack, the DSQN built as its registered method builds it."""
     env = VecEnv(spec, protocol, 1)
     env.reset(seed=0)  # the shape is known once a frame is seen
     shape, n_actions = env.obs_shape, env.n_actions
     env.close()
     torch.manual_seed(0)
-    return {"dqn": build_ann(spec.family, shape, n_actions), "dsqn": build_dsqn(options, spec.family, shape, n_actions)}
+    dsqn = get_method("dsqn").build_network(options, spec.family, shape, n_actions)
+    return {"dqn": build_ann(spec.family, shape, n_actions), "dsqn": dsqn}
 
 
 # The committed MinAtar study, whose training cost (i) projects.
@@ -565,7 +566,7 @@ def run_benchmarks(game: str, env_steps: int, train_steps: int, echo=print, num_
         (shared_ppo, shared_macs), (separate_ppo, separate_macs) = (
             ppo_train_steps_per_s(spec, protocol, ppo_rollouts, run, shared) for shared in (True, False))
         with single_thread():
-            atari = update_times(spec, protocol, spiking_and_ann(spec, protocol, DSQNOptions(timesteps=8)), run)
+            atari = update_times(spec, protocol, spiking_and_ann(spec, protocol, get_method("dsqn").options_type(timesteps=8)), run)
     sb3_bytes = sb3_memory_saving_bytes((4, 84, 84))
     echo(f"(b) DQN training steps/s (Nature CNN, batch 32, update every 4 steps, CPU, 1 env each): ours "
          f"{train_rate:,.1f} | ours with overlap_updates {overlap_rate:,.1f} | CleanRL-style loop {base_rate:,.1f} | "
