@@ -17,13 +17,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from compare.core.errors import UsageError
+from compare.core.registry import DEFAULT_METHOD
 from compare.core.runstore import Run
 from compare.core.settings import Settings
 
 DEFAULT_RESULTS = Path("results")
 
 
-def run(method: str = "dqn", game: str = "CartPole-v1", seed: int = 0, steps: int | None = None,
+def run(method: str = DEFAULT_METHOD, game: str = "CartPole-v1", seed: int = 0, steps: int | None = None,
         protocol: str = "nature", preset: str | None = None, settings: dict | None = None,
         source: str | Path | None = None, label: str | None = None, device: str = "auto",
         threads: int | None = None, results: str | Path = DEFAULT_RESULTS, name: str | None = None,
@@ -36,7 +37,7 @@ def run(method: str = "dqn", game: str = "CartPole-v1", seed: int = 0, steps: in
     return start(resolved, results, name, progress_factory)
 
 
-def resolve(method: str = "dqn", game: str = "CartPole-v1", seed: int = 0, steps: int | None = None,
+def resolve(method: str = DEFAULT_METHOD, game: str = "CartPole-v1", seed: int = 0, steps: int | None = None,
             protocol: str = "nature", preset: str | None = None, settings: dict | None = None,
             source: str | Path | None = None, label: str | None = None, device: str = "auto",
             threads: int | None = None, wandb: dict | None = None) -> Settings:

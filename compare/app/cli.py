@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from compare.core.errors import UsageError
-from compare.core.registry import registered
+from compare.core.registry import DEFAULT_METHOD, registered
 from compare.core.seeding import MAX_SEED
 
 DEFAULT_RESULTS = Path("results")
@@ -37,7 +37,7 @@ def cli():
 
 
 @cli.command()
-@click.option("--method", default="dqn", show_default=True, help="Method to train (`compare methods`).")
+@click.option("--method", default=DEFAULT_METHOD, show_default=True, help="Method to train (`compare methods`).")
 @click.option("--game", default="CartPole-v1", show_default=True,
               help="Atari game (Pong, ALE/Pong-v5), classic control (CartPole-v1) or MinAtar/<Game>.")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0, max=MAX_SEED))

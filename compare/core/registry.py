@@ -20,6 +20,9 @@ from compare.core.config import unknown_name_message
 from compare.core.errors import UsageError
 
 GROUP = "compare.methods"
+# What `compare run` and the API train when no method is named: the ANN baseline of the
+# Q-methods, the cheapest run that exercises the whole harness (`make demo`).
+DEFAULT_METHOD = "dqn"
 
 
 @functools.cache
