@@ -81,14 +81,22 @@ def test_the_fan_out_map_counts_what_the_layer_s_connectivity_drives(conv):
     assert fan_out_map(conv, spikes.shape[1:]).shape == spikes.shape[1:]
 
 
-def test_costs_are_read_once_per_summary_not_per_decision():
-    """Counts stay tensors while the meter runs (no host sync per hook); the summary reads them."""
+def test_costs_are_counted_once_per_summary_not_per_decision():
+    """While the meter runs, a metered call keeps a copy of its inputs (no reduction, no host
+    sync per hook); they are counted together when the meter is done, into tensors; a copy,
+    since the caller may reuse its buffer."""
     net = build_dsqn(DSQNOptions(timesteps=4, weight_gain=8.0), "minatar", (4, 10, 10), 3)
+    frames = torch.zeros(2, 4, 10, 10)
     with CostMeter(net) as meter, torch.no_grad():
         for _ in range(3):
-            net((torch.rand(2, 4, 10, 10) > 0.5).float())
-    assert all(isinstance(v, torch.Tensor) for v in meter._spikes.values())
+            frames.copy_((torch.rand(2, 4, 10, 10) > 0.5).float())  # one buffer, rewritten per decision
+            net(frames)
+            kept = [x for layer in meter._layers.values() for xs in layer.pending.values() for x in xs]
+            assert kept and not any(layer.counts for layer in meter._layers.values())
+        seen = [x.clone() for x in meter._layers[net.synapses[0]].pending[(4, 10, 10)]]
     assert all(isinstance(counts, torch.Tensor) for layer in meter._layers.values() for counts, *_ in layer.counts.values())
+    counted = meter._layers[net.synapses[0]].counts[(4, 10, 10)][0]
+    assert torch.equal(counted, torch.cat(seen).bool().sum(dim=0).view(-1).double())
     summary = meter.summary()
     assert meter.decisions == 6 and summary["synops_per_decision"] > 0 and set(summary["firing_rate"]) == {"lifs.0", "lifs.1"}
 

@@ -97,8 +97,10 @@ def liveness_warning(where: str, record: dict) -> str | None:
 @dataclass
 class LayerCount:
     """One synaptic layer over the evaluation. Per input shape: how often each input element
-    was non-zero (spikes: how often it spiked), summed over every call in float64 on the
-    network's device, and the layer's fan-out maps; the products are taken once, at the end."""
+    was non-zero (spikes: how often it spiked), summed in float64 on the network's device, and
+    the layer's fan-out maps; the products are taken once, at the end. A metered call only keeps
+    a copy of its input (`keep`); the copies are counted together (`flush`), so that a decision
+    pays one copy per layer instead of its reductions."""
 
     name: str
     role: str
@@ -109,20 +111,49 @@ class LayerCount:
     outputs: int = 0                               # output elements it computed
     input_size: int = 0                            # elements of one input
     output_size: int = 0                           # elements of one output
+    pending: dict = field(default_factory=dict)    # input shape -> copies of inputs not counted yet
 
     @property
     def dense(self) -> int:
         """Every input x every synapse (NeuroBench's Dense): its MACs."""
         return self.outputs * self.fan_in
 
-    def add(self, module: nn.Module, shape: torch.Size, counts: torch.Tensor, output_size: int = 0) -> None:
-        """Add one call's per-element counts of inputs of `shape` (a new shape: its fan-out maps
-        are built, and the layer's input and output sizes set)."""
+    def add(self, module: nn.Module, shape: torch.Size, counts: torch.Tensor) -> None:
+        """Add per-element counts of inputs of `shape` (a new shape: its fan-out maps are built)."""
         if shape not in self.counts:
             self.counts[shape] = (torch.zeros_like(counts, dtype=torch.float64), fan_out_map(module, shape).flatten(),
                                   fan_out_map(module, shape, nonzero_weights=True).flatten())
-            self.input_size, self.output_size = counts.numel(), output_size
         self.counts[shape][0].add_(counts)
+
+    def keep(self, module: nn.Module, x: torch.Tensor, output_size: int) -> int:
+        """One call's inputs `x` (batch first): a small one kept as a copy (a caller may reuse
+        its buffer) for the next `flush`, a large one counted now (there the reductions cost
+        less than the copy); the bytes kept."""
+        shape = x.shape[1:]
+        if shape not in self.counts and shape not in self.pending:  # a new shape sets the sizes
+            self.input_size, self.output_size = shape.numel(), output_size
+        if x.numel() > KEPT_ELEMENTS:
+            self._count(module, shape, x)
+            return 0
+        self.pending.setdefault(shape, []).append(x.clone())
+        return x.numel() * x.element_size()
+
+    def flush(self, module: nn.Module) -> None:
+        """Count every kept input."""
+        for shape, kept in self.pending.items():
+            self._count(module, shape, torch.cat(kept) if len(kept) > 1 else kept[0])
+        self.pending.clear()
+
+    def _count(self, module: nn.Module, shape: torch.Size, x: torch.Tensor) -> None:
+        """Spikes summed (float32: exact below 2^24 per element), other inputs as non-zero
+        counts, and whether every input was in {-1, 0, 1}."""
+        if self.role == SPIKES:  # 0/1 spikes: their count is the count of non-zero inputs
+            counts = x.sum(dim=0)
+        else:
+            counts = x.bool().sum(dim=0)
+            if self.binary:  # read on the host until the first input that is not (then never again)
+                self.binary = bool(((x == 0) | (x.abs() == 1)).all())
+        self.add(module, shape, counts.view(-1))
 
     def nonzero_inputs(self) -> float:
         return sum(float(c.sum()) for c, _, _ in self.counts.values())
@@ -130,6 +161,10 @@ class LayerCount:
     def operations(self, nonzero_weights: bool) -> float:
         """Sum over inputs of each one's fan-out (of non-zero weights only, or of every synapse)."""
         return sum(float(torch.dot(c, nz if nonzero_weights else every)) for c, every, nz in self.counts.values())
+
+
+KEPT_BYTES = 32 * 2**20  # inputs kept uncounted before the meter counts them (memory, not speed)
+KEPT_ELEMENTS = 16_384  # larger inputs are counted at once: their reductions cost less than a copy
 
 
 class CostMeter:
@@ -166,6 +201,7 @@ class CostMeter:
         self._active: dict[str, torch.Tensor | float] = defaultdict(float)   # ReLU outputs above 0
         self._relu_outputs: dict[str, int] = defaultdict(int)
         self._handles: list = []
+        self._kept_bytes = 0
 
     def __enter__(self) -> CostMeter:
         self._handles.append(self.network.register_forward_hook(self._count_decisions))
@@ -186,27 +222,29 @@ class CostMeter:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+        self._flush()
 
     def _count_decisions(self, module, inputs, output) -> None:
         self.decisions += inputs[0].shape[0]
 
-    @staticmethod
-    def _synapse_counter(layer: LayerCount):
-        spikes = layer.role == SPIKES
-
+    def _synapse_counter(self, layer: LayerCount):
         def hook(module, inputs, output) -> None:
             x = inputs[0].detach()
             batch = x.shape[0]
             layer.passes += batch
             layer.outputs += output.numel()
-            if spikes:  # 0/1 spikes: their count is the count of non-zero inputs
-                counts = x.sum(dim=0)  # float32: exact below 2^24 spikes per element and call
-            else:
-                counts = x.bool().sum(dim=0)  # non-zero inputs
-                if layer.binary:  # read on the host until the first input that is not (then never again)
-                    layer.binary = bool(((x == 0) | (x.abs() == 1)).all())
-            layer.add(module, x.shape[1:], counts.view(-1), output.numel() // batch)  # accumulated in float64
+            self._kept_bytes += layer.keep(module, x, output.numel() // batch)
+            if self._kept_bytes > KEPT_BYTES:
+                self._flush()
         return hook
+
+    def _flush(self) -> None:
+        """Count the inputs the synaptic layers kept (into ordinary tensors, whether the
+        decisions ran under inference mode or not)."""
+        with torch.inference_mode(False), torch.no_grad():
+            for module, layer in self._layers.items():
+                layer.flush(module)
+        self._kept_bytes = 0
 
     def _spike_counter(self, name: str):
         def hook(module, inputs, output) -> None:
@@ -228,6 +266,7 @@ class CostMeter:
         return hook
 
     def _spike_totals(self) -> dict[str, float]:
+        self._flush()
         fed = {self._neurons[n]: self._layers[s].nonzero_inputs() for n, s in self._fed.items()
                if self._neurons[n] in self.neuron_steps}
         return {**{name: float(count) for name, count in self._spikes.items()}, **fed}
@@ -235,6 +274,7 @@ class CostMeter:
     def summary(self) -> dict:
         """The `neuro` block of eval.json: per-decision averages."""
         n = max(1, self.decisions)
+        self._flush()
         synops = sum(layer.operations(nonzero_weights=False) for layer in self._layers.values()
                      if layer.role == SPIKES) / n
         # dense MACs of the layers fed real values, a static one's counted once per decision
