@@ -152,3 +152,32 @@ def test_a_checkpoint_writes_only_the_frame_chunks_changed_since_the_last(monkey
     restored.load_state_dict(state, chunks)
     assert int(restored.written[0]) == 14
     assert restored.frames[0, :14, 0, 0].tolist() == list(range(14))  # frames from files of both saves
+
+
+@pytest.mark.parametrize("frame_stack, num_envs", [(4, 2), (1, 3)])
+def test_frames_kept_on_a_device_give_the_host_path_s_batches(frame_stack, num_envs):
+    """The device path (the CPU standing in for a GPU) draws the same indices and gathers the
+    same stacks as the host path, through episode ends, a wrapped ring and a checkpoint."""
+    import torch
+
+    buffers = [ReplayBuffer(capacity=40, num_envs=num_envs, frame_shape=(2, 2), frame_dtype=np.uint8,
+                            frame_stack=frame_stack, seed=3, device=device) for device in (None, torch.device("cpu"))]
+    rng = np.random.default_rng(0)
+    for step in range(90):  # episodes of random length; the rings wrap twice
+        done = rng.random(num_envs) < 0.1
+        args = (np.full((num_envs, 2, 2), step % 250, np.uint8), rng.integers(0, 4, num_envs),
+                rng.random(num_envs).astype(np.float32), done & (rng.random(num_envs) < 0.5), done,
+                np.full((num_envs, 2, 2), 250, np.uint8))
+        for buf in buffers:
+            buf.add(*args)
+        if step == 60:  # the device copy is rebuilt from a checkpoint's host arrays
+            restored = ReplayBuffer(capacity=40, num_envs=num_envs, frame_shape=(2, 2), frame_dtype=np.uint8,
+                                    frame_stack=frame_stack, seed=3, device=torch.device("cpu"))
+            restored.load_state_dict(buffers[1].state_dict(), buffers[1].frame_chunks())
+            buffers[1] = restored
+        if step > 20:
+            host, device = (buf.sample(16) for buf in buffers)
+            assert isinstance(device.obs, torch.Tensor) and isinstance(device.next_obs, torch.Tensor)
+            assert np.array_equal(host.obs, device.obs.numpy()) and np.array_equal(host.next_obs, device.next_obs.numpy())
+            for key in ("actions", "rewards", "terminals"):
+                assert np.array_equal(getattr(host, key), getattr(device, key)), key

@@ -55,6 +55,10 @@ class DQNConfig:
     exploration_fraction: float = 0.10  # decay length as a fraction of the budget
     checkpoint_interval: int = 0      # agent steps between checkpoints; 0: ten per run, >= 10k apart
     save_replay: Literal["auto", "always", "never"] = "auto"  # auto: when it is under 1 GiB
+    # device: the replay's frames also kept on the run's device, batches gathered there (no
+    # frames cross the bus); auto: on a CUDA device when they take at most half its free memory.
+    # The choice is recorded in config.json (`replay_on_device`).
+    replay_device: Literal["auto", "host", "device"] = "auto"
     # True: each training phase runs in a second thread while the agent takes its next
     # train_freq steps, acting with the network as it was before that phase (one phase stale);
     # False: the exact serial loop. Same transitions, batches and update schedule either way.
@@ -230,7 +234,7 @@ class DQNLearner(Learner, key="dqn", config_type=DQNConfig, presets=DQN_PRESETS,
         self._replay_files: dict[str, int] = {}
         self._replay_saved_written: np.ndarray | None = None
         self._resume_warmup_until = 0
-        self._losses: list[float] = []  # of the updates since the last logged episode
+        self._losses: list[torch.Tensor] = []  # of the updates since the last logged episode
         self._estimate_duration = config.gradient_steps / config.train_freq > MAX_REPLAY_RATIO
         # overlap_updates: the acting network is a copy of q, refreshed when a phase is launched
         # and at every begin(); `_phase` is the training phase running in `_worker`.
@@ -254,7 +258,8 @@ class DQNLearner(Learner, key="dqn", config_type=DQNConfig, presets=DQN_PRESETS,
         cfg = self.cfg
         return linear_decay(cfg.lr, self.state.step, self.total_steps) if cfg.lr_schedule == "linear" else cfg.lr
 
-    def _update(self, b: Batch, lr: float) -> float:
+    def _update(self, b: Batch, lr: float) -> torch.Tensor:
+        """One update; its loss stays on the device (read once per logged episode)."""
         cfg = self.cfg
         dev = self.device
         obs = torch.as_tensor(b.obs, device=dev)
@@ -272,11 +277,11 @@ class DQNLearner(Learner, key="dqn", config_type=DQNConfig, presets=DQN_PRESETS,
         if cfg.max_grad_norm > 0:
             nn.utils.clip_grad_norm_(self.q.parameters(), cfg.max_grad_norm)
         self.opt.step()
-        return float(loss.detach())
+        return loss.detach()
 
     def update_once(self) -> float:
         """One update from a fresh batch at the current step's learning rate (benchmarks, tests)."""
-        return self._update(self.replay.sample(self.cfg.batch_size), self.learning_rate())
+        return float(self._update(self.replay.sample(self.cfg.batch_size), self.learning_rate()))
 
     def _train_phase(self) -> None:
         """`gradient_steps` updates, their batches drawn now (the replay as of this step). With
@@ -354,8 +359,15 @@ class DQNLearner(Learner, key="dqn", config_type=DQNConfig, presets=DQN_PRESETS,
 
     def _new_replay(self) -> ReplayBuffer:
         cfg = self.cfg
+        frame_bytes = cfg.buffer_size * int(np.prod(self.env.frame_shape)) * np.dtype(self.env.frame_dtype).itemsize
+        on_device = cfg.replay_device == "device" or (
+            cfg.replay_device == "auto" and self.device.type == "cuda"
+            and frame_bytes <= torch.cuda.mem_get_info(self.device)[0] / 2)
+        if self.run is not None:
+            self.run.record(replay_on_device=on_device)
         return ReplayBuffer(cfg.buffer_size, cfg.num_envs, self.env.frame_shape, self.env.frame_dtype,
-                            self.env.spec.frame_stack, seed=stream_seed(self.seed, "replay"))
+                            self.env.spec.frame_stack, seed=stream_seed(self.seed, "replay"),
+                            device=self.device if on_device else None)
 
     # -- the loop ---------------------------------------------------------------------------
     def begin(self) -> None:
@@ -403,7 +415,8 @@ class DQNLearner(Learner, key="dqn", config_type=DQNConfig, presets=DQN_PRESETS,
             if out.finished:
                 self._finish_phase()  # its losses belong to this record, as in the serial loop
                 self.log_episodes([(st.step, score, length) for _, score, length in out.finished], rate.rate,
-                                  epsilon=round(eps, 6), loss=float(np.mean(losses)) if losses else None)
+                                  epsilon=round(eps, 6),
+                                  loss=float(np.mean(torch.stack(losses).tolist())) if losses else None)
                 losses.clear()
                 if self.progress is not None:
                     self.progress.set_postfix(ret=f"{out.finished[-1][1]:.1f}", eps=f"{eps:.2f}", refresh=False)

@@ -15,6 +15,7 @@ import json
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 FIRST = np.uint8(1)      # first entry of an episode
 FINAL = np.uint8(2)      # the extra entry after an episode's last step (no action of its own)
@@ -24,16 +25,21 @@ CHUNK_BYTES = 16 * 2**20  # frames per checkpoint file; a checkpoint rewrites on
 
 @dataclass
 class Batch:
-    obs: np.ndarray
+    obs: np.ndarray | torch.Tensor       # a tensor on the replay's device when it keeps frames there
     actions: np.ndarray
     rewards: np.ndarray
-    next_obs: np.ndarray
+    next_obs: np.ndarray | torch.Tensor
     terminals: np.ndarray   # float32 1.0 where the target must not bootstrap
 
 
 class ReplayBuffer:
+    """With `device`, the frames are also kept on that device (a GPU) and stacks are gathered
+    there, so that a batch's frames never cross the bus; the host copy stays the one that
+    checkpoints read and write, and the indices are drawn on the host either way (the same
+    batches)."""
+
     def __init__(self, capacity: int, num_envs: int, frame_shape: tuple[int, ...], frame_dtype,
-                 frame_stack: int, seed: int):
+                 frame_stack: int, seed: int, device: torch.device | None = None):
         self.num_envs = num_envs
         self.slots = -(-capacity // num_envs)  # ring length of each env
         self.k = frame_stack
@@ -47,6 +53,9 @@ class ReplayBuffer:
         self.pending_first = np.ones(num_envs, dtype=bool)
         self.rng = np.random.default_rng(seed)
         self._envs = np.arange(num_envs)
+        self.device_frames = (None if device is None else
+                              torch.zeros(self.frames.shape, dtype=torch.from_numpy(self.frames[:0, :0]).dtype,
+                                          device=device))
 
     @property
     def bytes_per_entry(self) -> int:
@@ -60,6 +69,9 @@ class ReplayBuffer:
     def _write(self, envs, frames, actions, rewards, flags) -> None:
         h = self.head[envs]
         self.frames[envs, h] = frames
+        if self.device_frames is not None:
+            self.device_frames[torch.as_tensor(envs), torch.as_tensor(h)] = torch.as_tensor(
+                self.frames[envs, h]).to(self.device_frames.device)
         self.actions[envs, h] = actions
         self.rewards[envs, h] = rewards
         self.flags[envs, h] = flags
@@ -97,18 +109,27 @@ class ReplayBuffer:
         history_ok = ~full | ((idx - self.head[envs]) % self.slots >= self.k - 1)
         return (idx != newest) & ((self.flags[envs, idx] & FINAL) == 0) & history_ok
 
-    def _stack(self, envs: np.ndarray, idx: np.ndarray) -> np.ndarray:
-        if self.k == 1:
-            return self.frames[envs, idx]
-        out = np.empty((len(envs), self.k, *self.frames.shape[2:]), dtype=self.frames.dtype)
-        out[:, -1] = self.frames[envs, idx]
+    def _stack_slots(self, idx: np.ndarray, envs: np.ndarray) -> np.ndarray:
+        """(batch, k) slots of each stack, oldest first, the episode's first repeated."""
+        slots = [idx]
         cur = idx
         at_start = (self.flags[envs, cur] & FIRST) != 0
-        for m in range(2, self.k + 1):
+        for _ in range(2, self.k + 1):
             cur = np.where(at_start, cur, (cur - 1) % self.slots)
-            out[:, -m] = self.frames[envs, cur]
+            slots.append(cur)
             at_start |= (self.flags[envs, cur] & FIRST) != 0
-        return out
+        return np.stack(slots[::-1], axis=1)
+
+    def _stack(self, envs: np.ndarray, idx: np.ndarray) -> np.ndarray | torch.Tensor:
+        if self.device_frames is not None:  # gathered where the frames are
+            device = self.device_frames.device
+            if self.k == 1:
+                return self.device_frames[torch.as_tensor(envs, device=device), torch.as_tensor(idx, device=device)]
+            slots = torch.as_tensor(self._stack_slots(idx, envs), device=device)
+            return self.device_frames[torch.as_tensor(envs, device=device)[:, None], slots]
+        if self.k == 1:
+            return self.frames[envs, idx]
+        return self.frames[envs[:, None], self._stack_slots(idx, envs)]
 
     def sample(self, batch_size: int) -> Batch:
         counts = np.minimum(self.written, self.slots)
@@ -199,4 +220,6 @@ class ReplayBuffer:
             if frames.shape != target.shape:
                 raise ValueError(f"replay {name} has shape {frames.shape}, expected {target.shape}")
             target[...] = frames
+        if self.device_frames is not None:
+            self.device_frames.copy_(torch.from_numpy(self.frames))
         self.rng.bit_generator.state = json.loads(str(state["rng"]))

@@ -399,6 +399,12 @@ class Run:
     def config(self) -> dict:
         return read_json(self.path / CONFIG)
 
+    def record(self, **facts) -> None:
+        """Add what a run resolved when it started (e.g. where its replay lives) to its
+        config.json, atomically. A directory without one (a benchmark's scratch run) keeps none."""
+        if (self.path / CONFIG).is_file():
+            write_json(self.path / CONFIG, {**self.config, **facts})
+
     @property
     def finished(self) -> bool:
         return (self.path / EVAL).is_file()
