@@ -200,8 +200,7 @@ class DQNLearner(Learner, key="dqn", config_type=DQNConfig, presets=DQN_PRESETS,
     def check_resources(cls, config: DQNConfig, env) -> None:
         """The replay must fit in this machine's memory (it is allocated lazily, so a larger one
         would fail hours into a run)."""
-        frame_bytes = int(np.prod(env.frame_shape)) * np.dtype(env.frame_dtype).itemsize
-        needed = config.buffer_size * frame_bytes
+        needed = replay_frame_bytes(config, env)
         memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
         if needed > memory:
             raise UsageError(f"buffer_size={config.buffer_size} needs {needed / 2**30:,.1f} GiB of frames; this "
@@ -284,9 +283,10 @@ class DQNLearner(Learner, key="dqn", config_type=DQNConfig, presets=DQN_PRESETS,
         return float(self._update(self.replay.sample(self.cfg.batch_size), self.learning_rate()))
 
     def _train_phase(self) -> None:
-        """`gradient_steps` updates, their batches drawn now (the replay as of this step). With
-        overlap_updates, the previous phase is finished first, the acting network takes its
-        result, and this phase runs in the worker thread while the agent goes on acting."""
+        """`gradient_steps` updates on batches of the replay as of this step. With
+        overlap_updates, its batches are drawn now, the previous phase is finished first, the
+        acting network takes its result, and this phase runs in the worker thread while the
+        agent goes on acting."""
         cfg = self.cfg
         lr = self.learning_rate()
         if self._worker is None:  # each batch drawn just before its update: the same draws, one batch held
@@ -304,10 +304,10 @@ class DQNLearner(Learner, key="dqn", config_type=DQNConfig, presets=DQN_PRESETS,
 
     def _say_duration(self, per_update: float) -> None:
         """One line on stderr: how long this run's updates take at the measured rate."""
-        seconds = per_update * total_updates(self.cfg, self.total_steps)
-        days, hours = divmod(seconds / 3600, 24)
+        updates = total_updates(self.cfg, self.total_steps)
+        days, hours = divmod(per_update * updates / 3600, 24)
         print(f"compare: warning: the first {ESTIMATE_AFTER} updates took {per_update * 1e3:.2f} ms each: this run's "
-              f"{total_updates(self.cfg, self.total_steps):,} updates take about {days:,.0f} days {hours:.1f} hours "
+              f"{updates:,} updates take about {days:,.0f} days {hours:.1f} hours "
               "(stop it with Ctrl-C; lower gradient_steps)", file=sys.stderr, flush=True)
 
     def _finish_phase(self) -> None:
@@ -359,10 +359,9 @@ class DQNLearner(Learner, key="dqn", config_type=DQNConfig, presets=DQN_PRESETS,
 
     def _new_replay(self) -> ReplayBuffer:
         cfg = self.cfg
-        frame_bytes = cfg.buffer_size * int(np.prod(self.env.frame_shape)) * np.dtype(self.env.frame_dtype).itemsize
         on_device = cfg.replay_device == "device" or (
             cfg.replay_device == "auto" and self.device.type == "cuda"
-            and frame_bytes <= torch.cuda.mem_get_info(self.device)[0] / 2)
+            and replay_frame_bytes(cfg, self.env) <= torch.cuda.mem_get_info(self.device)[0] / 2)
         if self.run is not None:
             self.run.record(replay_on_device=on_device)
         return ReplayBuffer(cfg.buffer_size, cfg.num_envs, self.env.frame_shape, self.env.frame_dtype,
@@ -430,3 +429,8 @@ def total_updates(config: DQNConfig, total_steps: int) -> int:
     """The updates a run of `total_steps` agent steps makes: `gradient_steps` per training phase,
     one phase every `train_freq` steps from `learning_starts` on."""
     return max(0, (total_steps - config.learning_starts) // config.train_freq + 1) * config.gradient_steps
+
+
+def replay_frame_bytes(config: DQNConfig, env) -> int:
+    """The bytes of frames a full replay of `config` holds in `env`."""
+    return config.buffer_size * int(np.prod(env.frame_shape)) * np.dtype(env.frame_dtype).itemsize
