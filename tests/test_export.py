@@ -52,7 +52,7 @@ def test_speck_dqn_exports_to_speck2f(speck_breakout, tmp_path):
                        "--eval-episodes", "1", "--calibration-frames", "300")
     assert proc.returncode == 0, proc.stderr
     # the minutes-long steps say what they do as they start
-    assert "calibrating on 300 frames" in proc.stdout and "evaluating the discretized and the float chip SNN" in proc.stdout
+    assert "calibrating on 300 frames" in proc.stderr and "evaluating the discretized and the float chip SNN" in proc.stderr
     report = json.loads((out / "resources.json").read_text())
     cores = [row["core"] for row in report["layers"]]
     assert len(cores) == 5 and len(set(cores)) == 5 and all(0 <= c < 9 for c in cores)
