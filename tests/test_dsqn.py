@@ -239,3 +239,25 @@ def test_norses_own_neurons_give_the_fused_q_values_and_gradients(family, obs_sh
 def test_norse_neurons_with_the_atan_surrogate_are_refused():
     with pytest.raises(UsageError, match="Norse has no ATan surrogate"):
         DSQNOptions(neuron_impl="norse")
+
+
+@pytest.mark.parametrize("method, family, shape, options", [
+    ("dsqn", "minatar", (4, 10, 10), {"timesteps": 4}), ("dsqn", "classic", (4,), {"timesteps": 4}),
+    ("dsqn", "classic", (4,), {"timesteps": 4, "reset": "soft", "detach_reset": False}),
+    ("hybrid", "classic", (4,), {"timesteps": 3}), ("hybrid", "minatar", (4, 10, 10), {"timesteps": 3})])
+def test_no_tensor_is_made_from_python_numbers_in_a_spiking_networks_forward_and_backward(method, family, shape,
+                                                                                            options):
+    """On a GPU each `torch.tensor(<number>, device=...)` is a host-to-device copy that stalls the
+    queue: neuron parameters are Python floats or tensors made once, never a tensor per call."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from compare.core.registry import get_method
+
+    plugin = get_method(method)
+    net = plugin.build_network(plugin.options_type(**options), family, shape, 3)
+    x = (torch.rand(2, *shape) > 0.5).float()
+    net(x)  # first-call set-up out of the way
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        net(x).sum().backward()
+    made = [e.key for e in prof.key_averages() if e.key in ("aten::lift_fresh", "aten::scalar_tensor")]
+    assert not made, made
