@@ -180,3 +180,36 @@ def test_a_run_with_a_billion_updates_per_phase_says_how_long_it_takes(tmp_path)
         proc.wait()
     (estimate,) = [line for line in lines if "updates take about" in line]
     assert f"this run's {18 * 10**9:,} updates take about" in estimate and " days " in estimate
+
+
+def test_a_checkpoint_holds_the_cuda_rng_field_and_a_cuda_resume_restores_it(monkeypatch):
+    """Empty on a CPU run; a CUDA run's state is put back on resume (no GPU here: the device is
+    only named, and torch.cuda's setter is watched)."""
+    settings = resolve_settings("dqn", "CartPole-v1", 0, 1000, "nature", None, {"mlp_hidden": "16"}, "cpu")
+    env = VecEnv(resolve_env("CartPole-v1"), settings.protocol, 1)
+    saved = {}
+
+    class Run:
+        def save_checkpoint(self, payload):
+            saved.update(payload)
+
+        def record(self, **facts):
+            pass
+
+    try:
+        env.reset(seed=0)
+        net = get_method("dqn").build_network(settings.options, "classic", env.obs_shape, env.n_actions)
+        learner = DQNLearner({"q": net}, env, dataclasses.replace(settings.learner, save_replay="never"),
+                             settings.protocol, 1000, 0, torch.device("cpu"), run=Run())
+        learner.begin()
+        learner.save_checkpoint()
+        assert saved["cuda_rng"].dtype == torch.uint8 and saved["cuda_rng"].numel() == 0
+        restored = []
+        monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device: restored.append((state, device)))
+        learner.load_checkpoint(saved)  # a CPU resume of a CPU run: nothing to restore
+        learner.device = torch.device("cuda")
+        learner.load_checkpoint(saved)  # a CUDA resume of a checkpoint written on a CPU: nothing either
+        learner.load_checkpoint({**saved, "cuda_rng": torch.arange(8, dtype=torch.uint8)})
+        assert len(restored) == 1 and torch.equal(restored[0][0], torch.arange(8, dtype=torch.uint8))
+    finally:
+        env.close()

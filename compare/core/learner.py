@@ -235,9 +235,10 @@ class Learner:
         payload = {"train_state": dataclasses.asdict(self.state),
                    **{role: net.state_dict() for role, net in self.networks.items()},
                    "optimizer": self.opt.state_dict(), "torch_rng": torch.get_rng_state(),
+                   # PPO and the hybrid sample actions on the device; empty for a CPU run
+                   "cuda_rng": (torch.cuda.get_rng_state(self.device) if self.device.type == "cuda"
+                                else torch.empty(0, dtype=torch.uint8)),
                    **self.extra_checkpoint()}
-        if self.device.type == "cuda":  # PPO and the hybrid sample actions on the device
-            payload["cuda_rng"] = torch.cuda.get_rng_state(self.device)
         self.run.save_checkpoint(payload)
 
     def load_checkpoint(self, payload: dict) -> None:
@@ -245,8 +246,9 @@ class Learner:
             net.load_state_dict(payload[role])
         self.opt.load_state_dict(payload["optimizer"])
         torch.set_rng_state(payload["torch_rng"])
-        if self.device.type == "cuda" and "cuda_rng" in payload:  # absent: written by a CPU run
-            torch.cuda.set_rng_state(payload["cuda_rng"], self.device)
+        cuda_rng = payload.get("cuda_rng")  # empty: written by a CPU run; absent: an older checkpoint
+        if self.device.type == "cuda" and cuda_rng is not None and cuda_rng.numel():
+            torch.cuda.set_rng_state(cuda_rng, self.device)
         self.state = self.state_type(**payload["train_state"])
         self.restore_extra(payload)
 
