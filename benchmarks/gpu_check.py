@@ -1,13 +1,14 @@
 """The GPU check, prepared for a machine with one GPU (docs/performance.md, "The GPU check").
 
-    python benchmarks/gpu_check.py --device cuda --out gpu-check      # about 5 minutes on one GPU
+    python benchmarks/gpu_check.py --device cuda --out gpu-check
 
 Through `compare run`, as a user runs it: training steps/s of dqn, dsqn (T = 8) and ppo on
 Breakout under their default presets, measured after the replay start (the learner's own
 `steps_per_s` over its latest 2,000 agent steps); one short dqn run made twice with one seed
 (identical weights, logs and episodes?); the same run killed after its first checkpoint and
 resumed (identical to the uninterrupted one?). Prints one table and writes it, with the
-machine, to OUT/gpu_check.json. Exit code 1 when a check fails.
+machine, to OUT/gpu_check.json. Exit code 1 when a check fails. Not yet run on a GPU: its
+runs are sized to take minutes there, which is untested.
 
 `--tiny` shrinks every run so that the test suite can run the whole script on a CPU
 (`--device cpu --tiny`): then the speeds measure nothing, the checks still check.
@@ -106,7 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     if options.out.exists():
         parser.error(f"--out {options.out} exists; give a new folder")
     size = SIZES["tiny" if options.tiny else "full"]
-    run = lambda args, name: compare_run(args, options.out / name, options.device, options.threads)  # noqa: E731
+
+    def run(args: list[str], name: str) -> Path:
+        return compare_run(args, options.out / name, options.device, options.threads)
 
     # Breakout under each method's default preset; only the replay and the evaluation are shortened.
     dqn_steps = size["learning_starts"] + max(size["measured"], 0 if options.tiny else RATE_WINDOW)

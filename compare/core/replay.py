@@ -109,7 +109,7 @@ class ReplayBuffer:
         history_ok = ~full | ((idx - self.head[envs]) % self.slots >= self.k - 1)
         return (idx != newest) & ((self.flags[envs, idx] & FINAL) == 0) & history_ok
 
-    def _stack_slots(self, idx: np.ndarray, envs: np.ndarray) -> np.ndarray:
+    def _stack_slots(self, envs: np.ndarray, idx: np.ndarray) -> np.ndarray:
         """(batch, k) slots of each stack, oldest first, the episode's first repeated."""
         slots = [idx]
         cur = idx
@@ -121,15 +121,12 @@ class ReplayBuffer:
         return np.stack(slots[::-1], axis=1)
 
     def _stack(self, envs: np.ndarray, idx: np.ndarray) -> np.ndarray | torch.Tensor:
-        if self.device_frames is not None:  # gathered where the frames are
-            device = self.device_frames.device
-            if self.k == 1:
-                return self.device_frames[torch.as_tensor(envs, device=device), torch.as_tensor(idx, device=device)]
-            slots = torch.as_tensor(self._stack_slots(idx, envs), device=device)
-            return self.device_frames[torch.as_tensor(envs, device=device)[:, None], slots]
-        if self.k == 1:
-            return self.frames[envs, idx]
-        return self.frames[envs[:, None], self._stack_slots(idx, envs)]
+        """The frames of each stack (k = 1: the frame alone), gathered where the frames are."""
+        rows, slots = (envs, idx) if self.k == 1 else (envs[:, None], self._stack_slots(envs, idx))
+        if self.device_frames is None:
+            return self.frames[rows, slots]
+        device = self.device_frames.device
+        return self.device_frames[torch.as_tensor(rows, device=device), torch.as_tensor(slots, device=device)]
 
     def sample(self, batch_size: int) -> Batch:
         counts = np.minimum(self.written, self.slots)
