@@ -11,6 +11,7 @@ from torch import nn
 
 from compare.app.cli import main
 from compare.core.networks import build_ann, synapse_stack
+from compare.core.registry import registered
 from compare.core.seeding import STREAMS, stream_seed
 from direct.dsqn import DSQNOptions, build_dsqn
 from direct.hybrid import HybridOptions, SpikingActor
@@ -44,7 +45,7 @@ def test_ann_dsqn_and_hybrid_actor_share_the_synapse_stack(family, obs_shape):
 
 # -- layers --------------------------------------------------------------------------------------
 
-LAYERS = {"compare.core": 0, "compare.baselines": 1, "direct": 1, "converters": 1, "compare.app": 2}
+LAYERS = {"compare.core": 0, "compare.baselines": 1, "direct": 1, "converters": 1, "compare.app": 2, "compare.bench": 2}
 # Function-level imports of project modules that are deliberate (ARCHITECTURE.md lists them).
 DELIBERATE_LAZY = {"compare/app/cli.py", "compare/app/api.py"}
 
@@ -80,6 +81,27 @@ def test_imports_point_down_and_sit_at_module_level():
                 nested.append(f"{relative}:{node.lineno} imports {target} inside a function")
     assert not upward, upward
     assert not nested, nested
+
+
+def code_strings(tree: ast.AST) -> list[ast.Constant]:
+    """The string constants of a module that are not docstrings."""
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                  and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+    return [node for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings]
+
+
+def test_the_application_layer_names_no_method():
+    """compare/app/ decides nothing by a method's name (what a method can do, it declares), so an
+    installed method gets every command; the bench (compare/bench.py), which measures named
+    methods against their published loops, sits beside it."""
+    names = set(registered())
+    assert {"dqn", "dsqn", "convert"} <= names
+    named = [f"{path.relative_to(ROOT)}:{node.lineno} {node.value!r}"
+             for path in sorted((ROOT / "compare" / "app").glob("*.py"))
+             for node in code_strings(ast.parse(path.read_text())) if node.value in names]
+    assert not named, named
 
 
 # -- seeds ---------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from compare.app.bench import WARMUP, _bench_learner, spiking_and_ann
+from compare.bench import WARMUP, _bench_learner, spiking_and_ann
 from compare.core.envs import resolve_env
 from compare.core.protocols import get_protocol
 from compare.core.registry import get_method

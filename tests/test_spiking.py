@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from conftest import throwaway_install
 from torch import nn
 
+from compare.core import accounting
 from compare.core.accounting import CostMeter, fan_out_map, synaptic_ops
 from compare.core.networks import build_ann
 from compare.core.spiking import ANALOG, SPIKES, STATIC, CostRoles, SpikingNetwork
@@ -81,24 +82,36 @@ def test_the_fan_out_map_counts_what_the_layer_s_connectivity_drives(conv):
     assert fan_out_map(conv, spikes.shape[1:]).shape == spikes.shape[1:]
 
 
-def test_costs_are_counted_once_per_summary_not_per_decision():
-    """While the meter runs, a metered call keeps a copy of its inputs (no reduction, no host
-    sync per hook); they are counted together when the meter is done, into tensors; a copy,
-    since the caller may reuse its buffer."""
+@pytest.mark.parametrize("rows_per_fold", [2**16, 3])
+def test_counts_are_added_per_call_and_folding_them_changes_nothing(monkeypatch, rows_per_fold):
+    """Each metered call adds its inputs' counts in place, into ordinary tensors under inference
+    mode (no input is kept, so the caller may rewrite its buffer), the first layer's as binary
+    inputs until one is not; float32 running sums folded into float64 every `rows_per_fold`
+    rows give what one count over every input gives."""
+    monkeypatch.setattr(accounting, "ROWS_PER_FOLD", rows_per_fold)
+    torch.manual_seed(0)
     net = build_dsqn(DSQNOptions(timesteps=4, weight_gain=8.0), "minatar", (4, 10, 10), 3)
-    frames = torch.zeros(2, 4, 10, 10)
-    with CostMeter(net) as meter, torch.no_grad():
-        for _ in range(3):
-            frames.copy_((torch.rand(2, 4, 10, 10) > 0.5).float())  # one buffer, rewritten per decision
+    frames, seen, inputs_of_second = torch.zeros(2, 4, 10, 10), [], []
+    hook = net.synapses[1].register_forward_hook(lambda m, i, o: inputs_of_second.append(i[0].clone()))
+    with CostMeter(net) as meter, torch.inference_mode():
+        for decision in range(5):
+            values = (torch.rand(2, 4, 10, 10) > 0.5).float() * (0.5 if decision == 4 else 1.0)
+            frames.copy_(values)  # one buffer, rewritten per decision
+            seen.append(values)
             net(frames)
-            kept = [x for layer in meter._layers.values() for xs in layer.pending.values() for x in xs]
-            assert kept and not any(layer.counts for layer in meter._layers.values())
-        seen = [x.clone() for x in meter._layers[net.synapses[0]].pending[(4, 10, 10)]]
-    assert all(isinstance(counts, torch.Tensor) for layer in meter._layers.values() for counts, *_ in layer.counts.values())
-    counted = meter._layers[net.synapses[0]].counts[(4, 10, 10)][0]
-    assert torch.equal(counted, torch.cat(seen).bool().sum(dim=0).view(-1).double())
+            if decision == 3:
+                assert meter._layers[net.synapses[0]].binary
+    hook.remove()
+    first, second = meter._layers[net.synapses[0]], meter._layers[net.synapses[1]]
+    assert not first.binary
+    counts = [entry.fold() for layer in meter._layers.values() for entry in layer.counts.values()]
+    assert not any(c.is_inference() for c in counts)
+    assert torch.equal(first.counts[(4, 10, 10)].fold(), torch.cat(seen).bool().sum(dim=0).view(-1).double())
+    spikes = torch.cat(inputs_of_second).flatten(1).sum(dim=0).double()
+    assert torch.equal(second.counts[inputs_of_second[0].shape[1:]].fold(), spikes)
     summary = meter.summary()
-    assert meter.decisions == 6 and summary["synops_per_decision"] > 0 and set(summary["firing_rate"]) == {"lifs.0", "lifs.1"}
+    assert meter.decisions == 10 and summary["synops_per_decision"] > 0
+    assert set(summary["firing_rate"]) == {"lifs.0", "lifs.1"}
 
 
 def tiny_dsqn(first_weights, output_weights):

@@ -465,7 +465,7 @@ def methods():
               help="(a), (b), (f): alternated rounds of each measure; the median is reported.")
 def bench(game, env_steps, train_steps, concurrent_steps, ppo_rollouts, rounds):
     """Measure harness and learner speed against baselines run in this same process."""
-    from compare.app.bench import run_benchmarks
+    from compare.bench import run_benchmarks
 
     run_benchmarks(game, env_steps, train_steps, echo=click.echo, concurrent_steps=concurrent_steps,
                    ppo_rollouts=ppo_rollouts, rounds=rounds)

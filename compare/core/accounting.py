@@ -75,7 +75,7 @@ def synaptic_ops(layer: nn.Module, spikes: torch.Tensor) -> float:
     times faster than float64), the products in float64."""
     count = LayerCount("", SPIKES, fan_in(layer))
     with torch.no_grad():
-        count.add(layer, spikes.shape[1:], spikes.sum(dim=0).flatten())
+        count.count(layer, spikes, 0)
     return count.operations(nonzero_weights=False)
 
 
@@ -94,77 +94,99 @@ def liveness_warning(where: str, record: dict) -> str | None:
     return f"compare: warning: {where}: spiking layers {'; '.join(parts)}" if parts else None
 
 
+# Rows a shape's float32 running counts take before they are folded into float64: each row adds
+# at most a few spikes per element, far below float32's exact integers (2^24).
+ROWS_PER_FOLD = 2**16
+
+
+class ShapeCount:
+    """A synaptic layer's counts for inputs of one shape: how often each input element was
+    non-zero (spikes: how often it spiked), added in place into a float32 running sum and
+    folded into a float64 total every ROWS_PER_FOLD rows, and the fan-out maps the counts are
+    multiplied with at the end. A call adds its batch as one product with a vector of ones (its
+    column sums), so that a decision pays one or two small operations per layer; every
+    operation stays in float (on a CPU an operation with a bool result costs several times
+    one with a float result)."""
+
+    def __init__(self, module: nn.Module, shape: torch.Size, device: torch.device):
+        with torch.inference_mode(False):  # ordinary tensors, added to in and out of inference mode
+            self.total = torch.zeros(shape.numel(), dtype=torch.float64, device=device)
+            self.running = torch.zeros(shape.numel(), dtype=torch.float32, device=device)
+        self.rows = 0
+        self.ones: dict[int, torch.Tensor] = {}  # batch size -> ones
+        self.every = fan_out_map(module, shape).flatten()
+        self.nonzero_weights = fan_out_map(module, shape, nonzero_weights=True).flatten()
+
+    def add(self, nonzero: torch.Tensor) -> None:
+        """Add a (rows, elements) batch of non-zero indicators (spikes: their counts)."""
+        rows = nonzero.shape[0]
+        if self.rows + rows > ROWS_PER_FOLD:
+            self.fold()
+        ones = self.ones.get(rows)
+        if ones is None:
+            with torch.inference_mode(False):
+                ones = self.ones[rows] = torch.ones(rows, dtype=torch.float32, device=nonzero.device)
+        self.running.addmv_(nonzero.t().float(), ones)
+        self.rows += rows
+
+    def fold(self) -> torch.Tensor:
+        """The float64 counts so far."""
+        if self.rows:
+            self.total.add_(self.running)
+            self.running.zero_()
+            self.rows = 0
+        return self.total
+
+
 @dataclass
 class LayerCount:
-    """One synaptic layer over the evaluation. Per input shape: how often each input element
-    was non-zero (spikes: how often it spiked), summed in float64 on the network's device, and
-    the layer's fan-out maps; the products are taken once, at the end. A metered call only keeps
-    a copy of its input (`keep`); the copies are counted together (`flush`), so that a decision
-    pays one copy per layer instead of its reductions."""
+    """One synaptic layer over the evaluation: per input shape a `ShapeCount`; the products
+    with the fan-out maps are taken once, at the end."""
 
     name: str
     role: str
     fan_in: int                                    # synapses into one output element
     binary: bool = True                            # every input seen was in {-1, 0, 1}
-    counts: dict = field(default_factory=dict)     # input shape -> (counts, every synapse, non-zero weights)
+    counts: dict = field(default_factory=dict)     # input shape -> ShapeCount
     passes: int = 0                                # inputs (batch elements) it was applied to
     outputs: int = 0                               # output elements it computed
+    inputs: int = 0                                # input elements it read
     input_size: int = 0                            # elements of one input
     output_size: int = 0                           # elements of one output
-    pending: dict = field(default_factory=dict)    # input shape -> copies of inputs not counted yet
 
     @property
     def dense(self) -> int:
         """Every input x every synapse (NeuroBench's Dense): its MACs."""
         return self.outputs * self.fan_in
 
-    def add(self, module: nn.Module, shape: torch.Size, counts: torch.Tensor) -> None:
-        """Add per-element counts of inputs of `shape` (a new shape: its fan-out maps are built)."""
-        if shape not in self.counts:
-            self.counts[shape] = (torch.zeros_like(counts, dtype=torch.float64), fan_out_map(module, shape).flatten(),
-                                  fan_out_map(module, shape, nonzero_weights=True).flatten())
-        self.counts[shape][0].add_(counts)
-
-    def keep(self, module: nn.Module, x: torch.Tensor, output_size: int) -> int:
-        """One call's inputs `x` (batch first): a small one kept as a copy (a caller may reuse
-        its buffer) for the next `flush`, a large one counted now (there the reductions cost
-        less than the copy); the bytes kept."""
+    def count(self, module: nn.Module, x: torch.Tensor, output_size: int) -> None:
+        """Count one call's inputs `x` (batch first). Spikes are their own counts; other inputs
+        count where they are not zero (a NaN counts as zero), and while every input so far was
+        in {-1, 0, 1} (|x| - |x|^2 = 0; read on the host until the first that is not, then
+        never again) they are their own indicators too. A new shape builds its fan-out maps
+        and sets the sizes."""
         shape = x.shape[1:]
-        if shape not in self.counts and shape not in self.pending:  # a new shape sets the sizes
+        entry = self.counts.get(shape)
+        if entry is None:
+            entry = self.counts[shape] = ShapeCount(module, shape, x.device)
             self.input_size, self.output_size = shape.numel(), output_size
-        if x.numel() > KEPT_ELEMENTS:
-            self._count(module, shape, x)
-            return 0
-        self.pending.setdefault(shape, []).append(x.clone())
-        return x.numel() * x.element_size()
-
-    def flush(self, module: nn.Module) -> None:
-        """Count every kept input."""
-        for shape, kept in self.pending.items():
-            self._count(module, shape, torch.cat(kept) if len(kept) > 1 else kept[0])
-        self.pending.clear()
-
-    def _count(self, module: nn.Module, shape: torch.Size, x: torch.Tensor) -> None:
-        """Spikes summed (float32: exact below 2^24 per element), other inputs as non-zero
-        counts, and whether every input was in {-1, 0, 1}."""
-        if self.role == SPIKES:  # 0/1 spikes: their count is the count of non-zero inputs
-            counts = x.sum(dim=0)
-        else:
-            counts = x.bool().sum(dim=0)
-            if self.binary:  # read on the host until the first input that is not (then never again)
-                self.binary = bool(((x == 0) | (x.abs() == 1)).all())
-        self.add(module, shape, counts.view(-1))
+        flat = x.reshape(x.shape[0], -1)
+        if self.role != SPIKES:
+            flat = flat.abs()
+            if self.binary:
+                self.binary = not bool(flat.addcmul(flat, flat, value=-1).any())
+            if not self.binary:
+                flat = flat.sign_()
+        entry.add(flat)
+        self.inputs += x.numel()
 
     def nonzero_inputs(self) -> float:
-        return sum(float(c.sum()) for c, _, _ in self.counts.values())
+        return sum(float(c.fold().sum()) for c in self.counts.values())
 
     def operations(self, nonzero_weights: bool) -> float:
         """Sum over inputs of each one's fan-out (of non-zero weights only, or of every synapse)."""
-        return sum(float(torch.dot(c, nz if nonzero_weights else every)) for c, every, nz in self.counts.values())
-
-
-KEPT_BYTES = 32 * 2**20  # inputs kept uncounted before the meter counts them (memory, not speed)
-KEPT_ELEMENTS = 16_384  # larger inputs are counted at once: their reductions cost less than a copy
+        return sum(float(torch.dot(c.fold(), c.nonzero_weights if nonzero_weights else c.every))
+                   for c in self.counts.values())
 
 
 class CostMeter:
@@ -196,12 +218,11 @@ class CostMeter:
         self._layers = {m: LayerCount(names[m], role, fan_in(m)) for m, role in self._roles.items()}
         self.decisions = 0
         self._spikes: dict[str, torch.Tensor | float] = defaultdict(float)
-        self.neuron_steps: dict[str, int] = defaultdict(int)
+        self._hooked_steps: dict[str, int] = defaultdict(int)      # updates of the layers not fed
         self.integrator_steps: dict[str, int] = defaultdict(int)   # non-spiking neuron layers
         self._active: dict[str, torch.Tensor | float] = defaultdict(float)   # ReLU outputs above 0
         self._relu_outputs: dict[str, int] = defaultdict(int)
         self._handles: list = []
-        self._kept_bytes = 0
 
     def __enter__(self) -> CostMeter:
         self._handles.append(self.network.register_forward_hook(self._count_decisions))
@@ -211,8 +232,8 @@ class CostMeter:
             for module, name in self._relus.items():
                 self._handles.append(module.register_forward_hook(self._activation_counter(name)))
         for module, name in self._neurons.items():
-            counter = self._step_counter(self.neuron_steps, name) if module in self._fed else self._spike_counter(name)
-            self._handles.append(module.register_forward_hook(counter))
+            if module not in self._fed:  # a fed layer is counted by the synaptic layer it feeds
+                self._handles.append(module.register_forward_hook(self._spike_counter(name)))
         if self.synapses:
             for module, name in self._integrators.items():
                 self._handles.append(module.register_forward_hook(self._step_counter(self.integrator_steps, name)))
@@ -222,7 +243,6 @@ class CostMeter:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
-        self._flush()
 
     def _count_decisions(self, module, inputs, output) -> None:
         self.decisions += inputs[0].shape[0]
@@ -233,24 +253,14 @@ class CostMeter:
             batch = x.shape[0]
             layer.passes += batch
             layer.outputs += output.numel()
-            self._kept_bytes += layer.keep(module, x, output.numel() // batch)
-            if self._kept_bytes > KEPT_BYTES:
-                self._flush()
+            layer.count(module, x, output.numel() // batch)
         return hook
-
-    def _flush(self) -> None:
-        """Count the inputs the synaptic layers kept (into ordinary tensors, whether the
-        decisions ran under inference mode or not)."""
-        with torch.inference_mode(False), torch.no_grad():
-            for module, layer in self._layers.items():
-                layer.flush(module)
-        self._kept_bytes = 0
 
     def _spike_counter(self, name: str):
         def hook(module, inputs, output) -> None:
             # summed in float32 (exact below 2^24 spikes per call), accumulated in float64
             self._spikes[name] = self._spikes[name] + output.detach().sum().double()
-            self.neuron_steps[name] += output.numel()
+            self._hooked_steps[name] += output.numel()
         return hook
 
     @staticmethod
@@ -265,8 +275,15 @@ class CostMeter:
             self._relu_outputs[name] += output.numel()
         return hook
 
+    @property
+    def neuron_steps(self) -> dict[str, int]:
+        """Updates of each spiking layer that ran, in the network's order (a layer that feeds a
+        synaptic layer made as many as that layer read inputs)."""
+        fed = {self._neurons[n]: self._layers[s].inputs for n, s in self._fed.items()}
+        steps = {name: fed.get(name, self._hooked_steps.get(name, 0)) for name in self._neurons.values()}
+        return {name: n for name, n in steps.items() if n}
+
     def _spike_totals(self) -> dict[str, float]:
-        self._flush()
         fed = {self._neurons[n]: self._layers[s].nonzero_inputs() for n, s in self._fed.items()
                if self._neurons[n] in self.neuron_steps}
         return {**{name: float(count) for name, count in self._spikes.items()}, **fed}
@@ -274,7 +291,6 @@ class CostMeter:
     def summary(self) -> dict:
         """The `neuro` block of eval.json: per-decision averages."""
         n = max(1, self.decisions)
-        self._flush()
         synops = sum(layer.operations(nonzero_weights=False) for layer in self._layers.values()
                      if layer.role == SPIKES) / n
         # dense MACs of the layers fed real values, a static one's counted once per decision
