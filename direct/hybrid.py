@@ -113,10 +113,10 @@ class SpikingActor(SpikingStack):
                                         options.encoder_mean_max, options.encoder_std)
             obs_shape = (n * options.pop_size,)
         synapses = synapse_stack(family, obs_shape, out_width, options.mlp_hidden, bias=bias)
-        # With PyTorch's default init the hidden LIF layers are silent at the start (measured on
-        # CartPole: 0% firing, and the policy's entropy stayed at ln 2 for the whole budget);
-        # `weight_gain` 4 gives ~12% firing in every layer at init (init=default; the default
-        # init=data rescales every layer that drives LIF neurons, compare.core.liveness).
+        # With PyTorch's default init the hidden LIF layers are silent at the start
+        # (docs/methods/hybrid.md gives the measurement); `weight_gain` makes them fire with
+        # init=default; the default init=data rescales every layer that drives LIF neurons
+        # (compare.core.liveness).
         spiking_out = options.decoder == "rate"
         super().__init__(scale_weights(synapses, options.weight_gain), lambda: LIFLayer(options.lif),
                          options.timesteps, pixel_divisor(family, options.input_divisor),
