@@ -45,7 +45,7 @@ def test_ann_dsqn_and_hybrid_actor_share_the_synapse_stack(family, obs_shape):
 
 # -- layers --------------------------------------------------------------------------------------
 
-LAYERS = {"compare.core": 0, "compare.baselines": 1, "direct": 1, "converters": 1, "compare.app": 2, "compare.bench": 2}
+LAYERS = {"compare.core": 0, "compare.baselines": 1, "direct": 1, "converters": 1, "compare.app": 2, "compare.bench": 2, "compare.gpu_check": 2}
 # Function-level imports of project modules that are deliberate (ARCHITECTURE.md lists them).
 DELIBERATE_LAZY = {"compare/app/cli.py", "compare/app/api.py"}
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import click
@@ -462,13 +463,40 @@ def methods():
 @click.option("--ppo-rollouts", default=3, show_default=True, type=click.IntRange(min=1),
               help="(g): PPO rollouts of 8 x 128 steps (and their updates) to time, after one more.")
 @click.option("--rounds", default=3, show_default=True, type=click.IntRange(min=1),
-              help="(a), (b), (f): alternated rounds of each measure; the median is reported.")
-def bench(game, env_steps, train_steps, concurrent_steps, ppo_rollouts, rounds):
-    """Measure harness and learner speed against baselines run in this same process."""
-    from compare.bench import run_benchmarks
+              help="(a), (b), (f), (j): alternated rounds of each measure; the median is reported.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+              help="cpu: the measurements (a)-(j) above; cuda: the GPU check (dqn, dsqn and ppo training "
+                   "steps/s on Breakout, one seed twice, a killed run resumed; docs/performance.md).")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="--device cuda: a new folder for the check's runs and gpu_check.json [default: a temporary one].")
+def bench(game, env_steps, train_steps, concurrent_steps, ppo_rollouts, rounds, device, out):
+    """Measure harness and learner speed against baselines run in this same process (on a GPU:
+    the prepared GPU check)."""
+    context = click.get_current_context()
+    given = [f"--{name.replace('_', '-')}" for name in ("game", "env_steps", "train_steps", "concurrent_steps",
+                                                         "ppo_rollouts", "rounds", "out")
+             if context.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE]
+    if device == "cpu":
+        if "--out" in given:
+            raise UsageError("--out is the GPU check's (--device cuda); the CPU measurements write nothing")
+        from compare.bench import run_benchmarks
 
-    run_benchmarks(game, env_steps, train_steps, echo=click.echo, concurrent_steps=concurrent_steps,
-                   ppo_rollouts=ppo_rollouts, rounds=rounds)
+        run_benchmarks(game, env_steps, train_steps, echo=click.echo, concurrent_steps=concurrent_steps,
+                       ppo_rollouts=ppo_rollouts, rounds=rounds)
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is visible here (torch.cuda.is_available() is false); "
+                         "the CPU measurements are --device cpu")
+    if [flag for flag in given if flag != "--out"]:
+        raise UsageError(f"{', '.join(flag for flag in given if flag != '--out')}: the GPU check's runs have fixed "
+                         "sizes; with --device cuda give only --out")
+    from compare.gpu_check import gpu_check
+
+    with tempfile.TemporaryDirectory() as tmp:
+        if not gpu_check("cuda", out or Path(tmp) / "gpu-check", echo=click.echo):
+            sys.exit(1)
 
 
 @cli.command("reference-loop")
