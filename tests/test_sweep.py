@@ -169,6 +169,9 @@ def test_committed_studies_plan_their_cells_on_the_family_defaults(tmp_path, nam
     (["--games", "CartPole-v1,CartPole-v1", "--methods", "dqn", "--seeds", "0"], ["game CartPole-v1 more than once"]),
     (["--games", "Pong,ALE/Pong-v5", "--methods", "dqn", "--seeds", "0"], ["game Pong more than once"]),
     (["--games", "Pong", "--methods", "dqn,dqn", "--seeds", "0"], ["method dqn more than once"]),
+    (["--games", "Pong", "--methods", "dqn", "--seeds", "0", "--device", "gpu"], ["'gpu' is not one of"]),
+    (["--games", "Pong", "--methods", "dqn", "--seeds", "0", "--launcher", "slurm", "--slurm-time", "0"],
+     ["slurm_time_min=0 must be at least 1"]),
 ])
 def test_bad_sweep_input(tmp_path, args, fragments):
     assert_clean_error(compare("sweep", *args, "--results", tmp_path / "r"), *fragments)
@@ -298,3 +301,51 @@ def test_the_committed_studys_dry_run_says_nothing_is_left_to_run_in_a_checkout(
     assert res.returncode == 0, res.stderr
     assert ("still to run: 0 (36 of 36 cells finished, 0 interrupted; finished cells are skipped: to make them "
             "again, give an empty --results)") in res.stdout
+
+
+def test_a_sweep_on_cuda_gives_every_training_cell_the_device_and_refuses_a_machine_without_one(monkeypatch, tmp_path):
+    """device=cuda reaches every training cell's command (a derived cell runs where its method
+    does); with no GPU for the local launcher the sweep stops before any cell starts, instead of
+    letting `auto` cells run on the CPU."""
+    spec = sweep_module.make_spec("CartPole-v1", "dqn,convert", "0", device="cuda", results=str(tmp_path / "r"))
+    commands = {cell.method: sweep_module.cell_command(spec, cell) for cell in spec.cells()}
+    assert commands["dqn"][commands["dqn"].index("--device") + 1] == "cuda"
+    assert "--device" not in commands["convert"]
+    auto = sweep_module.make_spec("CartPole-v1", "dqn", "0")
+    assert sweep_module.cell_command(auto, auto.cells()[0])[-2:] == ["--device", "auto"]
+    assert spec.sweep_id == sweep_module.make_spec("CartPole-v1", "dqn,convert", "0").sweep_id  # how, not what
+    monkeypatch.setattr(sweep_module, "visible_gpus", lambda: [])
+    with pytest.raises(sweep_module.UsageError, match="device=cuda: this machine has no CUDA device"):
+        sweep_module.run_sweep(spec, print)
+    assert not (tmp_path / "r").exists()
+    with pytest.raises(sweep_module.UsageError, match="device='gpu': allowed: auto, cpu, cuda"):
+        sweep_module.make_spec("CartPole-v1", "dqn", "0", device="gpu")
+
+
+def test_slurm_jobs_get_whole_gpus_and_the_time_limit_asked_for(monkeypatch):
+    """submitit's parameters as the sweep sets them: the GPUs per job and --slurm-time."""
+    seen = {}
+
+    class Job:
+        def result(self):
+            return 0, ""
+
+    class Executor:
+        def __init__(self, folder, cluster):
+            seen["cluster"] = cluster
+
+        def update_parameters(self, **parameters):
+            seen.update(parameters)
+
+        def map_array(self, fn, commands, threads):
+            return [Job() for _ in commands]
+
+    monkeypatch.setitem(sys.modules, "submitit", type(sys)("submitit"))
+    sys.modules["submitit"].AutoExecutor = Executor
+    spec = sweep_module.make_spec("CartPole-v1", "dqn", "0-1", launcher="slurm", gpus_per_run=2, slurm_time_min=90)
+    done = []
+    sweep_module._launch(spec, [["run"]] * 2, lambda i, result: done.append(result))
+    assert (seen["gpus_per_node"], seen["timeout_min"], done) == (2, 90, [(0, ""), (0, "")])
+    default = sweep_module.make_spec("CartPole-v1", "dqn", "0", launcher="slurm")
+    sweep_module._launch(default, [["run"]], lambda i, result: None)
+    assert seen["timeout_min"] == 24 * 60

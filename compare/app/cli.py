@@ -363,11 +363,15 @@ def plot(results, out, games, methods, kind, energy, energy_model, reference_fil
 @click.option("--gpus-per-run", type=float, help="ray/slurm: GPUs per cell [default: 0].")
 @click.option("--slurm-cluster", type=click.Choice(["slurm", "local"]),
               help="slurm: 'local' runs the job array with submitit's local executor.")
+@click.option("--slurm-time", "slurm_time_min", type=int, metavar="MINUTES",
+              help="slurm: each job's time limit; a cell cut off resumes when the sweep is rerun [default: 1440].")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]),
+              help="Every training cell's --device; cuda: a cell never falls back to the CPU [default: auto].")
 @click.option("--track", type=click.Choice(["tensorboard", "wandb"]),
               help="wandb: every training cell also logs to W&B, grouped as sweep-<id> [default: tensorboard].")
 @click.option("--dry-run", is_flag=True, help="Print the cells, their order and the steps; run nothing.")
 def sweep(sweep_file, games, methods, seeds, steps, protocol, presets, overrides, launcher, workers, results,
-          ray_address, cpus_per_run, gpus_per_run, slurm_cluster, track, dry_run):
+          ray_address, cpus_per_run, gpus_per_run, slurm_cluster, slurm_time_min, device, track, dry_run):
     """Run games x methods x seeds as ordinary runs; rerun the same command to finish an
     interrupted sweep (finished cells are skipped, interrupted ones resumed)."""
     from compare.app.sweep import dry_run as print_plan
@@ -377,7 +381,7 @@ def sweep(sweep_file, games, methods, seeds, steps, protocol, presets, overrides
                "presets": presets, "launcher": launcher, "workers": workers, "results": results,
                "ray_address": ray_address,
                "cpus_per_run": cpus_per_run, "gpus_per_run": gpus_per_run, "slurm_cluster": slurm_cluster,
-               "track": track}
+               "slurm_time_min": slurm_time_min, "device": device, "track": track}
     if overrides:
         options["overrides"] = overrides
     if sweep_file is not None:

@@ -67,6 +67,9 @@ class Cell:
         return None if method is None else Cell(self.game, method, self.seed)
 
 
+DEVICES = ("auto", "cpu", "cuda")
+
+
 @dataclass(frozen=True)
 class SweepSpec:
     games: tuple[str, ...]
@@ -83,7 +86,9 @@ class SweepSpec:
     cpus_per_run: float = 1.0
     gpus_per_run: float = 0.0
     slurm_cluster: str = "slurm"                  # "local": submitit's local executor
+    slurm_time_min: int = 24 * 60                 # each Slurm job's time limit (a cell past it resumes)
     track: str = "tensorboard"                    # wandb: every training cell also logs to W&B, grouped
+    device: str = "auto"                          # every training cell's --device (cuda: never the CPU)
 
     @property
     def sweep_id(self) -> str:
@@ -160,7 +165,7 @@ def _text(name: str, value) -> str:
 
 def make_spec(games, methods, seeds, steps=None, protocol="nature", presets=(), overrides=(), launcher="local",
               workers=1, results="results", ray_address=None, cpus_per_run=1.0, gpus_per_run=0.0,
-              slurm_cluster="slurm", track="tensorboard") -> SweepSpec:
+              slurm_cluster="slurm", slurm_time_min=24 * 60, track="tensorboard", device="auto") -> SweepSpec:
     """A checked sweep: every name and every cell's settings known good before anything starts."""
     games_, methods_ = _list(games), _list(methods)
     if not games_ or not methods_:
@@ -185,9 +190,12 @@ def make_spec(games, methods, seeds, steps=None, protocol="nature", presets=(), 
                      protocol, _list(presets), tuple(sorted(pairs.items())), launcher,
                      _number("workers", workers, int, 1),
                      _text("results", str(results)), ray_address, _number("cpus_per_run", cpus_per_run, float, 0),
-                     _number("gpus_per_run", gpus_per_run, float, 0), slurm_cluster, _text("track", track))
+                     _number("gpus_per_run", gpus_per_run, float, 0), slurm_cluster,
+                     _number("slurm_time_min", slurm_time_min, int, 1), _text("track", track), _text("device", device))
     if spec.track not in ("tensorboard", "wandb"):
         raise UsageError(f"track={spec.track!r}: allowed: tensorboard, wandb")
+    if spec.device not in DEVICES:
+        raise UsageError(f"device={spec.device!r}: allowed: {', '.join(DEVICES)}")
     if spec.launcher == "slurm" and spec.gpus_per_run != int(spec.gpus_per_run):
         raise UsageError(f"gpus_per_run={spec.gpus_per_run:g}: Slurm gives each cell whole GPUs; use an integer "
                          "(a fraction would round down, and a cell with --device auto would run on the CPU)")
@@ -265,8 +273,8 @@ def cell_command(spec: SweepSpec, cell: Cell) -> list[str]:
             "--threads", str(spec.threads)]
     if cell.source is not None:  # game, seed, protocol and budget: the source cell's
         args += ["--source", str(spec.run_dir(cell.source))]
-    else:
-        args += ["--game", cell.game, "--seed", str(cell.seed), "--protocol", spec.protocol]
+    else:  # (a derived cell runs where its method does: a conversion on the CPU)
+        args += ["--game", cell.game, "--seed", str(cell.seed), "--protocol", spec.protocol, "--device", spec.device]
         if spec.steps is not None:
             args += ["--steps", str(spec.steps)]
     preset = cell_preset(spec, cell.method)
@@ -388,7 +396,7 @@ def _launch(spec: SweepSpec, commands: list[list[str]], on_done: Callable[[int, 
         folder = Path(spec.results) / "sweeps" / f"{spec.sweep_id}-submitit"
         executor = submitit.AutoExecutor(folder=folder, cluster=None if spec.slurm_cluster == "slurm" else "local")
         executor.update_parameters(slurm_array_parallelism=spec.workers, cpus_per_task=max(1, int(spec.cpus_per_run)),
-                                   gpus_per_node=int(spec.gpus_per_run), timeout_min=24 * 60)
+                                   gpus_per_node=int(spec.gpus_per_run), timeout_min=spec.slurm_time_min)
         jobs = executor.map_array(run_cell, commands, [spec.threads] * len(commands))  # one job array
         for i, job in enumerate(jobs):
             try:
@@ -408,6 +416,9 @@ def run_sweep(spec: SweepSpec, echo: Callable[[str], None]) -> dict[str, list]:
     """Run every cell not finished yet; returns done / skipped / failed cells, and those another
     process is writing (`elsewhere`: a sweep rerun while the first still runs; not failures)."""
     check_launcher(spec.launcher)
+    if spec.device == "cuda" and spec.launcher == "local" and not visible_gpus():
+        raise UsageError("device=cuda: this machine has no CUDA device for the local launcher's cells "
+                         "(device=auto would run them on the CPU)")
     ensure_writable_dir(Path(spec.results))
     cells = spec.cells()
     summary: dict[str, list] = {"done": [], "skipped": [], "failed": [], "elsewhere": []}

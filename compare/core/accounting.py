@@ -94,8 +94,8 @@ def liveness_warning(where: str, record: dict) -> str | None:
     return f"compare: warning: {where}: spiking layers {'; '.join(parts)}" if parts else None
 
 
-# Rows a shape's float32 running counts take before they are folded into float64: each row adds
-# at most a few spikes per element, far below float32's exact integers (2^24).
+# Rows a shape's float32 running counts take before they are folded into float64: 2^16 rows of
+# fewer than 256 spikes per element each stay below float32's exact integers (2^24).
 ROWS_PER_FOLD = 2**16
 
 
