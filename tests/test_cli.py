@@ -79,6 +79,7 @@ def test_finished_run_lists_and_re_evaluates(tmp_path):
     assert set(config["versions"]) >= {"torch", "norse", "sinabs", "gymnasium", "ale-py"}
     assert "git_commit" in config
     assert config["hardware"]["cpus"] == os.cpu_count() and isinstance(config["hardware"]["gpus"], list)
+    assert "gpu_driver" in config["hardware"]
     listing = compare("list", "--results", out)
     assert run_dir.name in listing.stdout and "finished" in listing.stdout
     before = snapshot(run_dir)
@@ -123,3 +124,20 @@ def test_version_and_the_budget_in_both_units(tmp_path):
                   "--eval-episodes", "1", "--set", "max_episode_frames=400", "--out", tmp_path)
     assert run.returncode == 0, run.stderr
     assert "64 agent steps (256 frames)" in run.stderr
+
+
+@pytest.mark.parametrize("text, version", [
+    ("NVRM version: NVIDIA UNIX x86_64 Kernel Module  535.104.05  Sat Aug 19 01:15:15 UTC 2023\nGCC version: gcc\n",
+     "535.104.05"),
+    ("NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  550.54.14  Release Build  (dvs-builder@U16)\n",
+     "550.54.14"),
+    ("something else\n", None),
+])
+def test_the_gpu_driver_version_is_read_from_the_kernel_module(monkeypatch, tmp_path, text, version):
+    from compare.core import runstore
+
+    (tmp_path / "version").write_text(text)
+    monkeypatch.setattr(runstore, "NVIDIA_DRIVER_FILE", tmp_path / "version")
+    assert runstore.nvidia_driver_version() == version
+    monkeypatch.setattr(runstore, "NVIDIA_DRIVER_FILE", tmp_path / "absent")
+    assert runstore.nvidia_driver_version() is None

@@ -30,6 +30,7 @@ import json
 import math
 import os
 import platform
+import re
 import secrets
 import shutil
 import subprocess
@@ -208,7 +209,21 @@ def hardware() -> dict:
     cuda = torch.cuda.is_available()
     return {"cpu": cpu or None, "cpus": os.cpu_count(), "cuda": torch.version.cuda,
             "cudnn": torch.backends.cudnn.version() if cuda else None,
-            "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else []}
+            "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else [],
+            "gpu_driver": nvidia_driver_version() if cuda else None}
+
+
+NVIDIA_DRIVER_FILE = Path("/proc/driver/nvidia/version")  # what the loaded kernel module reports
+
+
+def nvidia_driver_version() -> str | None:
+    """The NVIDIA driver's version (torch reports the CUDA it was built with, not the driver)."""
+    try:
+        text = NVIDIA_DRIVER_FILE.read_text()
+    except OSError:
+        return None
+    match = re.search(r"Kernel Module(?:\s+for\s+\S+)?\s+(\d+(?:\.\d+)+)", text)
+    return match.group(1) if match else None
 
 
 def provenance() -> dict:
