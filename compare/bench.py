@@ -429,7 +429,7 @@ def spiking_and_ann(spec, protocol, options) -> dict[str, torch.nn.Module]:
 
 
 # The committed MinAtar study, whose training cost (i) projects.
-STUDY = Path(__file__).resolve().parents[2] / "studies" / "minatar.toml"
+STUDY = Path(__file__).resolve().parents[1] / "studies" / "minatar.toml"
 
 
 def study_steps_per_s(steps: int, run: Run) -> dict[Cell, float]:
