@@ -25,7 +25,8 @@
     ppo_atari.py, written out here (gymnasium's Atari preprocessing for its envs).
 (h) each update of (d) and of (f)'s learners against its arithmetic floor: its matmul and
     convolution FLOPs (torch's FlopCounterMode) at this machine's measured one-thread FP32 matmul
-    rate.
+    rate, and against the time of those very kernels, each run alone at its own shapes (what the
+    update would cost if nothing else did); (f) sets the latter against the step its goals need.
 (i) the committed MinAtar study's training cost at 1M agent steps per run, projected from each
     training cell's steps/s (each method on each game) as a run of that study trains it (one
     thread, one run at a time; (e) gives the share two runs side by side keep).
@@ -49,6 +50,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_map
 
 from compare.app.reference_loop import REPLAY_START_SIZE, youngtian2019_dqn
 from compare.app.resolve import resolve_settings
@@ -381,10 +384,59 @@ def update_flops(learner: DQNLearner) -> int:
     return counter.get_total_flops()
 
 
+# The operators whose FLOPs (h) counts: matrix products and convolutions, forward and backward.
+KERNEL_OPS = {torch.ops.aten.mm, torch.ops.aten.addmm, torch.ops.aten.bmm, torch.ops.aten.baddbmm,
+              torch.ops.aten.convolution, torch.ops.aten.convolution_backward}
+
+
+class KernelCapture(TorchDispatchMode):
+    """Records every call of a `KERNEL_OPS` operator made inside it, with copies of its arguments."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls: list[tuple] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func.overloadpacket in KERNEL_OPS:
+            copy = lambda a: a.detach().clone() if isinstance(a, torch.Tensor) else a  # noqa: E731
+            self.calls.append((func, *tree_map(copy, (args, kwargs))))
+        return func(*args, **kwargs)
+
+
+def update_kernel_seconds(learner: DQNLearner, round_seconds: float = 0.01, rounds: int = 5) -> float:
+    """Seconds of one update's matrix products and convolutions, each run alone on copies of its
+    own arguments (the median of `rounds` rounds of about `round_seconds` each, summed over the
+    kernels): what the update would take if nothing but those kernels cost time, a floor for
+    any implementation doing the same arithmetic with the same library kernels."""
+    with KernelCapture() as capture:
+        learner.update_once()
+    total = 0.0
+    for func, args, kwargs in capture.calls:
+        start = time.perf_counter()
+        func(*args, **kwargs)  # warm
+        reps = max(1, min(100, round(round_seconds / (time.perf_counter() - start))))
+        times = []
+        for _ in range(rounds):
+            start = time.perf_counter()
+            for _ in range(reps):
+                func(*args, **kwargs)
+            times.append((time.perf_counter() - start) / reps)
+        total += float(np.median(times))
+    return total
+
+
+@dataclasses.dataclass(frozen=True)
+class UpdateTime:
+    seconds: float          # one learner update, median
+    flops: int              # its matrix products' and convolutions' FLOPs
+    kernel_seconds: float   # those kernels alone (update_kernel_seconds)
+
+
 def update_times(spec, protocol, networks: dict[str, torch.nn.Module], run: Run, preset: str = "cleanrl",
-                 rounds: int = 5) -> dict[str, tuple[float, int]]:
+                 rounds: int = 5) -> dict[str, UpdateTime]:
     """Each network's median seconds per learner update (the networks alternating, all on one
-    replay filled by a random policy) and the update's FLOPs."""
+    replay filled by a random policy), the update's FLOPs and its kernels' time alone."""
     names = list(networks)
     learners = {name: _bench_learner(spec, protocol, 0, 1, run, networks[name], preset) for name in names}
     first = learners[names[0]]
@@ -394,6 +446,7 @@ def update_times(spec, protocol, networks: dict[str, torch.nn.Module], run: Run,
         lrn.env.close()
         lrn.replay = first.replay
     flops = {name: update_flops(lrn) for name, lrn in learners.items()}
+    kernels = {name: update_kernel_seconds(lrn) for name, lrn in learners.items()}
     times: dict[str, list[float]] = {name: [] for name in names}
     for _ in range(rounds):
         for name, lrn in learners.items():
@@ -402,7 +455,7 @@ def update_times(spec, protocol, networks: dict[str, torch.nn.Module], run: Run,
             for _ in range(3):
                 lrn.update_once()
             times[name].append((time.perf_counter() - start) / 3)
-    return {name: (float(np.median(times[name])), flops[name]) for name in names}
+    return {name: UpdateTime(float(np.median(times[name])), flops[name], kernels[name]) for name in names}
 
 
 @contextlib.contextmanager
@@ -577,7 +630,7 @@ def run_benchmarks(game: str, env_steps: int, train_steps: int, echo=print, num_
     echo(f"(c) replay bytes per transition: ours {frame_bytes:,.0f} | CleanRL's (SB3 memory-saving layout) "
          f"{sb3_bytes:,} | ratio {sb3_bytes / frame_bytes:.1f}x smaller")
     mac_ratio = dense_mac_ratio(4, 8)
-    (dsqn_s, _), (dqn_s, _) = atari["dsqn"], atari["dqn"]
+    dsqn_s, dqn_s = atari["dsqn"].seconds, atari["dqn"].seconds
     echo(f"(d) training step, Nature CNN, batch 32, 1 thread: DSQN T=8 {dsqn_s * 1e3:.0f} ms | DQN "
          f"{dqn_s * 1e3:.0f} ms | ratio {dsqn_s / dqn_s:.2f}x (dense MAC ratio {mac_ratio:.2f}x)")
     with tempfile.TemporaryDirectory() as tmp:
@@ -603,16 +656,20 @@ def run_benchmarks(game: str, env_steps: int, train_steps: int, echo=print, num_
         small = update_times(minatar, paper, spiking_and_ann(minatar, paper, dsqn_options), run, "youngtian2019")
         flop_rate = matmul_flops_per_s()
     theirs = rates["theirs"]
+    step = 1 / theirs  # seconds per step of their loop
     echo(f"(f) MinAtar Breakout training steps/s, youngtian2019 learner (batch 32 every step), 1 thread: ours DQN "
          f"{rates['dqn']:,.1f} | ours DSQN T=8 {rates['dsqn']:,.1f} | Young & Tian's examples/dqn.py loop "
          f"{theirs:,.1f} | ratio DQN {rates['dqn'] / theirs:.2f}x (goal 2.0x), DSQN {rates['dsqn'] / theirs:.2f}x "
-         f"(goal 0.5x)")
-    floors = {f"{family} {name}": (seconds, flops / flop_rate)
-              for family, times in (("MinAtar", small), ("Atari", atari)) for name, (seconds, flops) in times.items()}
+         f"(goal 0.5x) | their step {step * 1e3:.2f} ms: the goals need a DQN step of at most {step / 2 * 1e3:.2f} ms "
+         f"and a DSQN step of at most {step * 2 * 1e3:.2f} ms; the updates' kernels alone take "
+         f"{small['dqn'].kernel_seconds * 1e3:.2f} and {small['dsqn'].kernel_seconds * 1e3:.2f} ms")
+    floors = {f"{family} {name}": (cost.seconds, cost.kernel_seconds, cost.flops / flop_rate)
+              for family, times in (("MinAtar", small), ("Atari", atari)) for name, cost in times.items()}
     echo(f"(h) one update against its arithmetic floor (its matmul and convolution FLOPs at this machine's "
-         f"1-thread matmul rate, {flop_rate / 1e9:.1f} GFLOP/s): " + " | ".join(
-             f"{name} {seconds * 1e3:.2f} ms, floor {floor * 1e3:.2f} ms, ratio {seconds / floor:.1f}x"
-             for name, (seconds, floor) in floors.items()))
+         f"1-thread matmul rate, {flop_rate / 1e9:.1f} GFLOP/s) and its kernels (those products and convolutions "
+         "each run alone): " + " | ".join(
+             f"{name} {seconds * 1e3:.2f} ms, kernels {kernels * 1e3:.2f} ms, floor {floor * 1e3:.2f} ms, "
+             f"ratio {seconds / floor:.1f}x" for name, (seconds, kernels, floor) in floors.items()))
     with single_thread(), tempfile.TemporaryDirectory() as tmp:
         run = Run(Path(tmp))
         study = study_steps_per_s(train_steps, run)
@@ -633,6 +690,7 @@ def run_benchmarks(game: str, env_steps: int, train_steps: int, echo=print, num_
             "bytes_per_transition": frame_bytes, "dsqn_update_ratio": dsqn_s / dqn_s, "mac_ratio": mac_ratio,
             "concurrent_shares": shares, "minatar_ratio": rates["dqn"] / theirs,
             "minatar_dsqn_ratio": rates["dsqn"] / theirs,
-            "floor_ratios": {name: seconds / floor for name, (seconds, floor) in floors.items()},
+            "floor_ratios": {name: seconds / floor for name, (seconds, _, floor) in floors.items()},
+            "kernel_ratios": {name: seconds / kernels for name, (seconds, kernels, _) in floors.items()},
             "study_steps_per_s": {cell.label: rate for cell, rate in study.items()}, "study_core_hours": hours,
             "cost_meter_ratios": {name: meter / plain for name, (plain, meter) in metered.items()}}
