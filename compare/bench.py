@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import os
 import subprocess
 import sys
@@ -56,6 +57,7 @@ from torch.utils._pytree import tree_map
 from compare.app.reference_loop import REPLAY_START_SIZE, youngtian2019_dqn
 from compare.app.resolve import resolve_settings
 from compare.app.sweep import Cell, from_toml
+from compare.core import linear
 from compare.core.accounting import CostMeter, dense_macs
 from compare.core.dqn import DQNLearner
 from compare.core.envs import VecEnv, resolve_env
@@ -362,31 +364,47 @@ def layer_macs(net: torch.nn.Module, obs: torch.Tensor) -> list[int]:
 
 
 def matmul_flops_per_s(size: int = 512, reps: int = 20) -> float:
-    """FP32 matmul throughput at the current thread count (FLOP/s, median of `reps`): the
-    rate an update's arithmetic could at best run at on this machine."""
+    """FP32 matmul throughput at the current thread count (FLOP/s, median of `reps`) of the
+    faster of torch's BLAS and oneDNN (where torch has it): the rate an update's arithmetic
+    could at best run at on this machine."""
     a, b = torch.randn(size, size), torch.randn(size, size)
-    times = []
-    for _ in range(reps + 2):
-        start = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - start)
-    return 2 * size**3 / float(np.median(times[2:]))
+    products = [lambda: a @ b] + ([lambda: linear.onednn_product(a, b.t())] if linear.onednn_available() else [])
+    best = []
+    for product in products:
+        times = []
+        for _ in range(reps + 2):
+            start = time.perf_counter()
+            product()
+            times.append(time.perf_counter() - start)
+        best.append(float(np.median(times[2:])))
+    return 2 * size**3 / min(best)
 
 
 def update_flops(learner: DQNLearner) -> int:
     """FLOPs of one learner update (2 per multiply-add) as torch's FlopCounterMode counts them:
     the matmuls and convolutions of the online network's forward and backward and the target's
     forward; elementwise work (neurons, loss, optimizer) is not counted."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with FlopCounterMode(display=False) as counter:
+    with flop_counter() as counter:
         learner.update_once()
     return counter.get_total_flops()
 
 
+def onednn_product_flops(x_shape, weight_shape, *args, **kwargs) -> int:
+    """FlopCounterMode's formula for oneDNN's linear operator (x @ weight.T)."""
+    return 2 * math.prod(x_shape) * weight_shape[0]
+
+
+def flop_counter():
+    """torch's FlopCounterMode, also counting oneDNN's linear operator (compare.core.linear)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    formulas = {linear.ONEDNN_PRODUCT: onednn_product_flops} if linear.ONEDNN_PRODUCT else {}
+    return FlopCounterMode(display=False, custom_mapping=formulas)
+
+
 # The operators whose FLOPs (h) counts: matrix products and convolutions, forward and backward.
 KERNEL_OPS = {torch.ops.aten.mm, torch.ops.aten.addmm, torch.ops.aten.bmm, torch.ops.aten.baddbmm,
-              torch.ops.aten.convolution, torch.ops.aten.convolution_backward}
+              torch.ops.aten.convolution, torch.ops.aten.convolution_backward, linear.ONEDNN_PRODUCT}
 
 
 class KernelCapture(TorchDispatchMode):
@@ -456,6 +474,14 @@ def update_times(spec, protocol, networks: dict[str, torch.nn.Module], run: Run,
                 lrn.update_once()
             times[name].append((time.perf_counter() - start) / 3)
     return {name: UpdateTime(float(np.median(times[name])), flops[name], kernels[name]) for name in names}
+
+
+def through_blas(measure: Callable[[], float]) -> Callable[[], float]:
+    """`measure` with every linear layer through torch's F.linear (compare.core.linear)."""
+    def measured() -> float:
+        with linear.linear_kernel("blas"):
+            return measure()
+    return measured
 
 
 @contextlib.contextmanager
@@ -646,13 +672,15 @@ def run_benchmarks(game: str, env_steps: int, train_steps: int, echo=print, num_
     with single_thread(), tempfile.TemporaryDirectory() as tmp:
         run = Run(Path(tmp))
         dsqn_options = get_method("dsqn").option_presets["minatar"]
+        ours = {"dqn": lambda: ours_train_steps_per_s(minatar, paper, train_steps, 1, run, "youngtian2019")[0],
+                "dsqn": lambda: ours_train_steps_per_s(minatar, paper, train_steps, 1, run, "youngtian2019",
+                                                       network=spiking_and_ann(minatar, paper, dsqn_options)["dsqn"])[0]}
+        # where the linear layers run through oneDNN, also through torch's own F.linear: its gain
+        blas = {f"{name} blas": through_blas(measure) for name, measure in ours.items()
+                if linear.LINEAR_KERNEL == "onednn"}
         rates = alternated_medians({
             "theirs": lambda: youngtian2019_dqn("breakout", REPLAY_START_SIZE + 1 + train_steps,
-                                                seed=0).training_frames_per_s,
-            "dqn": lambda: ours_train_steps_per_s(minatar, paper, train_steps, 1, run, "youngtian2019")[0],
-            "dsqn": lambda: ours_train_steps_per_s(minatar, paper, train_steps, 1, run, "youngtian2019",
-                                                   network=spiking_and_ann(minatar, paper, dsqn_options)["dsqn"])[0]},
-            rounds)
+                                                seed=0).training_frames_per_s, **ours, **blas}, rounds)
         small = update_times(minatar, paper, spiking_and_ann(minatar, paper, dsqn_options), run, "youngtian2019")
         flop_rate = matmul_flops_per_s()
     theirs = rates["theirs"]
@@ -662,7 +690,9 @@ def run_benchmarks(game: str, env_steps: int, train_steps: int, echo=print, num_
          f"{theirs:,.1f} | ratio DQN {rates['dqn'] / theirs:.2f}x (goal 2.0x), DSQN {rates['dsqn'] / theirs:.2f}x "
          f"(goal 0.5x) | their step {step * 1e3:.2f} ms: the goals need a DQN step of at most {step / 2 * 1e3:.2f} ms "
          f"and a DSQN step of at most {step * 2 * 1e3:.2f} ms; the updates' kernels alone take "
-         f"{small['dqn'].kernel_seconds * 1e3:.2f} and {small['dsqn'].kernel_seconds * 1e3:.2f} ms")
+         f"{small['dqn'].kernel_seconds * 1e3:.2f} and {small['dsqn'].kernel_seconds * 1e3:.2f} ms" +
+         "".join(f" | ours {name.upper()} through torch's F.linear instead of oneDNN {rates[f'{name} blas']:,.1f}, "
+                 f"oneDNN's gain {rates[name] / rates[f'{name} blas']:.2f}x" for name in ours if blas))
     floors = {f"{family} {name}": (cost.seconds, cost.kernel_seconds, cost.flops / flop_rate)
               for family, times in (("MinAtar", small), ("Atari", atari)) for name, cost in times.items()}
     echo(f"(h) one update against its arithmetic floor (its matmul and convolution FLOPs at this machine's "

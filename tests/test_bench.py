@@ -4,9 +4,8 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from torch.utils.flop_counter import FlopCounterMode
 
-from compare.bench import WARMUP, KernelCapture, _bench_learner, update_flops, update_kernel_seconds
+from compare.bench import WARMUP, KernelCapture, _bench_learner, flop_counter, update_flops, update_kernel_seconds
 from compare.core.envs import resolve_env
 from compare.core.protocols import get_protocol
 from compare.core.runstore import Run
@@ -48,7 +47,7 @@ def test_the_kernel_floor_times_the_kernels_the_flop_count_counts():
             learner.update_once()
         ops = sorted(str(func.overloadpacket) for func, _, _ in capture.calls)
         assert ops.count("aten.convolution") == 2 and ops.count("aten.convolution_backward") == 1, ops
-        with FlopCounterMode(display=False) as counter:
+        with flop_counter() as counter:
             for func, args, kwargs in capture.calls:
                 func(*args, **kwargs)
         assert counter.get_total_flops() == update_flops(learner) > 0

@@ -79,7 +79,7 @@ def test_finished_run_lists_and_re_evaluates(tmp_path):
     assert set(config["versions"]) >= {"torch", "norse", "sinabs", "gymnasium", "ale-py"}
     assert "git_commit" in config
     assert config["hardware"]["cpus"] == os.cpu_count() and isinstance(config["hardware"]["gpus"], list)
-    assert "gpu_driver" in config["hardware"]
+    assert "gpu_driver" in config["hardware"] and config["hardware"]["linear_kernel"].split()[0] in ("blas", "onednn")
     listing = compare("list", "--results", out)
     assert run_dir.name in listing.stdout and "finished" in listing.stdout
     before = snapshot(run_dir)

@@ -9,6 +9,7 @@ import torch
 
 from compare.bench import WARMUP, _bench_learner, spiking_and_ann
 from compare.core.envs import resolve_env
+from compare.core.linear import linear_kernel, onednn_available
 from compare.core.protocols import get_protocol
 from compare.core.registry import get_method
 from compare.core.runstore import Run
@@ -52,3 +53,32 @@ def test_fast_and_plain_updates_agree(kind, preset):
             assert torch.equal(a, b)
         else:  # the fused backward sums in another order: float rounding, far below one update
             torch.testing.assert_close(a, b, rtol=0, atol=moved * 1e-3)
+
+
+@pytest.mark.skipif(not onednn_available(), reason="this torch has no oneDNN linear operator")
+@pytest.mark.parametrize("kind", ["dqn", "dsqn"])
+def test_updates_through_onednn_and_blas_agree(kind):
+    """Twenty updates on the same batches with the linear layers through oneDNN and through
+    torch's F.linear: the same learning to float rounding (the kernels sum in other orders)."""
+    spec, protocol = resolve_env("MinAtar/Breakout"), get_protocol("youngtian2019")
+    networks = [spiking_and_ann(spec, protocol, get_method("dsqn").option_presets["minatar"])[kind]
+                for _ in range(2)]
+    with tempfile.TemporaryDirectory() as tmp:
+        run = Run(Path(tmp))
+        ours, blas = (_bench_learner(spec, protocol, 0, 1, run, net, "youngtian2019") for net in networks)
+        ours.begin()
+        ours.train_until(WARMUP - 1)
+        start = [p.detach().clone() for p in ours.q.parameters()]
+        for _ in range(UPDATES):
+            batch = ours.replay.sample(ours.cfg.batch_size)
+            with linear_kernel("onednn"):
+                ours._update(batch, ours.cfg.lr)
+            with linear_kernel("blas"):
+                blas._update(batch, blas.cfg.lr)
+        ours.env.close()
+        blas.env.close()
+    moved = max(float((p.detach() - p0).abs().max()) for p, p0 in zip(ours.q.parameters(), start))
+    assert moved > 1e-4
+    assert any(not torch.equal(a, b) for a, b in zip(ours.q.parameters(), blas.q.parameters()))
+    for a, b in zip(ours.q.parameters(), blas.q.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=moved * 1e-2)

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from compare.core.errors import UsageError
+from compare.core.linear import Linear
 
 PIXEL_RANGE = 255.0  # Atari frames are uint8; ANNs divide by this (DSQN's paper by 256)
 ARCHS = ("default", "speck")
@@ -59,15 +60,15 @@ def synapse_stack(family: str, obs_shape: tuple[int, ...], n_outputs: int,
         return [nn.Conv2d(obs_shape[0], 32, 8, stride=4, bias=bias),
                 nn.Conv2d(32, 64, 4, stride=2, bias=bias),
                 nn.Conv2d(64, 64, 3, stride=1, bias=bias),
-                nn.Linear(64 * 7 * 7, 512, bias=bias),
-                nn.Linear(512, n_outputs, bias=bias)]
+                Linear(64 * 7 * 7, 512, bias=bias),
+                Linear(512, n_outputs, bias=bias)]
     if family == "minatar":
         size = obs_shape[-1]
         return [nn.Conv2d(obs_shape[0], 16, 3, stride=1, bias=bias),
-                nn.Linear(16 * (size - 2) ** 2, 128, bias=bias),
-                nn.Linear(128, n_outputs, bias=bias)]
+                Linear(16 * (size - 2) ** 2, 128, bias=bias),
+                Linear(128, n_outputs, bias=bias)]
     widths = [math.prod(obs_shape), *mlp_hidden, n_outputs]
-    return [nn.Linear(a, b, bias=bias) for a, b in zip(widths[:-1], widths[1:])]
+    return [Linear(a, b, bias=bias) for a, b in zip(widths[:-1], widths[1:])]
 
 
 def speck_stack(in_channels: int, n_outputs: int) -> list[nn.Module]:
@@ -89,8 +90,8 @@ def speck_stack(in_channels: int, n_outputs: int) -> list[nn.Module]:
     return [nn.Conv2d(in_channels, 16, 8, stride=4, bias=False),
             nn.Conv2d(16, 32, 4, stride=2, bias=False),
             nn.Conv2d(32, 32, 3, stride=2, bias=False),
-            nn.Linear(512, 128, bias=False),
-            nn.Linear(128, n_outputs, bias=False)]
+            Linear(512, 128, bias=False),
+            Linear(128, n_outputs, bias=False)]
 
 
 class ANN(nn.Module):

@@ -26,6 +26,7 @@ from torch.distributions import Categorical
 from compare.core.errors import UsageError
 from compare.core.evaluation import Policy
 from compare.core.learner import Learner, LearnerState, StepRate, linear_decay, training_signal
+from compare.core.linear import Linear
 from compare.core.networks import build_ann
 from compare.core.protocols import Protocol
 
@@ -122,7 +123,7 @@ class TrunkValueHead(nn.Module):
 
     def __init__(self, actor: nn.Module):
         super().__init__()
-        self.head = nn.Linear(actor.output_layer.in_features, 1)
+        self.head = Linear(actor.output_layer.in_features, 1)
         self._actor = (actor,)  # a tuple, so that nn.Module does not register it
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:

@@ -46,6 +46,7 @@ import torch
 
 from compare.core.energy import counts_problem
 from compare.core.errors import UsageError
+from compare.core.linear import recorded_kernel
 
 CONFIG, METRICS, EVALS, EVAL, CHECKPOINT, REPLAY, WEIGHTS, LOCK = (
     "config.json", "metrics.jsonl", "evals.jsonl", "eval.json", "checkpoint.pt", "replay", "model.pt",
@@ -210,7 +211,7 @@ def hardware() -> dict:
     return {"cpu": cpu or None, "cpus": os.cpu_count(), "cuda": torch.version.cuda,
             "cudnn": torch.backends.cudnn.version() if cuda else None,
             "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else [],
-            "gpu_driver": nvidia_driver_version() if cuda else None}
+            "gpu_driver": nvidia_driver_version() if cuda else None, "linear_kernel": recorded_kernel()}
 
 
 NVIDIA_DRIVER_FILE = Path("/proc/driver/nvidia/version")  # what the loaded kernel module reports
