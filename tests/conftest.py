@@ -92,15 +92,23 @@ def snapshot(directory: Path) -> dict[str, str]:
 
 
 def kill_after_first_checkpoint(cmd: list[str], out: Path) -> Path:
-    """Start a training run, SIGKILL it a second after its first checkpoint; its directory."""
+    """Start a training run and SIGKILL it mid-way between checkpoints: as soon as its log holds
+    an episode finished after the first checkpoint it wrote (the run's own signal that it went on,
+    not a sleep, which a fast machine can outrun past the last checkpoint). Its directory."""
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline, checkpoint = time.time() + 300, None
-        while time.time() < deadline and proc.poll() is None and checkpoint is None:
-            checkpoint = next(iter(out.glob("runs/*/checkpoint.pt")), None)
-            time.sleep(0.2)
-        assert checkpoint is not None and proc.poll() is None, "run ended before it could be killed"
-        time.sleep(1.0)  # past the first checkpoint, then killed mid-way
+        deadline, checkpoint, went_on = time.time() + 300, None, False
+        while time.time() < deadline and proc.poll() is None and not went_on:
+            if checkpoint is None:
+                checkpoint = next(iter(out.glob("runs/*/checkpoint.pt")), None)
+                if checkpoint is not None:
+                    step = torch.load(checkpoint, weights_only=True)["train_state"]["step"]
+            else:
+                log = checkpoint.parent / "metrics.jsonl"
+                records = log.read_text().splitlines() if log.exists() else []
+                went_on = bool(records) and json.loads(records[-1])["step"] > step
+            time.sleep(0.02)
+        assert went_on and proc.poll() is None, "run ended before it could be killed"
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
     finally:
