@@ -114,6 +114,40 @@ def test_counts_are_added_per_call_and_folding_them_changes_nothing(monkeypatch,
     assert set(summary["firing_rate"]) == {"lifs.0", "lifs.1"}
 
 
+def test_a_meter_leaves_the_network_as_it_found_it_and_nested_meters_count_alike():
+    """The meter wraps each counted module's forward while it is attached (a hook would put the
+    module on torch's slower call path): afterwards no module keeps a wrapper, a hook of someone
+    else's still sees every call, and a meter inside another counts what it counts alone."""
+    torch.manual_seed(0)
+    net = build_dsqn(DSQNOptions(timesteps=4, weight_gain=8.0), "minatar", (4, 10, 10), 3)
+    frames = (torch.rand(3, 4, 10, 10) > 0.7).float()
+    calls = []
+    hook = net.synapses[1].register_forward_hook(lambda m, i, o: calls.append(i[0].shape))
+    with CostMeter(net) as alone, torch.inference_mode():
+        net(frames)
+    with CostMeter(net) as outer, torch.inference_mode():
+        with CostMeter(net) as inner:
+            net(frames)
+    hook.remove()
+    assert all("forward" not in module.__dict__ for module in net.modules())
+    assert len(calls) == 2
+    assert outer.summary() == inner.summary() == alone.summary()
+
+
+@pytest.mark.parametrize("values, binary, nonzero", [
+    ([1.0, -1.0, 0.0, -0.0], True, 2), ([1.0, 0.5, 0.0, 0.0], False, 2), ([float("inf"), 1.0, 0.0, 0.0], False, 2),
+    ([float("nan"), 1.0, 0.0, 0.0], False, 1), ([1.0 + 2**-23, 0.0, 0.0, 0.0], False, 1)])
+def test_a_static_input_is_binary_only_when_every_value_is_minus_one_zero_or_one(values, binary, nonzero):
+    """A static layer's input is binary (its operations accumulates) only when every value is
+    -1, 0 or 1 (an infinity or a value one rounding step from 1 is not); its non-zero count
+    leaves NaN out."""
+    layer = nn.Linear(4, 2)
+    count = accounting.LayerCount("first", STATIC, 4)
+    count.count(layer, torch.tensor([values]), 2)
+    assert count.binary == binary
+    assert count.nonzero_inputs() == nonzero
+
+
 def tiny_dsqn(first_weights, output_weights):
     """Input (2) -> Linear(2->2) -> LIF -> Linear(2->3) -> integrator, T = 3, no biases."""
     net = build_dsqn(DSQNOptions(timesteps=3, mlp_hidden=(2,)), "classic", (2,), n_actions=3)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -126,7 +127,7 @@ class ShapeCount:
         if ones is None:
             with torch.inference_mode(False):
                 ones = self.ones[rows] = torch.ones(rows, dtype=torch.float32, device=nonzero.device)
-        self.running.addmv_(nonzero.t().float(), ones)
+        self.running.addmv_(nonzero.t() if nonzero.dtype == torch.float32 else nonzero.t().float(), ones)
         self.rows += rows
 
     def fold(self) -> torch.Tensor:
@@ -161,22 +162,21 @@ class LayerCount:
 
     def count(self, module: nn.Module, x: torch.Tensor, output_size: int) -> None:
         """Count one call's inputs `x` (batch first). Spikes are their own counts; other inputs
-        count where they are not zero (a NaN counts as zero), and while every input so far was
-        in {-1, 0, 1} (|x| - |x|^2 = 0; read on the host until the first that is not, then
-        never again) they are their own indicators too. A new shape builds its fan-out maps
-        and sets the sizes."""
+        count where they are not zero (a NaN counts as zero), and `binary` says whether every
+        input so far was in {-1, 0, 1} (each equal to its sign; read on the host until the
+        first that is not, then never again). A new shape builds its fan-out maps and sets the
+        sizes."""
         shape = x.shape[1:]
         entry = self.counts.get(shape)
         if entry is None:
             entry = self.counts[shape] = ShapeCount(module, shape, x.device)
             self.input_size, self.output_size = shape.numel(), output_size
-        flat = x.reshape(x.shape[0], -1)
+        flat = x if x.dim() == 2 else x.flatten(1)
         if self.role != SPIKES:
-            flat = flat.abs()
+            signs = flat.sign()
             if self.binary:
-                self.binary = not bool(flat.addcmul(flat, flat, value=-1).any())
-            if not self.binary:
-                flat = flat.sign_()
+                self.binary = torch.equal(signs, flat)  # only -1, 0 and 1 equal their signs
+            flat = signs.abs_()  # 1 where the input is not zero (a NaN's sign is 0)
         entry.add(flat)
         self.inputs += x.numel()
 
@@ -187,6 +187,30 @@ class LayerCount:
         """Sum over inputs of each one's fan-out (of non-zero weights only, or of every synapse)."""
         return sum(float(torch.dot(c.fold(), c.nonzero_weights if nonzero_weights else c.every))
                    for c in self.counts.values())
+
+
+def after_each_forward(module: nn.Module, counter: Callable[[nn.Module, tuple, object], None]) -> Callable[[], None]:
+    """Call `counter(module, positional inputs, output)` after every forward of `module`, as a
+    forward hook would, until the returned function is called. The module's `forward` is
+    wrapped (an instance attribute) instead of hooked: a module with a hook takes torch's
+    general call path, which cost a metered MinAtar DSQN decision about as much as its counting
+    (docs/energy.md). Meters nest when they are left in the reverse order of entering."""
+    inner = module.forward  # the bound method, or the wrapper of a meter entered before
+    had_own = "forward" in module.__dict__
+
+    def forward(*args, **kwargs):
+        output = inner(*args, **kwargs)
+        counter(module, args, output)
+        return output
+
+    module.forward = forward
+
+    def undo() -> None:
+        if had_own:
+            module.forward = inner
+        else:
+            del module.forward
+    return undo
 
 
 class CostMeter:
@@ -222,34 +246,32 @@ class CostMeter:
         self.integrator_steps: dict[str, int] = defaultdict(int)   # non-spiking neuron layers
         self._active: dict[str, torch.Tensor | float] = defaultdict(float)   # ReLU outputs above 0
         self._relu_outputs: dict[str, int] = defaultdict(int)
-        self._handles: list = []
+        self._undo: list[Callable[[], None]] = []
 
     def __enter__(self) -> CostMeter:
-        self._handles.append(self.network.register_forward_hook(self._count_decisions))
+        counters = [(self.network, self._count_decisions)]
         if self.synapses:
-            for module in self._roles:
-                self._handles.append(module.register_forward_hook(self._synapse_counter(self._layers[module])))
-            for module, name in self._relus.items():
-                self._handles.append(module.register_forward_hook(self._activation_counter(name)))
-        for module, name in self._neurons.items():
-            if module not in self._fed:  # a fed layer is counted by the synaptic layer it feeds
-                self._handles.append(module.register_forward_hook(self._spike_counter(name)))
+            counters += [(module, self._synapse_counter(self._layers[module])) for module in self._roles]
+            counters += [(module, self._activation_counter(name)) for module, name in self._relus.items()]
+        # a fed layer is counted by the synaptic layer it feeds
+        counters += [(module, self._spike_counter(name)) for module, name in self._neurons.items() if module not in self._fed]
         if self.synapses:
-            for module, name in self._integrators.items():
-                self._handles.append(module.register_forward_hook(self._step_counter(self.integrator_steps, name)))
+            counters += [(module, self._step_counter(self.integrator_steps, name))
+                         for module, name in self._integrators.items()]
+        self._undo = [after_each_forward(module, counter) for module, counter in counters]
         return self
 
     def __exit__(self, *exc) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
+        for undo in reversed(self._undo):
+            undo()
+        self._undo.clear()
 
     def _count_decisions(self, module, inputs, output) -> None:
         self.decisions += inputs[0].shape[0]
 
     def _synapse_counter(self, layer: LayerCount):
         def hook(module, inputs, output) -> None:
-            x = inputs[0].detach()
+            x = inputs[0].detach() if inputs[0].requires_grad else inputs[0]
             batch = x.shape[0]
             layer.passes += batch
             layer.outputs += output.numel()
