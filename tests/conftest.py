@@ -105,8 +105,8 @@ def kill_after_first_checkpoint(cmd: list[str], out: Path) -> Path:
                     step = torch.load(checkpoint, weights_only=True)["train_state"]["step"]
             else:
                 log = checkpoint.parent / "metrics.jsonl"
-                records = log.read_text().splitlines() if log.exists() else []
-                went_on = bool(records) and json.loads(records[-1])["step"] > step
+                records = read_jsonl(log) if log.exists() else []
+                went_on = bool(records) and records[-1]["step"] > step
             time.sleep(0.02)
         assert went_on and proc.poll() is None, "run ended before it could be killed"
         os.kill(proc.pid, signal.SIGKILL)
