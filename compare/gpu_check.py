@@ -34,7 +34,7 @@ from compare.core.errors import UsageError
 # (and, for the dry run only, a smaller batch)
 SIZES = {"full": {"learning_starts": 5_000, "measured": 8_000, "ppo": 16_384, "check": 6_000, "buffer": 100_000,
                   "extra": []},
-         "tiny": {"learning_starts": 200, "measured": 200, "ppo": 2_048, "check": 1_500, "buffer": 2_000,
+         "tiny": {"learning_starts": 200, "measured": 200, "ppo": 1_024, "check": 900, "buffer": 2_000,
                   "extra": ["--set", "batch_size=8"]}}
 SHORT_EVALUATION = ["--set", "eval_episodes=1", "--set", "max_episode_frames=2000"]
 RATE_WINDOW = 2_000  # agent steps the learner's logged steps_per_s covers

@@ -11,15 +11,16 @@ pytestmark = pytest.mark.learning
 
 # Measured 2026-12-03 (commit 7440cee, final evaluation, seeds 0-4): ppo 500.0, 467.6, 500.0, 148.8,
 # 500.0; hybrid 495.0, 486.2, 500.0, 472.1, 500.0. A random policy scores ~22. The bar is 100, under
-# 70% of the worst seed measured, and judged over seeds 0-2 (at least 2 of 3), so that a CPU whose
-# float kernels round differently cannot fail a run that learned.
-CARTPOLE_SEEDS, CARTPOLE_BAR = (0, 1, 2), 100
+# 70% of the worst seed measured, and judged over seeds (at least 2 reach it: PPO's of seeds 0-2;
+# the hybrid's, whose worst seed scored 472 and whose run costs about five of PPO's, of seeds 0-1),
+# so that a CPU whose float kernels round differently cannot fail a run that learned.
+CARTPOLE_SEEDS, CARTPOLE_BAR = {"ppo": (0, 1, 2), "hybrid": (0, 1)}, 100
 
 
 @pytest.mark.parametrize("method", ["ppo", "hybrid"])
 def test_actor_critic_learns_cartpole_on_its_default_budget_on_most_seeds(tmp_path, method):
     returns = {}
-    for seed in CARTPOLE_SEEDS:
+    for seed in CARTPOLE_SEEDS[method]:
         run_dir = compare_run(tmp_path / str(seed), "--method", method, "--game", "CartPole-v1", "--seed", str(seed))
         config = json.loads((run_dir / "config.json").read_text())
         assert config["total_steps"] == 50_000 and config["preset"] == "cartpole"
@@ -33,7 +34,8 @@ def test_actor_critic_learns_cartpole_on_its_default_budget_on_most_seeds(tmp_pa
 
 @pytest.mark.parametrize("method", ["ppo", "hybrid"])
 def test_actor_critic_on_breakout_records_scores_and_the_actors_cost(tmp_path, method):
-    run_dir = compare_run(tmp_path, "--method", method, "--game", "Breakout", "--steps", "3000",
+    # One rollout of the atari preset (8 envs x 128 steps) and its update: what a run records, not learning.
+    run_dir = compare_run(tmp_path, "--method", method, "--game", "Breakout", "--steps", "1024",
                           "--eval-episodes", "2")
     result = json.loads((run_dir / "eval.json").read_text())
     assert len(result["episode_returns"]) == 2 and all(r >= 0 for r in result["episode_returns"])

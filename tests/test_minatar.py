@@ -1,5 +1,6 @@
-"""MinAtar Breakout: the DSQN, PPO and the hybrid, each from scratch (the DQN and its
-conversion: test_minatar_dqn.py). Shared setup: tests/minatar_runs.py."""
+"""MinAtar Breakout: the DSQN and PPO, each from scratch (the DQN and its conversion:
+test_minatar_dqn.py; the hybrid's 200k-step run left the suite for its time, docs/minatar.md).
+Shared setup: tests/minatar_runs.py."""
 
 import json
 
@@ -9,10 +10,9 @@ from minatar_runs import EVAL, GAME, RANDOM_RETURN, final_return, short_schedule
 
 pytestmark = pytest.mark.learning
 
-# dsqn and hybrid: with the default init=data since 2026-12-02 (init=default: 3.95, 3.68 and 3.54, 4.00)
+# dsqn: with the default init=data since 2026-12-02 (init=default: 3.95, 3.68)
 DSQN_STEPS, DSQN_BAR = 15_000, 2.5     # measured seeds 0, 1: 4.38, 3.94
-ACTOR_CRITIC = {"ppo": (100_000, 1.8),  # measured 2.98 and 2.65
-                "hybrid": (200_000, 2.0)}  # measured seeds 0, 1: 2.97, 4.05
+PPO_STEPS, PPO_BAR = 100_000, 1.8      # measured seeds 0, 1: 2.98, 2.65
 
 
 def test_dsqn_learns_minatar_breakout_at_its_default_t(tmp_path):
@@ -24,9 +24,7 @@ def test_dsqn_learns_minatar_breakout_at_its_default_t(tmp_path):
     assert all(rate > 0 for rate in result["neuro"]["firing_rate"].values()), result["neuro"]["firing_rate"]
 
 
-@pytest.mark.parametrize("method", sorted(ACTOR_CRITIC))
-def test_actor_critic_learns_minatar_breakout(tmp_path, method):
-    steps, bar = ACTOR_CRITIC[method]
-    run_dir = compare_run(tmp_path, "--method", method, "--game", GAME, "--seed", "0", "--steps", str(steps), *EVAL)
+def test_ppo_learns_minatar_breakout(tmp_path):
+    run_dir = compare_run(tmp_path, "--method", "ppo", "--game", GAME, "--seed", "0", "--steps", str(PPO_STEPS), *EVAL)
     assert json.loads((run_dir / "config.json").read_text())["preset"] == "atari"
-    assert final_return(run_dir) >= max(bar, 3 * RANDOM_RETURN), final_return(run_dir)
+    assert final_return(run_dir) >= max(PPO_BAR, 3 * RANDOM_RETURN), final_return(run_dir)
