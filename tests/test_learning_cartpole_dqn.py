@@ -28,10 +28,11 @@ def mean_returns(run_dirs: dict) -> dict:
 
 def test_dqn_learns_cartpole_within_50k_steps_on_most_seeds(cartpole_dqns):
     """A random policy scores ~22; at least 2 of 3 seeds reach 150 (measured, seeds 0-2: 3 and 2 of 3
-    on the two machines above; 10 of the 11 runs measured reach it)."""
+    on the two machines above, 3 of 3 on 2026-12-05 (500.0, 500.0, 419.8; seed 3: 177.6); 13 of the
+    14 runs measured reach it)."""
     assert all(json.loads((d / "eval.json").read_text())["episodes"] == 30 for d in cartpole_dqns.values())
     returns = mean_returns(cartpole_dqns)
-    assert sum(r >= 150 for r in returns.values()) >= 3, returns
+    assert sum(r >= 150 for r in returns.values()) >= 2, returns
 
 
 def test_converted_cartpole_dqns_keep_their_scores_and_their_choices(cartpole_dqns, tmp_path):
