@@ -29,7 +29,8 @@ from torch import nn
 
 from compare.core.errors import UsageError
 from compare.core.networks import scale_input
-from compare.core.runstore import package_versions, read_json_object
+from compare.core.provenance import package_versions
+from compare.core.runstore import read_json_object
 from compare.core.spiking import IAF_OPS, SPIKES, SYNAPSES, CostRoles, SpikingNetwork, sequential_feeds, stack_roles
 
 # target -> sinabs device name for make_config (None: sinabs 3.1 has no config builder for it)

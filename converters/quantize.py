@@ -41,7 +41,8 @@ from compare.core.errors import UsageError
 from compare.core.evaluation import evaluate_policy
 from compare.core.methods import DerivedMethod
 from compare.core.networks import scale_input
-from compare.core.runstore import Run, ensure_writable_dir, provenance
+from compare.core.provenance import provenance
+from compare.core.runstore import Run, ensure_writable_dir
 from compare.core.seeding import stream_seed
 from compare.core.settings import Settings, use_compute_settings
 from compare.core.spiking import SYNAPSES

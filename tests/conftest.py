@@ -1,4 +1,6 @@
+import contextlib
 import hashlib
+import io
 import json
 import os
 import signal
@@ -6,6 +8,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -54,14 +57,50 @@ def pytest_sessionfinish(session, exitstatus):
 os.environ["OMP_NUM_THREADS"] = "1"
 
 
+# Commands that read the run store and train nothing. `compare` runs them through the CLI's own
+# `main` in the test's process: a new interpreter would spend most of such a command's time
+# importing (measured 2026-12-05: `compare table` on a store 11.5 s, ~8 s of it imports).
+IN_PROCESS = {"table", "plot", "list", "methods"}
+TEST_PYTHONPATH = os.environ["PYTHONPATH"]  # a test that changes it (an installed plug-in) gets a new process
+
+
 def compare(*args, cwd=None, timeout=900):
-    """`python -m compare ARGS` as a user runs it: the completed process. A new `run` without
-    `--threads` gets `--threads 1` (Atari's default is min(4, CPUs); see OMP_NUM_THREADS above)."""
+    """`compare ARGS` as a user runs it: the completed process. A new `run` without `--threads`
+    gets `--threads 1` (Atari's default is min(4, CPUs); see OMP_NUM_THREADS above). Commands
+    in IN_PROCESS run in this process (`compare_in_this_process`), the others as
+    `python -m compare`."""
     args = [str(a) for a in args]
     if args[:1] == ["run"] and "--threads" not in args and "--resume" not in args:
         args += ["--threads", "1"]
+    if args[:1] and args[0] in IN_PROCESS and cwd is None and os.environ.get("PYTHONPATH") == TEST_PYTHONPATH:
+        return compare_in_this_process(args)
     return subprocess.run([sys.executable, "-m", "compare", *args], capture_output=True,
                           text=True, cwd=cwd, timeout=timeout)
+
+
+def compare_in_this_process(args: list[str]) -> subprocess.CompletedProcess:
+    """`compare ARGS` through `compare.app.cli.main` here, as `python -m compare` would give it:
+    its exit code, its stdout, and on stderr its lines followed by the Python warnings it
+    raised (printed once each, as a new process prints them). An exception that `main` lets
+    through fails the test, as a traceback would. torch's thread count is restored after."""
+    from compare.app.cli import main
+
+    stdout, stderr, threads, code = io.StringIO(), io.StringIO(), torch.get_num_threads(), 0
+    with (contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr),
+          warnings.catch_warnings(record=True) as caught):
+        warnings.simplefilter("default")  # a new process's filters: each warning once, these not at all
+        for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+            warnings.simplefilter("ignore", category)
+        try:
+            main(args)
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
+            if isinstance(e.code, str):
+                print(e.code, file=sys.stderr)
+        finally:
+            torch.set_num_threads(threads)
+    shown = "".join(warnings.formatwarning(w.message, w.category, w.filename, w.lineno, w.line) for w in caught)
+    return subprocess.CompletedProcess(["compare", *args], code, stdout.getvalue(), stderr.getvalue() + shown)
 
 
 def compare_run(tmp_path, *args):

@@ -1,5 +1,7 @@
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -108,6 +110,19 @@ def test_the_thread_setting_reaches_config_and_torch(tmp_path):
     assert json.loads((run_dir / "config.json").read_text())["threads"] == 1  # classic control's default
 
 
+def test_commands_that_only_read_the_store_start_without_torch_or_rliable(tmp_path):
+    """`compare table` refusing a missing store and `compare list` import neither torch nor
+    rliable (on 2026-12-05 the refusal took 10 s, 8 of them these imports; 0.4 s without)."""
+    (tmp_path / "store" / "runs").mkdir(parents=True)
+    code = ("import sys\nfrom compare.app.cli import main\n"
+            f"for args in (['table', '--results', {str(tmp_path / 'none')!r}], ['list', '--results', {str(tmp_path / 'store')!r}]):\n"
+            "    try:\n        main(args)\n    except SystemExit:\n        pass\n"
+            "print('loaded:', sorted(name for name in ('torch', 'rliable') if name in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "no run store at" in proc.stderr and "no runs under" in proc.stdout, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "loaded: []", proc.stdout
+
+
 @pytest.mark.slow
 def test_version_and_the_budget_in_both_units(tmp_path):
     from importlib.metadata import version
@@ -134,10 +149,10 @@ def test_version_and_the_budget_in_both_units(tmp_path):
     ("something else\n", None),
 ])
 def test_the_gpu_driver_version_is_read_from_the_kernel_module(monkeypatch, tmp_path, text, version):
-    from compare.core import runstore
+    from compare.core import provenance
 
     (tmp_path / "version").write_text(text)
-    monkeypatch.setattr(runstore, "NVIDIA_DRIVER_FILE", tmp_path / "version")
-    assert runstore.nvidia_driver_version() == version
-    monkeypatch.setattr(runstore, "NVIDIA_DRIVER_FILE", tmp_path / "absent")
-    assert runstore.nvidia_driver_version() is None
+    monkeypatch.setattr(provenance, "NVIDIA_DRIVER_FILE", tmp_path / "version")
+    assert provenance.nvidia_driver_version() == version
+    monkeypatch.setattr(provenance, "NVIDIA_DRIVER_FILE", tmp_path / "absent")
+    assert provenance.nvidia_driver_version() is None

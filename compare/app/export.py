@@ -19,8 +19,9 @@ from pathlib import Path
 
 from compare.core.errors import UsageError
 from compare.core.methods import ExportOptions, exporter
+from compare.core.provenance import provenance
 from compare.core.registry import get_method, registered
-from compare.core.runstore import Run, ensure_writable_dir, provenance, write_json
+from compare.core.runstore import Run, ensure_writable_dir, write_json
 
 
 def targets() -> dict[str, list[str]]:

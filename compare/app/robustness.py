@@ -28,11 +28,9 @@ import torch.nn.functional as F
 from compare.core.errors import UsageError
 from compare.core.evaluation import Policy, evaluate_policy
 from compare.core.networks import pixel_divisor
-from compare.core.runstore import Run, is_number, read_json, write_json
+from compare.core.runstore import ROBUSTNESS, Run, stored_robustness, write_json
 from compare.core.seeding import stream_seed
 from compare.core.training import load_deployed
-
-ROBUSTNESS = "robustness.json"
 
 
 def fgsm(attack_net: torch.nn.Module, obs: np.ndarray, eps: float, pixel_scale: float | None) -> np.ndarray:
@@ -64,33 +62,6 @@ def parse_eps(text: str) -> list[float]:
     if not values or any(not math.isfinite(v) or v < 0 for v in values):
         raise UsageError(f"--eps {text!r} must list finite numbers >= 0")
     return values
-
-
-def stored_robustness(path: Path) -> dict:
-    """A run's robustness.json ({} if absent); a damaged or foreign one is a UsageError, so that
-    nothing is merged into it."""
-    if not path.is_file():
-        return {}
-    try:
-        stored = read_json(path)
-    except (OSError, ValueError) as e:
-        stored, problem = None, f"unreadable ({type(e).__name__})"
-    else:
-        problem = "not an object of attacks"
-    results = stored.get("fgsm", {}).get("results", {}) if isinstance(stored, dict) and isinstance(
-        stored.get("fgsm", {}), dict) else None
-    if isinstance(results, dict) and all(_is_eps(eps) and isinstance(entry, dict) and is_number(entry.get("mean_return"))
-                                         for eps, entry in results.items()):
-        return stored
-    raise UsageError(f"{path} is {problem}: each fgsm result needs a numeric eps and a mean_return; "
-                     "move it away to record new scores")
-
-
-def _is_eps(text: str) -> bool:
-    try:
-        return math.isfinite(float(text))
-    except ValueError:
-        return False
 
 
 def run_fgsm(run_dir: Path, eps_values: list[float], episodes: int | None, seed: int | None) -> dict:

@@ -41,17 +41,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from rliable import library as rly
-from rliable import metrics
 
 from compare.app.resolve import setting_owners, setting_text
-from compare.app.robustness import ROBUSTNESS, stored_robustness
 from compare.core.energy import FLOAT_BITS, MODELS, Estimate, crossover_rate, estimate
 from compare.core.envs import resolve_env
 from compare.core.errors import UsageError
 from compare.core.evaluation import best_on_test, select_operating_point
 from compare.core.registry import get_method, registered
-from compare.core.runstore import config_problem, eval_problem, list_runs, read_json, read_jsonl
+from compare.core.runstore import (
+    ROBUSTNESS,
+    config_problem,
+    eval_problem,
+    list_runs,
+    read_json,
+    read_jsonl,
+    stored_robustness,
+)
 from compare.core.scores import (
     Reference,
     normalization_reference,
@@ -462,6 +467,8 @@ def reproducible_rliable(seed: int = BOOTSTRAP_SEED):
 
 def bootstrap(scores: dict, statistic) -> tuple[dict, dict]:
     """rliable's stratified-bootstrap interval estimates, the same on every call."""
+    from rliable import library as rly  # here: rliable takes seconds to import, and a refusal needs none
+
     with reproducible_rliable():
         return rly.get_interval_estimates(scores, statistic, reps=BOOTSTRAP_REPS,
                                           random_state=np.random.RandomState(BOOTSTRAP_SEED))
@@ -471,6 +478,8 @@ def aggregates(group: Group, column: str, unit: str, kind: str = "final", energy
                references: dict[str, Reference] | None = None,
                energy_models: tuple[str, ...] = ENERGY_MODEL_CHOICES["default"]) -> dict:
     """The aggregate rows of one column in one group."""
+    from rliable import metrics
+
     games = [g for g in group.games if group.cell_runs(g, column)]
     runs = [r for r in group.runs if r.column == column]
     method, variant = group.method_of(column), group.variant_of(column)

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from compare.core.envs import EnvSpec, VecEnv
 from compare.core.protocols import Protocol
 from compare.core.seeding import stream_seed
+
+if TYPE_CHECKING:  # torch is imported where a network runs: `compare table` reads this module
+    import torch
 
 Policy = Callable[[np.ndarray], np.ndarray]  # observation batch -> greedy actions
 
@@ -28,6 +31,8 @@ class EvalResult:
 
 
 def greedy_q_policy(q_network: torch.nn.Module, device: torch.device) -> Policy:
+    import torch
+
     def act(obs: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
             return q_network(torch.as_tensor(obs, device=device)).argmax(dim=1).cpu().numpy()

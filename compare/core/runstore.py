@@ -29,24 +29,17 @@ import io
 import json
 import math
 import os
-import platform
-import re
 import secrets
 import shutil
-import subprocess
-import sys
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from compare.core.energy import counts_problem
 from compare.core.errors import UsageError
-from compare.core.linear import recorded_kernel
 
 CONFIG, METRICS, EVALS, EVAL, CHECKPOINT, REPLAY, WEIGHTS, LOCK = (
     "config.json", "metrics.jsonl", "evals.jsonl", "eval.json", "checkpoint.pt", "replay", "model.pt",
@@ -106,7 +99,20 @@ def write_serialized(path: Path, serialize) -> None:
 
 
 def _write_torch(path: Path, obj) -> None:
+    import torch  # torch is imported where a run file is: reading the store (`compare table`, `list`) needs none
+
     write_serialized(path, lambda buffer: torch.save(obj, buffer))
+
+
+def _read_torch(path: Path, device: str, what: str, remedy: str = ""):
+    """A torch file loaded with `weights_only=True` (tensors, numbers and strings, never code);
+    a damaged or foreign one is one line naming `what`."""
+    import torch
+
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # torch raises several types for damaged or foreign files
+        raise UsageError(f"{what} is truncated or corrupt, or holds more than tensors ({type(e).__name__}){remedy}") from None
 
 
 def write_json(path: Path, obj) -> None:
@@ -175,66 +181,6 @@ def read_jsonl(path: Path) -> list[dict]:
     return records
 
 
-def package_versions() -> dict[str, str | None]:
-    versions = {}
-    for name in ("torch", "norse", "sinabs", "gymnasium", "ale-py", "numpy", "minatar"):
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
-
-
-def git_commit() -> str | None:
-    """The commit of the code that runs (with '-dirty' if it has local edits), if in a checkout."""
-    root = Path(__file__).resolve().parent.parent
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                                text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return commit + ("-dirty" if dirty else "")
-
-
-def hardware() -> dict:
-    """The machine a run's numbers hold on: same seed and settings give the same result on the
-    same CPU model (or GPU, CUDA and cuDNN), not necessarily on another."""
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    cuda = torch.cuda.is_available()
-    return {"cpu": cpu or None, "cpus": os.cpu_count(), "cuda": torch.version.cuda,
-            "cudnn": torch.backends.cudnn.version() if cuda else None,
-            "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else [],
-            "gpu_driver": nvidia_driver_version() if cuda else None, "linear_kernel": recorded_kernel()}
-
-
-NVIDIA_DRIVER_FILE = Path("/proc/driver/nvidia/version")  # what the loaded kernel module reports
-
-
-def nvidia_driver_version() -> str | None:
-    """The NVIDIA driver's version (torch reports the CUDA it was built with, not the driver)."""
-    try:
-        text = NVIDIA_DRIVER_FILE.read_text()
-    except OSError:
-        return None
-    match = re.search(r"Kernel Module(?:\s+for\s+\S+)?\s+(\d+(?:\.\d+)+)", text)
-    return match.group(1) if match else None
-
-
-def provenance() -> dict:
-    """What config.json records besides the settings: versions, commit, machine, time, command."""
-    return {"versions": package_versions(), "python": platform.python_version(),
-            "git_commit": git_commit(), "hardware": hardware(),
-            "created": _dt.datetime.now().isoformat(timespec="seconds"),
-            "command": " ".join(["compare", *sys.argv[1:]])}
-
-
 def ensure_writable_dir(path: Path) -> Path:
     path = Path(path)
     if path.is_symlink() and not path.exists():
@@ -287,6 +233,36 @@ def eval_problem(result) -> str | None:
             for e in sweep)):
         return "sweep is not a list of entries with timesteps and mean_return"
     return None
+
+
+ROBUSTNESS = "robustness.json"  # FGSM scores (compare/app/robustness.py), merged per eps
+
+
+def stored_robustness(path: Path) -> dict:
+    """A run's robustness.json ({} if absent); a damaged or foreign one is a UsageError, so that
+    nothing is merged into it."""
+    if not path.is_file():
+        return {}
+    try:
+        stored = read_json(path)
+    except (OSError, ValueError) as e:
+        stored, problem = None, f"unreadable ({type(e).__name__})"
+    else:
+        problem = "not an object of attacks"
+    results = stored.get("fgsm", {}).get("results", {}) if isinstance(stored, dict) and isinstance(
+        stored.get("fgsm", {}), dict) else None
+    if isinstance(results, dict) and all(_is_eps(eps) and isinstance(entry, dict) and is_number(entry.get("mean_return"))
+                                         for eps, entry in results.items()):
+        return stored
+    raise UsageError(f"{path} is {problem}: each fgsm result needs a numeric eps and a mean_return; "
+                     "move it away to record new scores")
+
+
+def _is_eps(text: str) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
 
 
 @dataclass
@@ -459,11 +435,7 @@ class Run:
         path = self.path / CHECKPOINT
         if not path.exists():
             return None
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # torch raises several types for damaged or foreign files
-            raise UsageError(f"checkpoint {path} is truncated or corrupt, or holds more than tensors "
-                             f"({type(e).__name__}); delete it to restart the run from scratch") from None
+        return _read_torch(path, "cpu", f"checkpoint {path}", "; delete it to restart the run from scratch")
 
     def save_replay(self, state: dict, chunks: dict[str, np.ndarray], files: dict[str, int],
                     step: int) -> dict[str, int]:
@@ -516,11 +488,7 @@ class Run:
         path = self.path / WEIGHTS
         if not path.is_file():
             raise UsageError(f"{self.path} has no trained weights ({WEIGHTS}); has the run finished?")
-        try:
-            return torch.load(path, map_location=device, weights_only=True)
-        except Exception as e:  # torch raises several types for damaged or foreign files
-            raise UsageError(f"{path} is truncated or corrupt, or holds more than tensors "
-                             f"({type(e).__name__})") from None
+        return _read_torch(path, device, str(path))
 
     def write_eval(self, result: dict) -> None:
         write_json(self.path / EVAL, result)

@@ -13,8 +13,6 @@ import os
 import re
 from dataclasses import dataclass, field
 
-import torch
-
 from compare.core import config as cfgmod
 from compare.core.envs import resolve_env
 from compare.core.errors import UsageError
@@ -95,6 +93,8 @@ def use_compute_settings(settings: Settings) -> None:
     """Pin torch's intra-op threads to the run's setting and, on CUDA, cuDNN to deterministic
     kernels (without it cuDNN may pick its convolution algorithm by timing, and a seed would not
     give one result even on one GPU). Set before any work."""
+    import torch  # here, not at the top: commands that only read the run store start without torch
+
     torch.set_num_threads(settings.threads)
     if settings.device.startswith("cuda"):
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False

@@ -21,8 +21,9 @@ from compare.core.errors import UsageError
 from compare.core.evaluation import EvalResult, Policy, evaluate_policy
 from compare.core.learner import Learner
 from compare.core.liveness import apply_scales, initial_scales, liveness_at_start
+from compare.core.provenance import provenance
 from compare.core.registry import get_method
-from compare.core.runstore import Run, ensure_writable_dir, provenance
+from compare.core.runstore import Run, ensure_writable_dir
 from compare.core.scores import human_normalized_score
 from compare.core.seeding import stream_seed
 from compare.core.settings import Settings, use_compute_settings
