@@ -1,4 +1,5 @@
 import contextlib
+import gc
 import hashlib
 import io
 import json
@@ -10,6 +11,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import torch
@@ -57,22 +59,28 @@ def pytest_sessionfinish(session, exitstatus):
 os.environ["OMP_NUM_THREADS"] = "1"
 
 
-# Commands that read the run store and train nothing. `compare` runs them through the CLI's own
-# `main` in the test's process: a new interpreter would spend most of such a command's time
-# importing (measured 2026-12-05: `compare table` on a store 11.5 s, ~8 s of it imports).
-IN_PROCESS = {"table", "plot", "list", "methods"}
-TEST_PYTHONPATH = os.environ["PYTHONPATH"]  # a test that changes it (an installed plug-in) gets a new process
+# The commands a test starts through `compare` run through the CLI's own `main` in the test's
+# process: a new interpreter spends seconds importing torch, norse and rliable before it does
+# anything (measured 2026-12-05: `compare table` on a store 11.5 s, ~8 s of it imports; a
+# 300-step CartPole run 8.5 s). A new process stays where the process itself is under test or
+# would be changed: `sweep` (its controller handles signals and starts the cells), `bench`, a
+# test that changes PYTHONPATH (an installed plug-in) or the working directory, a learning run
+# (`compare_run`, with its hang guard), and what tests start with subprocess themselves (killed
+# runs, resource limits).
+IN_PROCESS = {"table", "plot", "list", "methods", "run", "eval", "export"}
+TEST_PYTHONPATH = os.environ["PYTHONPATH"]
 
 
-def compare(*args, cwd=None, timeout=900):
+def compare(*args, cwd=None, timeout=900, new_process=False):
     """`compare ARGS` as a user runs it: the completed process. A new `run` without `--threads`
     gets `--threads 1` (Atari's default is min(4, CPUs); see OMP_NUM_THREADS above). Commands
-    in IN_PROCESS run in this process (`compare_in_this_process`), the others as
-    `python -m compare`."""
+    in IN_PROCESS run in this process (`compare_in_this_process`), the others, and any with
+    `new_process`, as `python -m compare` (`timeout` guards that process against a hang)."""
     args = [str(a) for a in args]
     if args[:1] == ["run"] and "--threads" not in args and "--resume" not in args:
         args += ["--threads", "1"]
-    if args[:1] and args[0] in IN_PROCESS and cwd is None and os.environ.get("PYTHONPATH") == TEST_PYTHONPATH:
+    if (not new_process and args[:1] and args[0] in IN_PROCESS and cwd is None
+            and os.environ.get("PYTHONPATH") == TEST_PYTHONPATH):
         return compare_in_this_process(args)
     return subprocess.run([sys.executable, "-m", "compare", *args], capture_output=True,
                           text=True, cwd=cwd, timeout=timeout)
@@ -82,12 +90,13 @@ def compare_in_this_process(args: list[str]) -> subprocess.CompletedProcess:
     """`compare ARGS` through `compare.app.cli.main` here, as `python -m compare` would give it:
     its exit code, its stdout, and on stderr its lines followed by the Python warnings it
     raised (printed once each, as a new process prints them). An exception that `main` lets
-    through fails the test, as a traceback would. torch's thread count is restored after."""
+    through fails the test, as a traceback would. sys.argv is the command's while it runs (a
+    run records it in config.json); torch's thread count is restored after."""
     from compare.app.cli import main
 
     stdout, stderr, threads, code = io.StringIO(), io.StringIO(), torch.get_num_threads(), 0
     with (contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr),
-          warnings.catch_warnings(record=True) as caught):
+          warnings.catch_warnings(record=True) as caught, mock.patch.object(sys, "argv", ["compare", *args])):
         warnings.simplefilter("default")  # a new process's filters: each warning once, these not at all
         for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
             warnings.simplefilter("ignore", category)
@@ -99,15 +108,17 @@ def compare_in_this_process(args: list[str]) -> subprocess.CompletedProcess:
                 print(e.code, file=sys.stderr)
         finally:
             torch.set_num_threads(threads)
+            gc.collect()  # a run's replay and networks go now, not at the worker's next collection
     shown = "".join(warnings.formatwarning(w.message, w.category, w.filename, w.lineno, w.line) for w in caught)
     return subprocess.CompletedProcess(["compare", *args], code, stdout.getvalue(), stderr.getvalue() + shown)
 
 
 def compare_run(tmp_path, *args):
-    """A training (or conversion) run as a user starts it, under tmp_path/results: its directory.
-    The timeout only guards against a hang: several times the slowest run's quiet time."""
+    """A training (or conversion) run as a user starts it, in a new process, under
+    tmp_path/results: its directory. The timeout only guards against a hang: several times the
+    slowest run's quiet time."""
     out = tmp_path / "results"
-    proc = compare("run", "--quiet", "--out", out, *args, timeout=1500)
+    proc = compare("run", "--quiet", "--out", out, *args, timeout=1500, new_process=True)
     assert proc.returncode == 0, proc.stderr
     (run_dir,) = out.glob("runs/*")
     return run_dir
