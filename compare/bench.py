@@ -569,10 +569,8 @@ def concurrent_run_shares(steps: int, out: Path) -> tuple[float, list[float]]:
 
 # (j): observations decided per timing, one meter over all of them (an evaluation makes more:
 # 30 Breakout episodes are tens of thousands); a meter builds its fan-out maps once.
-METERED_DECISIONS = 1_000
-
-
-def metered_evaluation_times(game: str, protocol_name: str, rounds: int = 5) -> tuple[float, float]:
+def metered_evaluation_times(game: str, protocol_name: str, rounds: int = 5,
+                             decisions: int = 1_000) -> tuple[float, float]:
     """(j): median seconds per decision of a new run's deployed DSQN (`compare run --method
     dsqn` on `game`, its default init) over random-policy observations, without and with
     `CostMeter` attached, the two taking turns."""
@@ -581,7 +579,7 @@ def metered_evaluation_times(game: str, protocol_name: str, rounds: int = 5) -> 
     network = new_deployed_network(get_method("dsqn"), settings, spec)
     initial_scales(network, settings.options, spec, settings.protocol, settings.seed)  # rescales it in place
     network.eval()
-    observations = torch.as_tensor(random_observations(spec, settings.protocol, METERED_DECISIONS, 0, "liveness"))
+    observations = torch.as_tensor(random_observations(spec, settings.protocol, decisions, 0, "liveness"))
 
     def decide_all() -> None:
         with torch.inference_mode():
@@ -616,7 +614,8 @@ def alternated_medians(measures: dict[str, Callable[[], float]], rounds: int = 3
 
 
 def run_benchmarks(game: str, env_steps: int, train_steps: int, echo=print, num_envs: int = 16,
-                   concurrent_steps: int = 10_000, ppo_rollouts: int = 3, rounds: int = 3) -> dict:
+                   concurrent_steps: int = 10_000, ppo_rollouts: int = 3, rounds: int = 3,
+                   decisions: int = 1_000) -> dict:
     spec = resolve_env(game)
     if spec.family != "atari":
         raise UsageError(f"the benchmark measures Atari games; {spec.name} is {spec.family}")
@@ -709,8 +708,8 @@ def run_benchmarks(game: str, env_steps: int, train_steps: int, echo=print, num_
                                      for cell, rate in study.items()) +
          f" | {hours:,.1f} core-hours ({hours / 2:,.1f} h on 2 workers), goal 24")
     with single_thread():
-        metered = {name: metered_evaluation_times(name, "nature", rounds) for name in (spec.name, minatar.name)}
-    echo(f"(j) cost accounting on an evaluation, DSQN T=8 (init=data), {METERED_DECISIONS:,} decisions one at a time, "
+        metered = {name: metered_evaluation_times(name, "nature", rounds, decisions) for name in (spec.name, minatar.name)}
+    echo(f"(j) cost accounting on an evaluation, DSQN T=8 (init=data), {decisions:,} decisions one at a time, "
          "1 thread: " + " | ".join(f"{name} plain {plain * 1e3:.3f} ms, with CostMeter {meter * 1e3:.3f} ms, ratio "
                                    f"{meter / plain:.2f}x" for name, (plain, meter) in metered.items()) +
          f" (goal for {spec.name}: at most 1.1x)")

@@ -15,7 +15,7 @@ from compare.core.runstore import Run
 def test_bench_reports_its_ten_figures():
     """The benchmark runs end to end (its numbers are measured, not asserted)."""
     proc = subprocess.run([sys.executable, "-m", "compare", "bench", "--env-steps", "200", "--train-steps", "100",
-                           "--concurrent-steps", "1500", "--ppo-rollouts", "1", "--rounds", "1"],
+                           "--concurrent-steps", "1500", "--ppo-rollouts", "1", "--rounds", "1", "--decisions", "50"],
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from conftest import compare
 
 from compare.app import api
+from compare.core import liveness
 from compare.core.envs import resolve_env
 from compare.core.errors import UsageError
 from compare.core.evaluation import random_observations
@@ -84,6 +85,41 @@ def test_a_run_records_and_reapplies_its_scales(tmp_path):
     assert config["init_scales"] == pytest.approx(scales)
     saved = torch.load(run / "model.pt", weights_only=True)  # no update was made: the initial network
     assert all(torch.equal(saved[k], v) for k, v in network.state_dict().items())
+
+
+def bisection_on_whole_forwards(network, observations: torch.Tensor, rate: float) -> dict[str, float]:
+    """The data-driven init as first written: every bisection step a whole forward, the rate read
+    by CostMeter (what `data_driven_scales` must reproduce exactly, at a fraction of the cost)."""
+    names = {id(module): name for name, module in network.named_modules()}
+    scales = {}
+    for layer, spiking in network.init_layers():
+        weight, bias = layer.weight.detach().clone(), None if layer.bias is None else layer.bias.detach().clone()
+        low, high = liveness.LOG2_SCALE_RANGE
+        for _ in range(liveness.BISECTION_STEPS):
+            middle = (low + high) / 2
+            liveness._rescale(layer, weight, bias, 2.0 ** middle)
+            low, high = (middle, high) if liveness.firing(network.eval(), observations)["firing_rate"][spiking] < rate else (low, middle)
+        scales[names[id(layer)]] = 2.0 ** ((low + high) / 2)
+        liveness._rescale(layer, weight, bias, scales[names[id(layer)]])
+    return scales
+
+
+@pytest.mark.parametrize("method, game, preset", [("dsqn", "MinAtar/Breakout", "minatar"),
+                                                  ("dsqn", "MinAtar/Breakout", "liu2022"),  # rate readout, T = 64
+                                                  ("hybrid", "CartPole-v1", None),           # population encoder
+                                                  ("hybrid", "MinAtar/Breakout", None)])     # spiking output layer
+def test_each_layer_is_set_on_the_spikes_a_whole_forward_gives_it(method, game, preset):
+    resolved = api.resolve(method=method, game=game, preset=preset, steps=1000, device="cpu",
+                           settings={"init": "default"})
+    spec = resolve_env(game)
+    observations = torch.as_tensor(random_observations(spec, resolved.protocol, 64, 0, "init"))
+    networks, scales = [], []
+    for calibrate in (bisection_on_whole_forwards, liveness.data_driven_scales):
+        torch.manual_seed(0)
+        networks.append(new_deployed_network(get_method(method), resolved, spec))
+        scales.append(calibrate(networks[-1], observations, 0.1))
+    assert scales[0] == scales[1] and len(scales[0]) == len(networks[0].lifs)
+    assert all(torch.equal(a, b) for a, b in zip(networks[0].state_dict().values(), networks[1].state_dict().values()))
 
 
 @pytest.mark.parametrize("setting, fragment", [

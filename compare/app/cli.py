@@ -468,17 +468,19 @@ def methods():
               help="(g): PPO rollouts of 8 x 128 steps (and their updates) to time, after one more.")
 @click.option("--rounds", default=3, show_default=True, type=click.IntRange(min=1),
               help="(a), (b), (f), (j): alternated rounds of each measure; the median is reported.")
+@click.option("--decisions", default=1_000, show_default=True, type=click.IntRange(min=10),
+              help="(j): decisions of each network per round, one observation at a time.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="cpu: the measurements (a)-(j) above; cuda: the GPU check (dqn, dsqn and ppo training "
                    "steps/s on Breakout, one seed twice, a killed run resumed; docs/performance.md).")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="--device cuda: a new folder for the check's runs and gpu_check.json [default: a temporary one].")
-def bench(game, env_steps, train_steps, concurrent_steps, ppo_rollouts, rounds, device, out):
+def bench(game, env_steps, train_steps, concurrent_steps, ppo_rollouts, rounds, decisions, device, out):
     """Measure harness and learner speed against baselines run in this same process (on a GPU:
     the prepared GPU check)."""
     context = click.get_current_context()
     given = [f"--{name.replace('_', '-')}" for name in ("game", "env_steps", "train_steps", "concurrent_steps",
-                                                         "ppo_rollouts", "rounds", "out")
+                                                         "ppo_rollouts", "rounds", "decisions", "out")
              if context.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE]
     if device == "cpu":
         if "--out" in given:
@@ -486,7 +488,7 @@ def bench(game, env_steps, train_steps, concurrent_steps, ppo_rollouts, rounds, 
         from compare.bench import run_benchmarks
 
         run_benchmarks(game, env_steps, train_steps, echo=click.echo, concurrent_steps=concurrent_steps,
-                       ppo_rollouts=ppo_rollouts, rounds=rounds)
+                       ppo_rollouts=ppo_rollouts, rounds=rounds, decisions=decisions)
         return
     import torch
 

@@ -44,26 +44,40 @@ def _rescale(layer: nn.Module, weight: torch.Tensor, bias: torch.Tensor | None, 
             layer.bias.copy_(bias * scale)
 
 
+def spike_rate(spikes: torch.Tensor) -> float:
+    """The firing rate of one layer's spikes as `CostMeter` counts it (summed in float32, exact
+    below 2^24 spikes, divided in float64)."""
+    return float(spikes.sum().double()) / spikes.numel()
+
+
 def data_driven_scales(network: nn.Module, observations: torch.Tensor, rate: float) -> dict[str, float]:
-    """Rescale `network` in place (see the module docstring); the scale of each layer by name."""
+    """Rescale `network` in place (see the module docstring); the scale of each layer by name.
+
+    Layer i's neurons depend on layers 0..i only, and those before it are set when it is: each
+    bisection step runs layer i alone on the spikes of layer i - 1 (`layer_spikes`, computed
+    once), the very values a forward through the whole network would give it."""
     names = {id(module): name for name, module in network.named_modules()}
     scales = {}
     was_training = network.training
     network.eval()
-    for layer, spiking in network.init_layers():
+    inputs = observations
+    for i, (layer, _) in enumerate(network.init_layers()):
         weight = layer.weight.detach().clone()
         bias = None if layer.bias is None else layer.bias.detach().clone()
         low, high = LOG2_SCALE_RANGE
         for _ in range(BISECTION_STEPS):
             middle = (low + high) / 2
             _rescale(layer, weight, bias, 2.0 ** middle)
-            if firing(network, observations)["firing_rate"][spiking] < rate:
-                low = middle
-            else:
-                high = middle
+            with torch.inference_mode():
+                if spike_rate(network.layer_spikes(i, inputs)) < rate:
+                    low = middle
+                else:
+                    high = middle
         scale = 2.0 ** ((low + high) / 2)
         _rescale(layer, weight, bias, scale)
         scales[names[id(layer)]] = scale
+        with torch.inference_mode():
+            inputs = network.layer_spikes(i, inputs)
     network.train(was_training)
     return scales
 

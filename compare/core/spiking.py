@@ -146,23 +146,29 @@ class SpikingStack(SpikingNetwork):
 
     def init_layers(self) -> list[tuple[nn.Module, str]]:
         """(synaptic layer, name of the neuron layer it drives) for every spiking layer after a
-        synaptic one, first to last: what a data-driven initialisation scales and measures."""
+        synaptic one, first to last: what a data-driven initialisation scales and measures
+        (`layer_spikes(i, ...)` computes the i-th one's spikes)."""
         return [(self.synapses[i], f"lifs.{i}") for i in range(len(self.lifs))]
 
     def first_current(self, obs: torch.Tensor) -> torch.Tensor:
         """The first synaptic layer's current from a static observation, (B, ...)."""
         return self.synapses[0](scale_input(obs, self.input_divisor))
 
-    def run(self, obs: torch.Tensor) -> torch.Tensor:
-        T = self.timesteps
+    def layer_spikes(self, i: int, inputs: torch.Tensor) -> torch.Tensor:
+        """The (T, B, ...) spikes of neuron layer `lifs[i]` from what its synaptic layer reads:
+        the observation for i = 0, the spikes of `lifs[i - 1]` after it (one step of `run`)."""
+        if i > 0:
+            return self.lifs[i](all_steps(self.synapses[i], inputs))
         if self.encoder is None:  # static input: the first synaptic current is computed once
-            spikes = self.lifs[0](self.first_current(obs), timesteps=T)
-        else:
-            spikes = self.lifs[0](all_steps(self.synapses[0], self.encoder(obs, T)))
+            return self.lifs[0](self.first_current(inputs), timesteps=self.timesteps)
+        return self.lifs[0](all_steps(self.synapses[0], self.encoder(inputs, self.timesteps)))
+
+    def run(self, obs: torch.Tensor) -> torch.Tensor:
+        spikes = self.layer_spikes(0, obs)
         for i in range(1, len(self.synapses)):
             if i == len(self.lifs):
                 if self.output is None:  # "rate"
                     return self.synapses[i](spikes.mean(dim=0).flatten(1))
                 return self.output(all_steps(self.synapses[i], spikes))
-            spikes = self.lifs[i](all_steps(self.synapses[i], spikes))
+            spikes = self.layer_spikes(i, spikes)
         return spikes
