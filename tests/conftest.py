@@ -1,4 +1,5 @@
 import contextlib
+import faulthandler
 import gc
 import hashlib
 import io
@@ -75,23 +76,25 @@ def compare(*args, cwd=None, timeout=900, new_process=False):
     """`compare ARGS` as a user runs it: the completed process. A new `run` without `--threads`
     gets `--threads 1` (Atari's default is min(4, CPUs); see OMP_NUM_THREADS above). Commands
     in IN_PROCESS run in this process (`compare_in_this_process`), the others, and any with
-    `new_process`, as `python -m compare` (`timeout` guards that process against a hang)."""
+    `new_process`, as `python -m compare`; `timeout` guards either against a hang."""
     args = [str(a) for a in args]
     if args[:1] == ["run"] and "--threads" not in args and "--resume" not in args:
         args += ["--threads", "1"]
     if (not new_process and args[:1] and args[0] in IN_PROCESS and cwd is None
             and os.environ.get("PYTHONPATH") == TEST_PYTHONPATH):
-        return compare_in_this_process(args)
+        return compare_in_this_process(args, timeout)
     return subprocess.run([sys.executable, "-m", "compare", *args], capture_output=True,
                           text=True, cwd=cwd, timeout=timeout)
 
 
-def compare_in_this_process(args: list[str]) -> subprocess.CompletedProcess:
+def compare_in_this_process(args: list[str], timeout: float = 900) -> subprocess.CompletedProcess:
     """`compare ARGS` through `compare.app.cli.main` here, as `python -m compare` would give it:
     its exit code, its stdout, and on stderr its lines followed by the Python warnings it
     raised (printed once each, as a new process prints them). An exception that `main` lets
     through fails the test, as a traceback would. sys.argv is the command's while it runs (a
-    run records it in config.json); torch's thread count is restored after."""
+    run records it in config.json); torch's thread count is restored after. A command still
+    running after `timeout` seconds (a hang) dumps every thread's traceback to the real stderr
+    and ends the process: the worker dies and pytest reports the test as crashed."""
     from compare.app.cli import main
 
     stdout, stderr, threads, code = io.StringIO(), io.StringIO(), torch.get_num_threads(), 0
@@ -100,6 +103,7 @@ def compare_in_this_process(args: list[str]) -> subprocess.CompletedProcess:
         warnings.simplefilter("default")  # a new process's filters: each warning once, these not at all
         for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
             warnings.simplefilter("ignore", category)
+        faulthandler.dump_traceback_later(timeout, exit=True, file=sys.__stderr__)
         try:
             main(args)
         except SystemExit as e:
@@ -107,6 +111,7 @@ def compare_in_this_process(args: list[str]) -> subprocess.CompletedProcess:
             if isinstance(e.code, str):
                 print(e.code, file=sys.stderr)
         finally:
+            faulthandler.cancel_dump_traceback_later()
             torch.set_num_threads(threads)
             gc.collect()  # a run's replay and networks go now, not at the worker's next collection
     shown = "".join(warnings.formatwarning(w.message, w.category, w.filename, w.lineno, w.line) for w in caught)
