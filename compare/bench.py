@@ -567,8 +567,8 @@ def concurrent_run_shares(steps: int, out: Path) -> tuple[float, list[float]]:
     return solo, [rate / solo for rate in pair]
 
 
-# (j): observations decided per timing, one meter over all of them (an evaluation makes more:
-# 30 Breakout episodes are tens of thousands); a meter builds its fan-out maps once.
+# (j): one meter over all of a round's decisions (an evaluation makes more: 30 Breakout
+# episodes are tens of thousands); a meter builds its fan-out maps once.
 def metered_evaluation_times(game: str, protocol_name: str, rounds: int = 5,
                              decisions: int = 1_000) -> tuple[float, float]:
     """(j): median seconds per decision of a new run's deployed DSQN (`compare run --method
