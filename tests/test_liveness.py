@@ -2,6 +2,7 @@
 on every environment family and learner preset, on real observations from the harness."""
 
 import json
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -90,18 +91,12 @@ def test_a_run_records_and_reapplies_its_scales(tmp_path):
 def bisection_on_whole_forwards(network, observations: torch.Tensor, rate: float) -> dict[str, float]:
     """The data-driven init as first written: every bisection step a whole forward, the rate read
     by CostMeter (what `data_driven_scales` must reproduce exactly, at a fraction of the cost)."""
+    def rate_now(spiking: str) -> float:
+        return liveness.firing(network.eval(), observations)["firing_rate"][spiking]
+
     names = {id(module): name for name, module in network.named_modules()}
-    scales = {}
-    for layer, spiking in network.init_layers():
-        weight, bias = layer.weight.detach().clone(), None if layer.bias is None else layer.bias.detach().clone()
-        low, high = liveness.LOG2_SCALE_RANGE
-        for _ in range(liveness.BISECTION_STEPS):
-            middle = (low + high) / 2
-            liveness._rescale(layer, weight, bias, 2.0 ** middle)
-            low, high = (middle, high) if liveness.firing(network.eval(), observations)["firing_rate"][spiking] < rate else (low, middle)
-        scales[names[id(layer)]] = 2.0 ** ((low + high) / 2)
-        liveness._rescale(layer, weight, bias, scales[names[id(layer)]])
-    return scales
+    return {names[id(layer)]: liveness.bisect_scale(layer, rate, partial(rate_now, spiking))
+            for layer, spiking in network.init_layers()}
 
 
 @pytest.mark.parametrize("method, game, preset", [("dsqn", "MinAtar/Breakout", "minatar"),

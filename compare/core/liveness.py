@@ -17,6 +17,9 @@ whose layers are silent outputs constants. Two tools, used by every trained run:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+
 import torch
 from torch import nn
 
@@ -50,6 +53,30 @@ def spike_rate(spikes: torch.Tensor) -> float:
     return float(spikes.sum().double()) / spikes.numel()
 
 
+def layer_rate(network: nn.Module, i: int, inputs: torch.Tensor) -> float:
+    """The firing rate of the network's i-th spiking layer on `inputs` (`layer_spikes`)."""
+    with torch.inference_mode():
+        return spike_rate(network.layer_spikes(i, inputs))
+
+
+def bisect_scale(layer: nn.Module, rate: float, rate_now: Callable[[], float]) -> float:
+    """Scale `layer` (weight and bias) by the factor, found by bisection on its log2, at which
+    `rate_now()` (the firing rate of the neurons it drives) reaches `rate`; leaves it scaled."""
+    weight = layer.weight.detach().clone()
+    bias = None if layer.bias is None else layer.bias.detach().clone()
+    low, high = LOG2_SCALE_RANGE
+    for _ in range(BISECTION_STEPS):
+        middle = (low + high) / 2
+        _rescale(layer, weight, bias, 2.0 ** middle)
+        if rate_now() < rate:
+            low = middle
+        else:
+            high = middle
+    scale = 2.0 ** ((low + high) / 2)
+    _rescale(layer, weight, bias, scale)
+    return scale
+
+
 def data_driven_scales(network: nn.Module, observations: torch.Tensor, rate: float) -> dict[str, float]:
     """Rescale `network` in place (see the module docstring); the scale of each layer by name.
 
@@ -57,27 +84,16 @@ def data_driven_scales(network: nn.Module, observations: torch.Tensor, rate: flo
     bisection step runs layer i alone on the spikes of layer i - 1 (`layer_spikes`, computed
     once), the very values a forward through the whole network would give it."""
     names = {id(module): name for name, module in network.named_modules()}
+    layers = network.init_layers()
     scales = {}
     was_training = network.training
     network.eval()
     inputs = observations
-    for i, (layer, _) in enumerate(network.init_layers()):
-        weight = layer.weight.detach().clone()
-        bias = None if layer.bias is None else layer.bias.detach().clone()
-        low, high = LOG2_SCALE_RANGE
-        for _ in range(BISECTION_STEPS):
-            middle = (low + high) / 2
-            _rescale(layer, weight, bias, 2.0 ** middle)
+    for i, (layer, _) in enumerate(layers):
+        scales[names[id(layer)]] = bisect_scale(layer, rate, partial(layer_rate, network, i, inputs))
+        if i + 1 < len(layers):  # the next layer's input, now that this one is set
             with torch.inference_mode():
-                if spike_rate(network.layer_spikes(i, inputs)) < rate:
-                    low = middle
-                else:
-                    high = middle
-        scale = 2.0 ** ((low + high) / 2)
-        _rescale(layer, weight, bias, scale)
-        scales[names[id(layer)]] = scale
-        with torch.inference_mode():
-            inputs = network.layer_spikes(i, inputs)
+                inputs = network.layer_spikes(i, inputs)
     network.train(was_training)
     return scales
 
